@@ -101,11 +101,10 @@ def make_train_step(ts, jit_compile=False):
     spec = tf.TensorSpec([config.batch_size, config.num_steps], tf.int32)
     variables = model.trainable_variables
 
-    @tf.function(input_signature=[spec, spec], jit_compile=jit_compile)
-    def train_step(x, y):
-        seed = tf.stack([ts.seed, ts.global_step])
+    @tf.function(jit_compile=jit_compile)
+    def compiled_step(x, y, keep_masks):
         with tf.GradientTape() as tape:
-            logits, final = model(x, ts.carried, training=True, seed=seed)
+            logits, final = model(x, ts.carried, training=True, keep_masks=keep_masks)
             cost = model_lib.sequence_cost(logits, y)
         grads = tape.gradient(cost, variables)
         grads, grad_norm = tf.clip_by_global_norm(grads, config.max_grad_norm)
@@ -126,6 +125,17 @@ def make_train_step(ts, jit_compile=False):
         ts.step.assign_add(1)
         ts.global_step.assign_add(1)
         return cost, grad_norm
+
+    @tf.function(input_signature=[spec, spec])
+    def train_step(x, y):
+        # Dropout masks come from (seed, global step), drawn by the plain
+        # kernels (outside XLA, whose Philox is ~3x slower and draws other
+        # numbers), so XLA on or off trains on the same masks.
+        keep_masks = None
+        if model.uses_dropout:
+            keep_masks = model.dropout_masks(tf.stack([ts.seed, ts.global_step]),
+                                             config.batch_size, config.num_steps)
+        return compiled_step(x, y, keep_masks)
     return train_step
 
 
@@ -141,8 +151,7 @@ def make_eval_step(model, batch_size, num_steps=None, jit_compile=False):
     @tf.function(input_signature=[spec, spec, state_spec], jit_compile=jit_compile)
     def eval_step(x, y, state):
         outputs, final = model.hidden(x, state, training=False)
-        losses = tf.nn.sparse_softmax_cross_entropy_with_logits(
-            labels=y, logits=model.project(outputs))
+        losses = model_lib.word_losses(model.project(outputs), y)
         return losses, final
     return eval_step
 

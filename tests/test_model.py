@@ -85,6 +85,21 @@ def test_model_dropout_only_when_training_and_repeatable_by_seed():
     assert not np.allclose(a, model(x, zero)[0])
 
 
+def test_dropout_masks_are_stateless_dropouts_masks():
+    # The masks drawn ahead of the step are exactly tf.nn.experimental.stateless_dropout's.
+    model = _model(keep_prob=0.6)
+    seed = tf.constant([5, 11], tf.int64)
+    masks = model.dropout_masks(seed, batch_size=3, num_steps=4)
+    assert len(masks) == model.num_layers + 1
+    x = tf.random.stateless_normal([4, 3, HIDDEN], seed=[1, 2])
+    for site, keep in enumerate(masks):
+        site_seed = tf.random.experimental.stateless_fold_in(seed, site, alg="philox")
+        expected = tf.nn.experimental.stateless_dropout(x, rate=0.4, seed=site_seed,
+                                                        rng_alg="philox")
+        np.testing.assert_array_equal(model._dropout(x, keep), expected)
+    assert not np.array_equal(masks[0], masks[1])
+
+
 def test_model_rejects_unknown_rnn_mode():
     with pytest.raises(ValueError, match="unknown rnn_mode 'fast'"):
         _model("fast")
@@ -98,3 +113,30 @@ def test_sequence_cost_sums_over_time_and_averages_over_batch():
     nll = -np.take_along_axis(log_softmax, targets[..., None], -1)[..., 0]  # [batch, steps]
     expected = nll.sum(axis=1).mean()
     np.testing.assert_allclose(model_lib.sequence_cost(logits, targets), expected, rtol=1e-5)
+
+
+@pytest.mark.parametrize("jit_compile", [False, True])
+def test_word_losses_equal_stock_op_in_value_and_gradient(jit_compile):
+    rng = np.random.RandomState(2)
+    # Large logits too: the shift by the row maximum keeps exp finite.
+    scales = np.array([1.0, 30.0, 300.0], np.float32)[:, None, None]
+    logits = tf.constant(rng.randn(3, 4, 50).astype(np.float32) * scales)
+    targets = tf.constant(rng.randint(0, 50, [3, 4]).astype(np.int32))
+    weights = tf.constant(rng.rand(3, 4).astype(np.float32))
+
+    def value_and_grad(fn):
+        @tf.function(jit_compile=jit_compile)
+        def run(logits):
+            with tf.GradientTape() as tape:
+                tape.watch(logits)
+                losses = fn(logits)
+                total = tf.reduce_sum(losses * weights)
+            return losses, tape.gradient(total, logits)
+        return run(logits)
+
+    ours = value_and_grad(lambda l: model_lib.word_losses(l, targets))
+    stock = value_and_grad(lambda l: tf.nn.sparse_softmax_cross_entropy_with_logits(
+        labels=targets, logits=l))
+    np.testing.assert_allclose(ours[0], stock[0], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(ours[1], stock[1], rtol=1e-5, atol=1e-6)
+    assert np.all(np.isfinite(ours[0])) and np.all(np.isfinite(ours[1]))

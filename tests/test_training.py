@@ -140,9 +140,10 @@ def test_stream_perplexity_long_chunks_equal_one_step_batches(rnn_mode):
             expected, rel=1e-5), chunk_len
 
 
-def test_fused_xla_train_step_equals_basic_reference_step():
-    # No dropout: XLA draws other (equally valid) stateless masks than plain kernels.
-    config = CONFIG
+@pytest.mark.parametrize("keep_prob", [1.0, 0.5])
+def test_fused_xla_train_step_equals_basic_reference_step(keep_prob):
+    # With dropout too: the masks are drawn outside XLA, so both steps use the same ones.
+    config = dataclasses.replace(CONFIG, keep_prob=keep_prob)
     batches = reader.ptb_producer(_stream(), config.batch_size, config.num_steps)
     results = []
     for rnn_mode, jit in (("basic", False), ("fused", True)):
