@@ -152,10 +152,11 @@ def load_model(save_path, checkpoint=None, rnn_mode="block"):
     return model, word_to_id, config
 
 
-def evaluate_file(model, word_to_id, path):
+def evaluate_file(model, word_to_id, path, jit_compile=False):
     """The exact perplexity of a text file: one stream (batch 1), state carried throughout.
 
     Lines end in <eos>, as in training; words outside the vocabulary are read as <unk>.
+    jit_compile: run under XLA (see training.stream_log_probs).
 
     Returns:
       (perplexity float, number of words incl. <eos>, number read as <unk>).
@@ -167,7 +168,7 @@ def evaluate_file(model, word_to_id, path):
         raise InferenceError(f"{path} has a single word; perplexity needs at least two")
     ids = reader.words_to_ids(words, word_to_id, source=path)
     unknown = sum(w not in word_to_id for w in words)
-    return training.stream_perplexity(model, ids), len(words), unknown
+    return training.stream_perplexity(model, ids, jit_compile=jit_compile), len(words), unknown
 
 
 def check_sampling(num_words, temperature, top_k):

@@ -34,8 +34,15 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO not in sys.path:
     sys.path.insert(0, REPO)
+# The environment as given, for the peers: they run as their authors ship them.
+PEER_ENV = dict(os.environ)
 # Keep TensorFlow's C++ start-up chatter out of the output, as the driver does.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+# Pool host memory in TensorFlow's BFC allocator: otherwise the compiled step's
+# temporaries (~100 MB) come fresh from mmap on every call, ~11k page faults
+# per small-config step (measured 20-30% of the step). TF_CPU_ALLOCATOR_USE_BFC=false
+# turns it off.
+os.environ.setdefault("TF_CPU_ALLOCATOR_USE_BFC", "true")
 
 import tensorflow as tf  # noqa: E402
 
@@ -240,7 +247,8 @@ def measure(args):
         "stream_eval_seconds": None}
     if args.stream_eval:
         start = time.perf_counter()
-        training.stream_perplexity(ts.model, corpus.test)  # traces once, as the driver's does
+        # Traces (and under XLA compiles) once, as the driver's does.
+        training.stream_perplexity(ts.model, corpus.test, jit_compile=args.xla)
         result["stream_eval_seconds"] = time.perf_counter() - start
         result["stream_eval_words"] = len(corpus.test) - 1
     result["peak_rss_mb"] = _rss_mb(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
@@ -268,10 +276,10 @@ class ChildRun:
     peak_rss_mb: float  # the child's own peak (wait4), for peers that do not report theirs
 
 
-def run_child(cmd):
+def run_child(cmd, env=None):
     """Runs cmd to the end, capturing its output; wait4 gives that child's own peak RSS."""
     with tempfile.TemporaryFile("w+") as err:  # a file, so a chatty stderr cannot block the pipe
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True)
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True, env=env)
         with proc.stdout:
             out = proc.stdout.read()
         _, status, usage = os.wait4(proc.pid, 0)
@@ -344,7 +352,7 @@ def run_peer(args, peer, name):
     cmd, note = _peer_command(args, peer, name)
     if cmd is None:
         return {"peer": peer, "config": name, "note": f"skipped: {note}"}
-    run = run_child(cmd)
+    run = run_child(cmd, env=PEER_ENV)
     result = last_json(run.stdout) if run.returncode == 0 else None
     if result is None or "train_wps" not in result:
         return {"peer": peer, "config": name, "note": f"failed: {_failure(run)}"}
@@ -424,11 +432,31 @@ def _cpu_model():
     return platform.processor() or platform.machine()
 
 
+def _cpu_vector_isa():
+    """The widest x86 vector extension the CPU reports (AVX-512, AVX2, ...), or "" if unknown.
+
+    Recorded because it moves our ratios to the peers: XLA's matmuls and the
+    peers' reach different fractions of peak on AVX2 and AVX-512 hosts.
+    """
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line.split(":", 1)[1].split() for line in f
+                          if line.startswith("flags")), [])
+    except OSError:
+        return ""
+    for flag, name in (("avx512f", "AVX-512"), ("avx2", "AVX2"), ("avx", "AVX")):
+        if flag in flags:
+            return name
+    return ""
+
+
 def host_info():
     return {"date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
             "host": {"name": platform.node(), "cpu_model": _cpu_model(),
-                     "cpu_cores": os.cpu_count(), "platform": platform.platform()},
-            "python": platform.python_version(), "tf_version": tf.__version__}
+                     "cpu_vector_isa": _cpu_vector_isa(), "cpu_cores": os.cpu_count(),
+                     "platform": platform.platform()},
+            "python": platform.python_version(), "tf_version": tf.__version__,
+            "tf_cpu_allocator_use_bfc": os.environ["TF_CPU_ALLOCATOR_USE_BFC"]}
 
 
 # -------------------- throughput

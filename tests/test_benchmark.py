@@ -1,5 +1,6 @@
 """Tests of scripts/benchmark.py: mode parsing, the timed loops, the CLI's JSON line, the tables."""
 
+import argparse
 import dataclasses
 import importlib.util
 import json
@@ -79,6 +80,7 @@ def test_throughput_prints_json_last_line(make_corpus):
     for key in ("train_wps", "eval_wps", "peak_rss_mb", "stream_eval_seconds"):
         assert result[key] > 0, key
     assert summary["tf_version"] and summary["host"]["cpu_cores"] >= 1
+    assert "cpu_vector_isa" in summary["host"]
 
 
 def test_throughput_missing_data_fails_in_one_line(benchmark, tmp_path, capsys):
@@ -108,3 +110,19 @@ def test_perplexity_collect_only_tabulates_metrics(benchmark, make_corpus, tmp_p
     row = "| test | 2/2 | 40.00 | 45.50 | 44.10 | 0:00:04 | – | 250 |"
     assert row in capsys.readouterr().out.splitlines()
     assert row in output.read_text().splitlines()
+
+
+def test_peers_run_in_the_environment_as_given(benchmark, tmp_path, monkeypatch):
+    # Our own processes pool host memory (TF_CPU_ALLOCATOR_USE_BFC); a peer runs as shipped.
+    (tmp_path / "keras_peer.py").write_text(
+        "import json, os\n"
+        "bfc = os.environ.get('TF_CPU_ALLOCATOR_USE_BFC')\n"
+        "print(json.dumps({'peer': 'fake', 'train_wps': 2.0 if bfc else 1.0}))\n")
+    monkeypatch.setattr(benchmark, "PEER_ENV",
+                        {k: v for k, v in benchmark.PEER_ENV.items()
+                         if k != "TF_CPU_ALLOCATOR_USE_BFC"})
+    monkeypatch.setenv("TF_CPU_ALLOCATOR_USE_BFC", "true")
+    args = argparse.Namespace(peer_dir=str(tmp_path), torch_python="", data_path=str(tmp_path),
+                              warmup=1, steps=1)
+    result = benchmark.run_peer(args, "keras", "small")
+    assert (result["harness"], result["train_wps"]) == ("fake", 1.0)

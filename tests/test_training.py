@@ -140,6 +140,18 @@ def test_stream_perplexity_long_chunks_equal_one_step_batches(rnn_mode):
             expected, rel=1e-5), chunk_len
 
 
+@pytest.mark.parametrize("rnn_mode", ["basic", "fused"])
+def test_stream_log_probs_under_xla_equal_plain_kernels(rnn_mode):
+    # Under XLA the short last chunk is padded (43 -> 64, 299 -> 512): no word's loss changes.
+    ts = training.TrainState(CONFIG, rnn_mode=rnn_mode, seed=2)
+    ids = _stream(300, seed=4)
+    expected = training.stream_log_probs(ts.model, ids, chunk_len=7)
+    for chunk_len in (64, 4096):
+        got = training.stream_log_probs(ts.model, ids, chunk_len, jit_compile=True)
+        assert got.shape == (299,)
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5, err_msg=str(chunk_len))
+
+
 @pytest.mark.parametrize("keep_prob", [1.0, 0.5])
 def test_fused_xla_train_step_equals_basic_reference_step(keep_prob):
     # With dropout too: the masks are drawn outside XLA, so both steps use the same ones.
