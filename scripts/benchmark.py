@@ -38,10 +38,7 @@ if REPO not in sys.path:
 PEER_ENV = dict(os.environ)
 # Keep TensorFlow's C++ start-up chatter out of the output, as the driver does.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
-# Pool host memory in TensorFlow's BFC allocator: otherwise the compiled step's
-# temporaries (~100 MB) come fresh from mmap on every call, ~11k page faults
-# per small-config step (measured 20-30% of the step). TF_CPU_ALLOCATOR_USE_BFC=false
-# turns it off.
+# Pool host memory in TensorFlow's BFC allocator, as the driver does (see there why).
 os.environ.setdefault("TF_CPU_ALLOCATOR_USE_BFC", "true")
 
 import tensorflow as tf  # noqa: E402
