@@ -87,6 +87,48 @@ def _apply_sgd(variables, grads, lr):
             var.assign_sub(lr * grad)
 
 
+def _row_width(size, widest=1024, narrowest=64):
+    """The largest divisor of `size` in [narrowest, widest], or None if there is none."""
+    for width in range(min(widest, size), narrowest - 1, -1):
+        if size % width == 0:
+            return width
+    return None
+
+
+def _squared_norm(grad, as_matvec):
+    """sum(grad ** 2): of the values, for IndexedSlices (as tf.clip_by_global_norm).
+
+    With as_matvec (for XLA on CPU) the sum is a [size / width, width] x [width]
+    product with ones: XLA compiles a fused square-and-sum to a slow loop
+    (1.7 ms for the small model's 2M softmax weights, 5.8 ms for medium's 6.5M)
+    and that product runs 4-7x faster. Plain TensorFlow's L2Loss is fast already.
+    """
+    values = grad.values if isinstance(grad, tf.IndexedSlices) else grad
+    size = values.shape.num_elements()
+    width = _row_width(size) if as_matvec and size else None
+    if width is None:
+        return 2.0 * tf.nn.l2_loss(values)
+    squares = tf.reshape(values * values, [-1, width])                # [size / width, width]
+    return tf.reduce_sum(tf.linalg.matvec(squares, tf.ones([width], values.dtype)))
+
+
+def clip_by_global_norm(grads, clip_norm, as_matvec=False):
+    """tf.clip_by_global_norm(grads, clip_norm): the same scaling and the same NaN
+    for a non-finite norm, with each squared norm summed as _squared_norm says.
+
+    Returns:
+      (clipped grads, the global norm before clipping).
+    """
+    norm = tf.sqrt(tf.add_n([_squared_norm(grad, as_matvec) for grad in grads]))
+    scale = clip_norm * tf.minimum(1.0 / norm, 1.0 / clip_norm) + (norm - norm)
+
+    def scaled(grad):
+        if isinstance(grad, tf.IndexedSlices):
+            return tf.IndexedSlices(grad.values * scale, grad.indices, grad.dense_shape)
+        return grad * scale
+    return [scaled(grad) for grad in grads], norm
+
+
 def make_train_step(ts, jit_compile=False):
     """A tf.function that trains on one [batch_size, num_steps] batch, traced once.
 
@@ -107,7 +149,7 @@ def make_train_step(ts, jit_compile=False):
             logits, final = model(x, ts.carried, training=True, keep_masks=keep_masks)
             cost = model_lib.sequence_cost(logits, y)
         grads = tape.gradient(cost, variables)
-        grads, grad_norm = tf.clip_by_global_norm(grads, config.max_grad_norm)
+        grads, grad_norm = clip_by_global_norm(grads, config.max_grad_norm, jit_compile)
         finite = tf.math.is_finite(cost) & tf.math.is_finite(grad_norm)
 
         def apply():

@@ -60,6 +60,29 @@ def test_train_step_clips_by_global_norm():
     assert moved == pytest.approx(1e-3, rel=1e-3)  # lr 1.0 times the clipped norm
 
 
+@pytest.mark.parametrize("jit_compile", [False, True])
+def test_clip_by_global_norm_equals_tensorflows(jit_compile):
+    rng = np.random.RandomState(0)
+    grads = [tf.constant(rng.randn(*shape).astype(np.float32))
+             for shape in [(200, 96), (97,), (2, 1031), (3,)]]  # the last two: no row width
+    grads.append(tf.IndexedSlices(tf.constant(rng.randn(6, 5).astype(np.float32)),
+                                  tf.constant([0, 2, 2, 1, 0, 3]), tf.constant([4, 5])))
+
+    @tf.function(jit_compile=jit_compile)
+    def ours(scale):
+        return training.clip_by_global_norm([g * scale for g in grads[:-1]] + grads[-1:], 3.0,
+                                            as_matvec=jit_compile)
+    for scale in [1.0, 1e-3, np.inf]:
+        want, want_norm = tf.clip_by_global_norm([g * scale for g in grads[:-1]] + grads[-1:], 3.0)
+        got, got_norm = ours(tf.constant(scale, tf.float32))
+        np.testing.assert_allclose(got_norm.numpy(), want_norm.numpy(), rtol=1e-5)
+        for g, w in zip(got[:-1], want[:-1]):
+            np.testing.assert_allclose(g.numpy(), w.numpy(), rtol=1e-5, atol=1e-7)
+        assert isinstance(got[-1], tf.IndexedSlices)
+        np.testing.assert_allclose(got[-1].values.numpy(), want[-1].values.numpy(), rtol=1e-5)
+    assert np.isnan(got[0].numpy()).all()  # an infinite norm scales every gradient to NaN
+
+
 def test_run_epoch_loss_falls_on_learnable_stream():
     config = dataclasses.replace(CONFIG, hidden_size=32, max_epoch=5)  # LR stays 1.0
     ts = training.TrainState(config, rnn_mode="block")
