@@ -136,25 +136,32 @@ def _scan(step, sequences, carry, out_shapes, unroll, reverse=False):
     return carry, tuple(ta.stack() for ta in outs_ta)
 
 
-# Weights of at least this many bytes are multiplied in the per-step loops
-# with their rows contracted; see _per_step_matmul.
+# Per-step recurrent weights of at least this many bytes are multiplied with
+# their rows contracted (see _per_step_matmul): in while loops (training) from
+# H=650 (6.8 MB); in unrolled loops (validation, test) only from H=1500 (36 MB,
+# past the 32 MB cache), as at H=650 they measured slower there.
 _ROW_CONTRACTED_BYTES = 2 << 20
+_ROW_CONTRACTED_BYTES_UNROLLED = 16 << 20
 
 
-def _per_step_matmul(w):
+def _per_step_matmul(w, unroll):
     """x -> x @ w for a loop that multiplies a few rows by the same `w` every step.
 
-    Small weights go in as they are: XLA hands the product to YNNPACK, fastest
-    at H=200. Larger ones go in transposed with their rows contracted
-    (`x @ (w^T)^T`), which XLA hands to Eigen: YNNPACK repacks the weights on
-    every call, and once they outgrow the cache that doubles the memory
-    traffic of a step. Measured per step under XLA, batch 20 (AVX2 host): H=1500
-    forward 4.2 -> 2.8 ms, backward 5.9 -> 2.9 ms; H=650 backward 0.77 -> 0.65 ms,
-    forward 0.54 vs 0.56 ms; H=200 0.07 ms as is against 0.11 transposed.
+    Small weights go in as they are: XLA hands the product to YNNPACK. Larger
+    ones go in transposed with their rows contracted (`x @ (w^T)^T`), which
+    XLA hands to Eigen: YNNPACK repacks the weights on every call, and once
+    they outgrow the cache that doubles the memory traffic of a step.
+    Measured under XLA, batch 20 (AVX2 host): H=1500 forward 4.2 -> 2.8 ms and
+    backward 5.9 -> 2.9 ms per step; H=650 medium training step 386-394 ->
+    378-382 ms, but its unrolled validation step 130 -> 150 ms; H=200 0.07 ms
+    as is against 0.11 transposed.
     """
-    if w.shape.num_elements() * w.dtype.size < _ROW_CONTRACTED_BYTES:
+    min_bytes = _ROW_CONTRACTED_BYTES_UNROLLED if unroll else _ROW_CONTRACTED_BYTES
+    if w.shape.num_elements() * w.dtype.size < min_bytes:
         return lambda x: tf.matmul(x, w)
-    w_t = tf.transpose(w)
+    # w^T as a gather of all its rows: a copy XLA's transpose folding cannot
+    # fold back into x @ w, as it does a plain transpose in unrolled loops.
+    w_t = tf.gather(tf.transpose(w), tf.range(w.shape[1]))  # [n, k]
     return lambda x: tf.matmul(x, w_t, transpose_b=True)
 
 
@@ -174,7 +181,7 @@ def _lstm_forward(projected, c0, h0, w_h, forget_bias, unroll):
       `[T, batch, 4H]`, c_T, h_T); c_T, h_T are c0, h0 when T == 0.
     """
     batch, units = h0.shape[0], w_h.shape[0]
-    times_w_h = _per_step_matmul(w_h)
+    times_w_h = _per_step_matmul(w_h, unroll)
 
     def step(state, projected_t):
         c, h = state
@@ -207,7 +214,8 @@ def _lstm_backward(d_outputs, dc, dh, cs, c_prev, acts, w_h, unroll):
       (dgates `[T, batch, 4H]` wrt the gate pre-activations, dc_0, dh_0).
     """
     batch, units = dc.shape[0], w_h.shape[0]
-    times_w_h_t = _per_step_matmul(tf.transpose(w_h))  # dgates [batch, 4H] @ W_h^T [4H, H]
+    # dgates [batch, 4H] @ W_h^T [4H, H]
+    times_w_h_t = _per_step_matmul(tf.transpose(w_h), unroll)
 
     def step(d_state, d_output, c, c_prev, acts):
         dc, dh = d_state

@@ -196,6 +196,40 @@ def test_fused_lstm_unroll_leaves_no_while_loop():
     assert not _has_while_loop(_unrolled, cell, inputs, state)
 
 
+def _row_contracted_matmuls(run, cell, inputs, state):
+    """MatMuls with transpose_b in the traced forward-and-gradient graph."""
+    graph = tf.function(_gradients).get_concrete_function(
+        run, cell, inputs, state).graph
+    return sum(op.type == "MatMul" and op.get_attr("transpose_b")
+               for op in graph.get_operations())
+
+
+@pytest.mark.parametrize("mode", ["eager", "jit"])
+@pytest.mark.parametrize("run", [fused.fused_lstm, _unrolled])
+def test_fused_lstm_with_row_contracted_weights_matches_dynamic_rnn(run, mode, monkeypatch):
+    # The per-step matmul form of large weights, here forced for both loops.
+    cell = _lstm(dtype=tf.float64)
+    inputs, state = _sequence_and_state(tf.float64)
+    monkeypatch.setattr(fused, "_ROW_CONTRACTED_BYTES", 0)
+    monkeypatch.setattr(fused, "_ROW_CONTRACTED_BYTES_UNROLLED", 0)
+    got = _maybe_function(lambda x, s: run(cell, x, s), mode)(inputs, state)
+    _assert_close(got, _reference(cell, inputs, state), rtol=1e-10, atol=1e-10)
+    grads = _maybe_function(_gradients, mode)(run, cell, inputs, state)
+    _assert_close(grads, _gradients(_reference, cell, inputs, state),
+                  rtol=1e-10, atol=1e-10)
+
+
+def test_fused_lstm_contracts_rows_of_weights_over_the_threshold_only(monkeypatch):
+    cell = _lstm(dtype=tf.float64)
+    inputs, state = _sequence_and_state(tf.float64)
+    small = _row_contracted_matmuls(_unrolled, cell, inputs, state)
+    monkeypatch.setattr(fused, "_ROW_CONTRACTED_BYTES", 0)  # the while loops' threshold
+    assert _row_contracted_matmuls(_unrolled, cell, inputs, state) == small
+    monkeypatch.setattr(fused, "_ROW_CONTRACTED_BYTES_UNROLLED", 0)
+    # One per step forward (h @ W_h) and one per step backward (dgates @ W_h^T).
+    assert _row_contracted_matmuls(_unrolled, cell, inputs, state) == small + 2 * STEPS
+
+
 def _partial_loss_gradients(run, cell, inputs, state, part):
     """Gradients of a loss on only one of outputs / final c / final h."""
     with tf.GradientTape() as tape:
