@@ -159,9 +159,12 @@ def _per_step_matmul(w, unroll):
     min_bytes = _ROW_CONTRACTED_BYTES_UNROLLED if unroll else _ROW_CONTRACTED_BYTES
     if w.shape.num_elements() * w.dtype.size < min_bytes:
         return lambda x: tf.matmul(x, w)
-    # w^T as a gather of all its rows: a copy XLA's transpose folding cannot
-    # fold back into x @ w, as it does a plain transpose in unrolled loops.
-    w_t = tf.gather(tf.transpose(w), tf.range(w.shape[1]))  # [n, k]
+    w_t = tf.transpose(w)  # [n, k]
+    if unroll:
+        # Unrolled, XLA folds a plain transpose back into x @ w; a gather of
+        # all the rows is a copy it cannot see through. (A while loop's body
+        # gets w_t from outside, so there the transpose stays.)
+        w_t = tf.gather(w_t, tf.range(w.shape[1]))
     return lambda x: tf.matmul(x, w_t, transpose_b=True)
 
 
