@@ -12,7 +12,8 @@ steps are the library's (training.make_train_step driven by training.run_epoch,
 training.make_eval_step, training.stream_perplexity), never a copy. One line is
 printed per measurement, then a Markdown table, and the last line is one JSON
 object holding every figure. Absolute words/s drift on a shared machine; the
-ratios to peers measured back to back in the same invocation hold better.
+ratios to peers measured back to back in the same invocation hold better, and
+--rounds=N alternates N rounds of peers and modes and reports the medians.
 
 perplexity: runs ptb_word_lm.py for each config into <root>/<config> (rerunning
 resumes), then tabulates each save_path/metrics.json.
@@ -26,6 +27,7 @@ import os
 import platform
 import re
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -407,6 +409,8 @@ def throughput_table(results, peer_results):
             continue
         ratio = result.get("ratio_to_fastest_peer")
         vs = _DASH if ratio is None else f"{ratio:.2f}x ({result['fastest_peer']})"
+        if result.get("rounds_ratio_to_fastest_peer"):
+            vs += " rounds " + " ".join(f"{r:.2f}x" for r in result["rounds_ratio_to_fastest_peer"])
         rows.append(f"| {result['config']} | {result['mode']} | {_num(result['train_wps'])} "
                     f"| {_num(result['eval_wps'])} "
                     f"| {_num(result.get('stream_eval_seconds'), '{:.1f}')} "
@@ -462,6 +466,8 @@ def _plan(args):
     """(config names, Modes, peers), every flag checked first so a typo fails before any work."""
     if args.steps < 1 or args.warmup < 0 or (args.eval_steps is not None and args.eval_steps < 1):
         raise BenchmarkError("--steps and --eval_steps must be >= 1 and --warmup >= 0")
+    if args.rounds < 1:
+        raise BenchmarkError(f"--rounds must be >= 1, got {args.rounds}")
     names, modes = parse_configs(args.configs), parse_modes(args.rnn_modes, args.xla)
     peers = parse_peers(args.peers)
     configs.apply_overrides(configs.SMALL, args.override)  # ConfigError on a bad key
@@ -497,23 +503,63 @@ def throughput(args):
         return 0
     results, peer_results = [], []
     for name in names:
-        # Peers first, so each of the project's lines can show its ratio as it is printed.
-        for peer in peers:
-            peer_results.append(run_peer(args, peer, name))
-            print(describe_peer(peer_results[-1]), flush=True)
-        for mode in modes:
-            result = measure_in_child(args, name, mode)
-            add_ratios(result, peer_results)
-            results.append(result)
-            print(describe_result(result), flush=True)
+        name_results, name_peers = _measure_rounds(args, name, modes, peers)
+        results += name_results
+        peer_results += name_peers
     print()
     print(throughput_table(results, peer_results))
     print()
     summary = dict(host_info(), command="throughput", data_path=os.path.abspath(args.data_path),
                    warmup=args.warmup, steps=args.steps, eval_steps=args.eval_steps or args.steps,
-                   overrides=args.override, results=results, peers=peer_results, notes=notes)
+                   rounds=args.rounds, overrides=args.override, results=results,
+                   peers=peer_results, notes=notes)
     print(json.dumps(summary), flush=True)
     return 1 if any("error" in r for r in results) else 0
+
+
+def _measure_rounds(args, name, modes, peers):
+    """args.rounds rounds of (every peer, then every mode) on config `name`, alternating so
+    that a slow spell of a shared machine hits all of them; returns (results, peer results),
+    each the median of its rounds (combine_rounds)."""
+    peer_rounds, mode_rounds = [[] for _ in peers], [[] for _ in modes]
+    for round_index in range(args.rounds):
+        if args.rounds > 1:
+            print(f"{name}: round {round_index + 1} of {args.rounds}", flush=True)
+        # Peers first, so each of the project's lines can show its ratio as it is printed.
+        for peer, rounds in zip(peers, peer_rounds):
+            rounds.append(run_peer(args, peer, name))
+            print(describe_peer(rounds[-1]), flush=True)
+        for mode, rounds in zip(modes, mode_rounds):
+            rounds.append(measure_in_child(args, name, mode))
+            add_ratios(rounds[-1], [r[-1] for r in peer_rounds])
+            print(describe_result(rounds[-1]), flush=True)
+    name_peers = [combine_rounds(rounds) for rounds in peer_rounds]
+    name_results = []
+    for rounds in mode_rounds:
+        result = combine_rounds(rounds)
+        if "error" not in result:
+            add_ratios(result, name_peers)
+        name_results.append(result)
+    return name_results, name_peers
+
+
+def combine_rounds(rounds):
+    """One measurement's rounds as one result: the median of each speed and time, the
+    largest peak RSS, and with more than one round each round's training words/s and
+    ratio. A failed round (no train_wps) is the result."""
+    failed = [r for r in rounds if r.get("train_wps") is None or "error" in r]
+    if failed or len(rounds) == 1:
+        return (failed or rounds)[0]
+    combined = dict(rounds[-1])
+    for key in ("train_wps", "eval_wps", "stream_eval_seconds"):
+        values = [r[key] for r in rounds if r.get(key) is not None]
+        combined[key] = statistics.median(values) if values else None
+    combined["peak_rss_mb"] = max(r["peak_rss_mb"] for r in rounds)
+    combined["rounds_train_wps"] = [r["train_wps"] for r in rounds]
+    ratios = [r.get("ratio_to_fastest_peer") for r in rounds]
+    if all(ratio is not None for ratio in ratios):
+        combined["rounds_ratio_to_fastest_peer"] = ratios
+    return combined
 
 
 # -------------------- perplexity
@@ -658,6 +704,9 @@ def build_parser():
     tp.add_argument("--xla", default="0", help="comma list of 0/1 crossed with bare --rnn_modes")
     tp.add_argument("--warmup", type=int, default=20, help="untimed steps first (tracing)")
     tp.add_argument("--steps", type=int, default=300, help="timed training steps")
+    tp.add_argument("--rounds", type=int, default=1,
+                    help="measure every peer and mode this many times, alternating; report "
+                         "medians (and each round's ratio)")
     tp.add_argument("--eval_steps", type=int, default=None,
                     help="timed eval steps (default: --steps)")
     tp.add_argument("--stream_eval", action="store_true",

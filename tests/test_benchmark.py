@@ -126,3 +126,38 @@ def test_peers_run_in_the_environment_as_given(benchmark, tmp_path, monkeypatch)
                               warmup=1, steps=1)
     result = benchmark.run_peer(args, "keras", "small")
     assert (result["harness"], result["train_wps"]) == ("fake", 1.0)
+
+
+def test_rounds_alternate_and_report_medians(benchmark, monkeypatch, capsys):
+    calls = []
+    peer_wps = iter([100.0, 300.0, 200.0])
+    ours = iter([(150.0, 900), (600.0, 700), (500.0, 800)])
+
+    def run_peer(args, peer, name):
+        calls.append(peer)
+        return {"peer": peer, "config": name, "train_wps": next(peer_wps), "peak_rss_mb": 10}
+
+    def measure_in_child(args, name, mode):
+        calls.append(mode.label)
+        wps, rss = next(ours)
+        return {"config": name, "mode": mode.label, "train_wps": wps, "eval_wps": 2 * wps,
+                "stream_eval_seconds": None, "peak_rss_mb": rss}
+    monkeypatch.setattr(benchmark, "run_peer", run_peer)
+    monkeypatch.setattr(benchmark, "measure_in_child", measure_in_child)
+    (mode,) = benchmark.parse_modes("fused+xla", "1")
+    args = argparse.Namespace(rounds=3)
+    (result,), (peer,) = benchmark._measure_rounds(args, "small", [mode], ["torch"])
+    assert calls == ["torch", "fused+xla"] * 3
+    assert peer["train_wps"] == 200.0 and result["train_wps"] == 500.0  # medians
+    assert result["eval_wps"] == 1000.0 and result["peak_rss_mb"] == 900
+    assert result["ratio_to_fastest_peer"] == pytest.approx(2.5)
+    assert result["rounds_ratio_to_fastest_peer"] == pytest.approx([1.5, 2.0, 2.5])
+    assert "2.50x (torch) rounds 1.50x 2.00x 2.50x" in benchmark.throughput_table([result], [peer])
+
+
+def test_a_failed_round_fails_the_result(benchmark):
+    good = {"config": "small", "mode": "fused", "train_wps": 5.0, "peak_rss_mb": 1}
+    bad = {"config": "small", "mode": "fused", "train_wps": None, "error": "boom"}
+    assert benchmark.combine_rounds([good, bad, good]) is bad
+    note = {"peer": "torch", "config": "small", "note": "failed: x"}
+    assert benchmark.combine_rounds([note]) is note
