@@ -5,6 +5,7 @@
     python scripts/benchmark.py perplexity --data_path=/path/to/ptb --configs=small,medium \\
         --root=runs --rnn_mode=block              # unknown flags go to ptb_word_lm.py
     python scripts/benchmark.py perplexity --data_path=/path/to/ptb --configs=small --collect_only
+    python scripts/benchmark.py ceiling --configs=small,medium,large
 
 throughput: every (config, mode) is measured in its own subprocess (the hidden
 `_measure` command), so its peak resident memory is its own, and the timed
@@ -14,6 +15,11 @@ printed per measurement, then a Markdown table, and the last line is one JSON
 object holding every figure. Absolute words/s drift on a shared machine; the
 ratios to peers measured back to back in the same invocation hold better, and
 --rounds=N alternates N rounds of peers and modes and reports the medians.
+
+ceiling: times every matrix product of a config's training step (forward and
+backward, the shapes fused mode runs) under XLA, each at the faster of its two
+weight layouts, and reports the words/s of a step that did nothing else: the
+bound the measured words/s are held against.
 
 perplexity: runs ptb_word_lm.py for each config into <root>/<config> (rerunning
 resumes), then tabulates each save_path/metrics.json.
@@ -562,6 +568,136 @@ def combine_rounds(rounds):
     return combined
 
 
+# -------------------- ceiling
+
+@dataclasses.dataclass(frozen=True)
+class Product:
+    """One matrix product of a training step: [m, k] x [k, n], run `count` times per step."""
+    name: str
+    m: int
+    k: int
+    n: int
+    count: int
+    in_eval: bool  # also run by a forward-only (evaluation) step
+    serial: bool  # one per time step, each waiting for the last (the recurrence)
+
+    @property
+    def flops(self):
+        return 2 * self.m * self.k * self.n * self.count
+
+
+def step_products(config):
+    """Every matrix product of one training step of `config`, the way fused mode runs it:
+    input projections, weight gradients and input gradients over all time steps at once,
+    the recurrent products one time step at a time. Elementwise work is not counted."""
+    b, h, v, layers = config.batch_size, config.hidden_size, config.vocab_size, config.num_layers
+    n, t = b * config.num_steps, config.num_steps
+    return [
+        Product("LSTM input projection", n, h, 4 * h, layers, True, False),
+        Product("LSTM recurrent, per step", b, h, 4 * h, layers * t, True, True),
+        Product("softmax", n, h, v, 1, True, False),
+        Product("softmax d(weights)", h, n, v, 1, False, False),
+        Product("softmax d(outputs)", n, v, h, 1, False, False),
+        Product("LSTM recurrent backward, per step", b, 4 * h, h, layers * t, False, True),
+        Product("LSTM d(kernel)", 2 * h, n, 4 * h, layers, False, False),
+        Product("LSTM d(inputs)", n, 4 * h, h, layers, False, False),
+    ]
+
+
+def _product_function(product, transposed, chain):
+    """An XLA-compiled (a, w) -> a' running `chain` products [m, k] x [k, n] in a row, so
+    the call's own cost is spread over them. Per-step products feed the next one the tanh
+    of their output (its first k columns, tiled when n < k), as h_t feeds step t + 1; the
+    others only wait for the last one's corner, so the glue costs one pass over a. With
+    `transposed`, w comes as [n, k], multiplied with its rows contracted (what
+    rnn/fused.py's _per_step_matmul does for large weights)."""
+    reps = -(-product.k // product.n)
+
+    @tf.function(jit_compile=True)
+    def run(a, w):
+        for _ in range(chain):
+            out = tf.matmul(a, w, transpose_b=transposed)                   # [m, n]
+            if product.serial:
+                a = tf.tanh(tf.tile(out, [1, reps])[:, :product.k])         # [m, k]
+            else:
+                a = a + out[:1, :1]
+        return a
+    return run
+
+
+def _chain_length(product):
+    return 32 if product.serial else 8
+
+
+def _timed_calls(run, a, w, min_seconds):
+    """Seconds per call of run(a, w), over calls for at least min_seconds."""
+    calls, start = 0, time.perf_counter()
+    while calls == 0 or time.perf_counter() - start < min_seconds:
+        result = run(a, w)
+        calls += 1
+    result.numpy()  # waits for the last call
+    return (time.perf_counter() - start) / calls
+
+
+def time_products(products, min_seconds=0.3, sweeps=3):
+    """Seconds of one of each product: the fastest over `sweeps` sweeps through all of them
+    (so a slow spell of a shared machine hits one sweep, not one product) of w as is and
+    w transposed, each timed for min_seconds over calls that chain 32 per-step products
+    or 8 others."""
+    runs = []
+    for product in products:
+        a = tf.random.uniform([product.m, product.k], -1.0, 1.0)
+        for transposed in (False, True):
+            shape = [product.n, product.k] if transposed else [product.k, product.n]
+            w = tf.random.uniform(shape, -1.0, 1.0) * (2.0 / product.k ** 0.5)
+            run = _product_function(product, transposed, _chain_length(product))
+            run(a, w).numpy()  # compiles
+            runs.append((len(runs) // 2, run, a, w))
+    best = [float("inf")] * len(products)
+    for _ in range(sweeps):
+        for index, run, a, w in runs:
+            seconds = _timed_calls(run, a, w, min_seconds) / _chain_length(products[index])
+            best[index] = min(best[index], seconds)
+    return best
+
+
+def ceiling(config, seconds_per_product):
+    """(train, eval) words/s if every product of a step ran at its measured speed and
+    nothing else took any time: words per step over the summed product seconds."""
+    products = step_products(config)
+    words = config.batch_size * config.num_steps
+    train = sum(p.count * s for p, s in zip(products, seconds_per_product))
+    evaluation = sum(p.count * s for p, s in zip(products, seconds_per_product) if p.in_eval)
+    return words / train, words / evaluation
+
+
+def ceiling_command(args):
+    names = parse_configs(args.configs)
+    if not args.min_seconds > 0 or args.sweeps < 1:
+        raise BenchmarkError(f"--min_seconds must be > 0 and --sweeps >= 1, got "
+                             f"{args.min_seconds} and {args.sweeps}")
+    results = []
+    for name in names:
+        config = configs.get_config(name)
+        products = step_products(config)
+        seconds = time_products(products, args.min_seconds, args.sweeps)
+        rows = [{"product": p.name, "shape": [p.m, p.k, p.n], "per_step": p.count,
+                 "ms_per_step": 1e3 * p.count * s, "gflops": p.flops / p.count / s / 1e9}
+                for p, s in zip(products, seconds)]
+        train_wps, eval_wps = ceiling(config, seconds)
+        words = config.batch_size * config.num_steps
+        results.append({"config": name, "mflop_per_word": sum(p.flops for p in products) / words
+                        / 1e6, "products": rows, "train_wps": train_wps, "eval_wps": eval_wps})
+        print(f"{name}: ceiling {train_wps:,.0f} train words/s, {eval_wps:,.0f} eval words/s "
+              f"({results[-1]['mflop_per_word']:.1f} MFLOP per trained word)", flush=True)
+        for row in rows:
+            print(f"  {row['product']:34s} {'x'.join(map(str, row['shape'])):>17s} "
+                  f"x{row['per_step']:<3d} {row['gflops']:6.0f} GFLOPS "
+                  f"{row['ms_per_step']:8.2f} ms/step", flush=True)
+    print(json.dumps(dict(host_info(), command="ceiling", results=results)), flush=True)
+    return 0
+
+
 # -------------------- perplexity
 
 _WALL_FILE = "benchmark_wall.json"  # wall seconds of this script's driver runs, summed over resumes
@@ -693,7 +829,7 @@ def _add_common(parser):
 def build_parser():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0], allow_abbrev=False)
     sub = parser.add_subparsers(dest="command", required=True,
-                                metavar="{throughput,perplexity}")
+                                metavar="{throughput,perplexity,ceiling}")
     tp = sub.add_parser("throughput", allow_abbrev=False,
                         help="training/evaluation words/s and peak memory per config and mode")
     _add_common(tp)
@@ -728,6 +864,15 @@ def build_parser():
                     help="tabulate existing <root>/<config>/metrics.json, train nothing")
     pp.add_argument("--output", help="also write the Markdown table here")
 
+    cp = sub.add_parser("ceiling", allow_abbrev=False,
+                        help="the words/s a step would reach if its matrix products ran at the "
+                             "speed measured for each shape and nothing else took time")
+    cp.add_argument("--configs", default="small,medium,large")
+    cp.add_argument("--min_seconds", type=float, default=0.3,
+                    help="time each product and layout for at least this long per sweep")
+    cp.add_argument("--sweeps", type=int, default=3,
+                    help="sweeps through every product; each product's fastest counts")
+
     mp = sub.add_parser("_measure", allow_abbrev=False)  # one measurement, in the child process
     mp.add_argument("--config", required=True)
     mp.add_argument("--rnn_mode", required=True, choices=RNN_MODES)
@@ -753,6 +898,8 @@ def main(argv=None):
     try:
         if args.command == "throughput":
             return throughput(args)
+        if args.command == "ceiling":
+            return ceiling_command(args)
         return perplexity(args, [a for a in extra if a != "--"])
     except (BenchmarkError, configs.ConfigError, reader.DataError) as e:
         print(f"error: {e}", file=sys.stderr)

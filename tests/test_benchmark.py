@@ -161,3 +161,67 @@ def test_a_failed_round_fails_the_result(benchmark):
     assert benchmark.combine_rounds([good, bad, good]) is bad
     note = {"peer": "torch", "config": "small", "note": "failed: x"}
     assert benchmark.combine_rounds([note]) is note
+
+
+# -------------------- ceiling
+
+@pytest.mark.parametrize("name", ["small", "medium", "large"])
+def test_step_products_count_every_flop_of_a_training_step(benchmark, name):
+    # Per trained word, two products of 4H x H per layer forward (input and recurrent),
+    # four backward (recurrent, and the kernel gradient's [2H] rows twice) plus the
+    # input gradient, i.e. 48 L H^2; the softmax 2HV forward and 4HV backward.
+    config = configs.get_config(name)
+    h, v, layers = config.hidden_size, config.vocab_size, config.num_layers
+    words = config.batch_size * config.num_steps
+    products = benchmark.step_products(config)
+    assert sum(p.flops for p in products) == words * (48 * layers * h * h + 6 * h * v)
+    assert sum(p.flops for p in products if p.in_eval) == words * (16 * layers * h * h + 2 * h * v)
+
+
+def test_ceiling_is_words_per_step_over_the_summed_product_seconds(benchmark):
+    config = configs.SMALL
+    products = benchmark.step_products(config)
+    seconds = [0.001 * (i + 1) for i in range(len(products))]
+    train, evaluation = benchmark.ceiling(config, seconds)
+    words = config.batch_size * config.num_steps
+    assert train == pytest.approx(words / sum(p.count * s for p, s in zip(products, seconds)))
+    assert evaluation == pytest.approx(
+        words / sum(p.count * s for p, s in zip(products, seconds) if p.in_eval))
+    assert evaluation > train
+
+
+def test_product_function_chains_the_product(benchmark):
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal([3, 4]).astype(np.float32)
+    w = rng.standard_normal([4, 2]).astype(np.float32)
+
+    def per_step(x):  # the next input: tanh of the output tiled to k = 4 columns
+        return np.tanh(np.tile(x @ w, [1, 2]))
+
+    def other(x):  # the next input: waits for the output's corner only
+        return x + (x @ w)[0, 0]
+
+    for serial, step in ((True, per_step), (False, other)):
+        product = benchmark.Product("p", 3, 4, 2, 1, True, serial)
+        for transposed, w_in in ((False, w), (True, w.T.copy())):
+            run = benchmark._product_function(product, transposed, 2)
+            np.testing.assert_allclose(run(a, w_in).numpy(), step(step(a)), rtol=1e-5)
+
+
+def test_ceiling_command_reports_each_product_and_json_last(benchmark, capsys):
+    assert benchmark.main(["ceiling", "--configs=test", "--min_seconds=0.01", "--sweeps=2"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    summary = json.loads(lines[-1])
+    (result,) = summary["results"]
+    assert result["config"] == "test" and lines[0].startswith("test: ceiling ")
+    assert result["eval_wps"] > result["train_wps"] > 0
+    assert [row["product"] for row in result["products"]] == [
+        p.name for p in benchmark.step_products(configs.TEST)]
+    assert all(row["gflops"] > 0 for row in result["products"])
+
+
+def test_ceiling_rejects_bad_min_seconds_and_sweeps(benchmark, capsys):
+    assert benchmark.main(["ceiling", "--configs=test", "--min_seconds=0"]) == 2
+    assert capsys.readouterr().err.startswith("error: --min_seconds must be > 0")
+    assert benchmark.main(["ceiling", "--configs=test", "--sweeps=0"]) == 2
+    assert "--sweeps >= 1" in capsys.readouterr().err
