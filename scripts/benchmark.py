@@ -376,6 +376,33 @@ def add_ratios(result, peer_results):
         if timed and result.get("train_wps") else None)
 
 
+def run_ceiling(name):
+    """Config `name`'s ceiling (measure_ceiling), in a child process so it runs alone as
+    the measurements do: {"config", "train_wps", "eval_wps"} or {"config", "error"}."""
+    run = run_child([sys.executable, os.path.abspath(__file__), "ceiling", f"--configs={name}"])
+    summary = last_json(run.stdout) if run.returncode == 0 else None
+    if not summary or not summary.get("results"):
+        return {"config": name, "error": _failure(run)}
+    result = summary["results"][0]
+    return {"config": name, "train_wps": result["train_wps"], "eval_wps": result["eval_wps"]}
+
+
+def add_ceiling(results, ceiling_rounds):
+    """Adds each result's fraction of its config's ceiling (the median over the rounds that
+    measured one); returns that ceiling, or None."""
+    timed = [c for c in ceiling_rounds if "error" not in c]
+    if not timed:
+        return None
+    ceiling_wps = {key: statistics.median(c[key] for c in timed)
+                   for key in ("train_wps", "eval_wps")}
+    for result in results:
+        if "error" not in result:
+            result["ceiling_wps"] = ceiling_wps
+            result["of_ceiling"] = {key: result[key] / ceiling_wps[key] for key in ceiling_wps}
+    return dict(ceiling_wps, config=results[0]["config"] if results else None,
+                rounds_train_wps=[c["train_wps"] for c in timed])
+
+
 # -------------------- reporting
 
 def _num(value, fmt="{:,.0f}"):
@@ -397,6 +424,14 @@ def describe_result(result):
     return line
 
 
+def describe_ceiling(ceiling):
+    """The human-readable line of one ceiling measurement."""
+    if "error" in ceiling:
+        return f"{ceiling['config']} ceiling: FAILED ({ceiling['error'][:200]})"
+    return (f"{ceiling['config']} ceiling: train {_num(ceiling['train_wps'])} wps, "
+            f"eval {_num(ceiling['eval_wps'])} wps")
+
+
 def describe_peer(peer):
     head = f"{peer['config']} peer {peer['peer']}:"
     if "train_wps" not in peer:
@@ -407,12 +442,15 @@ def describe_peer(peer):
 def throughput_table(results, peer_results):
     """Markdown: one row per measurement, then the peers' rows of the same config."""
     rows = ["| config | mode | train wps | eval wps | stream test eval s | peak RSS MB "
-            "| vs fastest peer |",
-            "|---|---|---:|---:|---:|---:|---:|"]
+            "| vs fastest peer | of ceiling, train / eval |",
+            "|---|---|---:|---:|---:|---:|---:|---:|"]
     for result in results:
         if "error" in result:
-            rows.append(f"| {result['config']} | {result['mode']} | failed | | | | |")
+            rows.append(f"| {result['config']} | {result['mode']} | failed | | | | | |")
             continue
+        of_ceiling = result.get("of_ceiling")
+        of_ceiling = (_DASH if of_ceiling is None else
+                      f"{of_ceiling['train_wps']:.0%} / {of_ceiling['eval_wps']:.0%}")
         ratio = result.get("ratio_to_fastest_peer")
         vs = _DASH if ratio is None else f"{ratio:.2f}x ({result['fastest_peer']})"
         if result.get("rounds_ratio_to_fastest_peer"):
@@ -420,11 +458,11 @@ def throughput_table(results, peer_results):
         rows.append(f"| {result['config']} | {result['mode']} | {_num(result['train_wps'])} "
                     f"| {_num(result['eval_wps'])} "
                     f"| {_num(result.get('stream_eval_seconds'), '{:.1f}')} "
-                    f"| {_num(result['peak_rss_mb'])} | {vs} |")
+                    f"| {_num(result['peak_rss_mb'])} | {vs} | {of_ceiling} |")
     for peer in peer_results:
         if "train_wps" in peer:
             rows.append(f"| {peer['config']} | peer: {peer['peer']} | {_num(peer['train_wps'])} "
-                        f"| {_DASH} | {_DASH} | {_num(peer['peak_rss_mb'])} | |")
+                        f"| {_DASH} | {_DASH} | {_num(peer['peak_rss_mb'])} | | |")
     return "\n".join(rows)
 
 
@@ -506,28 +544,33 @@ def throughput(args):
                 print(f"{name} peer {peer}: {' '.join(cmd) if cmd else 'skipped: ' + note}")
             for mode in modes:
                 print(f"{name} {mode.label}: {' '.join(_measure_command(args, name, mode))}")
+            if args.ceiling:
+                print(f"{name} ceiling: {sys.executable} {os.path.abspath(__file__)} ceiling "
+                      f"--configs={name}")
         return 0
-    results, peer_results = [], []
+    results, peer_results, ceilings = [], [], []
     for name in names:
-        name_results, name_peers = _measure_rounds(args, name, modes, peers)
+        name_results, name_peers, name_ceiling = _measure_rounds(args, name, modes, peers)
         results += name_results
         peer_results += name_peers
+        ceilings += [name_ceiling] if name_ceiling else []
     print()
     print(throughput_table(results, peer_results))
     print()
     summary = dict(host_info(), command="throughput", data_path=os.path.abspath(args.data_path),
                    warmup=args.warmup, steps=args.steps, eval_steps=args.eval_steps or args.steps,
                    rounds=args.rounds, overrides=args.override, results=results,
-                   peers=peer_results, notes=notes)
+                   peers=peer_results, ceilings=ceilings, notes=notes)
     print(json.dumps(summary), flush=True)
     return 1 if any("error" in r for r in results) else 0
 
 
 def _measure_rounds(args, name, modes, peers):
-    """args.rounds rounds of (every peer, then every mode) on config `name`, alternating so
-    that a slow spell of a shared machine hits all of them; returns (results, peer results),
-    each the median of its rounds (combine_rounds)."""
-    peer_rounds, mode_rounds = [[] for _ in peers], [[] for _ in modes]
+    """args.rounds rounds of (every peer, every mode, then with args.ceiling the ceiling) on
+    config `name`, alternating so that a slow spell of a shared machine hits all of them;
+    returns (results, peer results, ceiling or None), each the median of its rounds
+    (combine_rounds, add_ceiling)."""
+    peer_rounds, mode_rounds, ceiling_rounds = [[] for _ in peers], [[] for _ in modes], []
     for round_index in range(args.rounds):
         if args.rounds > 1:
             print(f"{name}: round {round_index + 1} of {args.rounds}", flush=True)
@@ -539,6 +582,9 @@ def _measure_rounds(args, name, modes, peers):
             rounds.append(measure_in_child(args, name, mode))
             add_ratios(rounds[-1], [r[-1] for r in peer_rounds])
             print(describe_result(rounds[-1]), flush=True)
+        if args.ceiling:
+            ceiling_rounds.append(run_ceiling(name))
+            print(describe_ceiling(ceiling_rounds[-1]), flush=True)
     name_peers = [combine_rounds(rounds) for rounds in peer_rounds]
     name_results = []
     for rounds in mode_rounds:
@@ -546,7 +592,7 @@ def _measure_rounds(args, name, modes, peers):
         if "error" not in result:
             add_ratios(result, name_peers)
         name_results.append(result)
-    return name_results, name_peers
+    return name_results, name_peers, add_ceiling(name_results, ceiling_rounds)
 
 
 def combine_rounds(rounds):
@@ -604,28 +650,35 @@ def step_products(config):
     ]
 
 
+def _recurrent_input(out, k):
+    """A per-step product's output [m, n] -> the next step's input [m, k], from every
+    column (so no part of the product can be left out): n = r * k summed over its r
+    blocks, or k = r * n tiled r times; through tanh, as h_t comes from the cell."""
+    m, n = out.shape
+    if n % k == 0:
+        return tf.tanh(tf.reduce_sum(tf.reshape(out, [m, n // k, k]), axis=1))
+    return tf.tanh(tf.tile(out, [1, k // n]))
+
+
 def _product_function(product, transposed, chain):
     """An XLA-compiled (a, w) -> a' running `chain` products [m, k] x [k, n] in a row, so
-    the call's own cost is spread over them. Per-step products feed the next one the tanh
-    of their output (its first k columns, tiled when n < k), as h_t feeds step t + 1; the
-    others only wait for the last one's corner, so the glue costs one pass over a. With
-    `transposed`, w comes as [n, k], multiplied with its rows contracted (what
+    the call's own cost is spread over them: per-step products each feed the next one
+    (_recurrent_input), as h_t feeds step t + 1; the others wait for the last one's
+    corner, one cheap pass over a (3% of the small softmax's d(outputs), the worst case).
+    With `transposed`, w comes as [n, k], multiplied with its rows contracted (what
     rnn/fused.py's _per_step_matmul does for large weights)."""
-    reps = -(-product.k // product.n)
 
     @tf.function(jit_compile=True)
     def run(a, w):
         for _ in range(chain):
             out = tf.matmul(a, w, transpose_b=transposed)                   # [m, n]
-            if product.serial:
-                a = tf.tanh(tf.tile(out, [1, reps])[:, :product.k])         # [m, k]
-            else:
-                a = a + out[:1, :1]
+            a = _recurrent_input(out, product.k) if product.serial else a + out[:1, :1]
         return a
     return run
 
 
 def _chain_length(product):
+    """Products per timed call: enough that the call's own cost (~0.3 ms) hardly counts."""
     return 32 if product.serial else 8
 
 
@@ -642,17 +695,16 @@ def _timed_calls(run, a, w, min_seconds):
 def time_products(products, min_seconds=0.3, sweeps=3):
     """Seconds of one of each product: the fastest over `sweeps` sweeps through all of them
     (so a slow spell of a shared machine hits one sweep, not one product) of w as is and
-    w transposed, each timed for min_seconds over calls that chain 32 per-step products
-    or 8 others."""
-    runs = []
-    for product in products:
+    w transposed, each timed for min_seconds over calls of _chain_length products."""
+    runs = []  # (index of the product, compiled chain, a, w)
+    for index, product in enumerate(products):
         a = tf.random.uniform([product.m, product.k], -1.0, 1.0)
         for transposed in (False, True):
             shape = [product.n, product.k] if transposed else [product.k, product.n]
             w = tf.random.uniform(shape, -1.0, 1.0) * (2.0 / product.k ** 0.5)
             run = _product_function(product, transposed, _chain_length(product))
             run(a, w).numpy()  # compiles
-            runs.append((len(runs) // 2, run, a, w))
+            runs.append((index, run, a, w))
     best = [float("inf")] * len(products)
     for _ in range(sweeps):
         for index, run, a, w in runs:
@@ -671,26 +723,35 @@ def ceiling(config, seconds_per_product):
     return words / train, words / evaluation
 
 
+def measure_ceiling(name, min_seconds, sweeps):
+    """Config `name`'s ceiling as a dict: each product's speed, train and eval words/s."""
+    config = configs.get_config(name)
+    products = step_products(config)
+    seconds = time_products(products, min_seconds, sweeps)
+    train_wps, eval_wps = ceiling(config, seconds)
+    words = config.batch_size * config.num_steps
+    return {"config": name, "mflop_per_word": sum(p.flops for p in products) / words / 1e6,
+            "train_wps": train_wps, "eval_wps": eval_wps,
+            "products": [{"product": p.name, "shape": [p.m, p.k, p.n], "per_step": p.count,
+                          "ms_per_step": 1e3 * p.count * s,
+                          "gflops": p.flops / p.count / s / 1e9}
+                         for p, s in zip(products, seconds)]}
+
+
 def ceiling_command(args):
+    """Prints each config's ceiling and its products as measured; the last line is JSON."""
     names = parse_configs(args.configs)
     if not args.min_seconds > 0 or args.sweeps < 1:
         raise BenchmarkError(f"--min_seconds must be > 0 and --sweeps >= 1, got "
                              f"{args.min_seconds} and {args.sweeps}")
     results = []
     for name in names:
-        config = configs.get_config(name)
-        products = step_products(config)
-        seconds = time_products(products, args.min_seconds, args.sweeps)
-        rows = [{"product": p.name, "shape": [p.m, p.k, p.n], "per_step": p.count,
-                 "ms_per_step": 1e3 * p.count * s, "gflops": p.flops / p.count / s / 1e9}
-                for p, s in zip(products, seconds)]
-        train_wps, eval_wps = ceiling(config, seconds)
-        words = config.batch_size * config.num_steps
-        results.append({"config": name, "mflop_per_word": sum(p.flops for p in products) / words
-                        / 1e6, "products": rows, "train_wps": train_wps, "eval_wps": eval_wps})
-        print(f"{name}: ceiling {train_wps:,.0f} train words/s, {eval_wps:,.0f} eval words/s "
-              f"({results[-1]['mflop_per_word']:.1f} MFLOP per trained word)", flush=True)
-        for row in rows:
+        result = measure_ceiling(name, args.min_seconds, args.sweeps)
+        results.append(result)
+        print(f"{name}: ceiling {result['train_wps']:,.0f} train words/s, "
+              f"{result['eval_wps']:,.0f} eval words/s "
+              f"({result['mflop_per_word']:.1f} MFLOP per trained word)", flush=True)
+        for row in result["products"]:
             print(f"  {row['product']:34s} {'x'.join(map(str, row['shape'])):>17s} "
                   f"x{row['per_step']:<3d} {row['gflops']:6.0f} GFLOPS "
                   f"{row['ms_per_step']:8.2f} ms/step", flush=True)
@@ -847,6 +908,9 @@ def build_parser():
                     help="timed eval steps (default: --steps)")
     tp.add_argument("--stream_eval", action="store_true",
                     help="also time the exact one-stream test perplexity")
+    tp.add_argument("--ceiling", action="store_true",
+                    help="also measure each config's matrix-product ceiling every round and "
+                         "report each mode's fraction of its median")
     tp.add_argument("--override", action="append", default=[], help="config key=value, repeatable")
     tp.add_argument("--seed", type=int, default=0)
     tp.add_argument("--peers", default="", help="comma list of keras,torch")
@@ -867,7 +931,8 @@ def build_parser():
     cp = sub.add_parser("ceiling", allow_abbrev=False,
                         help="the words/s a step would reach if its matrix products ran at the "
                              "speed measured for each shape and nothing else took time")
-    cp.add_argument("--configs", default="small,medium,large")
+    cp.add_argument("--configs", default="small,medium,large",
+                    help=f"comma list of {','.join(configs.CONFIGS)}")
     cp.add_argument("--min_seconds", type=float, default=0.3,
                     help="time each product and layout for at least this long per sweep")
     cp.add_argument("--sweeps", type=int, default=3,

@@ -145,14 +145,25 @@ def test_rounds_alternate_and_report_medians(benchmark, monkeypatch, capsys):
     monkeypatch.setattr(benchmark, "run_peer", run_peer)
     monkeypatch.setattr(benchmark, "measure_in_child", measure_in_child)
     (mode,) = benchmark.parse_modes("fused+xla", "1")
-    args = argparse.Namespace(rounds=3)
-    (result,), (peer,) = benchmark._measure_rounds(args, "small", [mode], ["torch"])
-    assert calls == ["torch", "fused+xla"] * 3
+    ceilings = iter([1000.0, None, 800.0])  # the second round's ceiling fails
+
+    def run_ceiling(name):
+        calls.append("ceiling")
+        wps = next(ceilings)
+        return ({"config": name, "error": "exit 1"} if wps is None else
+                {"config": name, "train_wps": wps, "eval_wps": 4 * wps})
+    monkeypatch.setattr(benchmark, "run_ceiling", run_ceiling)
+    args = argparse.Namespace(rounds=3, ceiling=True)
+    (result,), (peer,), ceiling = benchmark._measure_rounds(args, "small", [mode], ["torch"])
+    assert calls == ["torch", "fused+xla", "ceiling"] * 3
+    assert ceiling["train_wps"] == 900.0 and ceiling["rounds_train_wps"] == [1000.0, 800.0]
+    assert result["of_ceiling"] == pytest.approx({"train_wps": 500 / 900, "eval_wps": 1000 / 3600})
     assert peer["train_wps"] == 200.0 and result["train_wps"] == 500.0  # medians
     assert result["eval_wps"] == 1000.0 and result["peak_rss_mb"] == 900
     assert result["ratio_to_fastest_peer"] == pytest.approx(2.5)
     assert result["rounds_ratio_to_fastest_peer"] == pytest.approx([1.5, 2.0, 2.5])
-    assert "2.50x (torch) rounds 1.50x 2.00x 2.50x" in benchmark.throughput_table([result], [peer])
+    assert ("2.50x (torch) rounds 1.50x 2.00x 2.50x | 56% / 28% |"
+            in benchmark.throughput_table([result], [peer]))
 
 
 def test_a_failed_round_fails_the_result(benchmark):
@@ -190,19 +201,21 @@ def test_ceiling_is_words_per_step_over_the_summed_product_seconds(benchmark):
     assert evaluation > train
 
 
-def test_product_function_chains_the_product(benchmark):
+@pytest.mark.parametrize("k, n", [(4, 2), (2, 4)])
+def test_product_function_chains_the_product(benchmark, k, n):
     rng = np.random.default_rng(0)
-    a = rng.standard_normal([3, 4]).astype(np.float32)
-    w = rng.standard_normal([4, 2]).astype(np.float32)
+    a = rng.standard_normal([3, k]).astype(np.float32)
+    w = rng.standard_normal([k, n]).astype(np.float32)
 
-    def per_step(x):  # the next input: tanh of the output tiled to k = 4 columns
-        return np.tanh(np.tile(x @ w, [1, 2]))
+    def per_step(x):  # the next input: tanh of every column, tiled or block-summed to k
+        out = x @ w
+        return np.tanh(np.tile(out, [1, k // n]) if n < k else out.reshape(3, n // k, k).sum(1))
 
     def other(x):  # the next input: waits for the output's corner only
         return x + (x @ w)[0, 0]
 
     for serial, step in ((True, per_step), (False, other)):
-        product = benchmark.Product("p", 3, 4, 2, 1, True, serial)
+        product = benchmark.Product("p", 3, k, n, 1, True, serial)
         for transposed, w_in in ((False, w), (True, w.T.copy())):
             run = benchmark._product_function(product, transposed, 2)
             np.testing.assert_allclose(run(a, w_in).numpy(), step(step(a)), rtol=1e-5)
