@@ -399,7 +399,7 @@ def add_ceiling(results, ceiling_rounds):
         if "error" not in result:
             result["ceiling_wps"] = ceiling_wps
             result["of_ceiling"] = {key: result[key] / ceiling_wps[key] for key in ceiling_wps}
-    return dict(ceiling_wps, config=results[0]["config"] if results else None,
+    return dict(ceiling_wps, config=timed[0]["config"],
                 rounds_train_wps=[c["train_wps"] for c in timed])
 
 
