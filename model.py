@@ -3,25 +3,7 @@
 import tensorflow as tf
 
 from rnn import cells
-from rnn import dynamic_rnn as dynamic_rnn_lib
-from rnn import fused
-
-RNN_MODES = ("basic", "block", "fused", "cudnn")
-
-
-def resolve_rnn_mode(name):
-    """The LSTM implementation to use: "auto" is cuDNN on a GPU, else our fused LSTM.
-
-    Raises:
-      fused.NoGPUError: "cudnn" asked for on a host without a GPU.
-    """
-    if name == "auto":
-        return "cudnn" if fused.gpu_available() else "fused"
-    if name == "cudnn" and not fused.gpu_available():
-        raise fused.NoGPUError("rnn_mode cudnn needs a GPU but TensorFlow sees none; "
-                               "use fused, block or auto")
-    return name
-
+from rnn import kernels
 
 def _uniform(init_scale, seed):
     """A seeded initializer uniform in [-init_scale, init_scale]; variable k gets seed (seed, k)."""
@@ -44,10 +26,9 @@ class PTBModel(tf.Module):
     """
 
     def __init__(self, vocab_size, hidden_size, num_layers, init_scale, keep_prob=1.0,
-                 rnn_mode="block", seed=0, name="ptb_model"):
+                 rnn_mode="auto", seed=0, name="ptb_model"):
         super().__init__(name=name)
-        if rnn_mode not in RNN_MODES:
-            raise ValueError(f"unknown rnn_mode {rnn_mode!r}; choose one of {', '.join(RNN_MODES)}")
+        rnn_mode = kernels.resolve(rnn_mode)
         self.vocab_size = vocab_size
         self.hidden_size = hidden_size
         self.num_layers = num_layers
@@ -64,7 +45,7 @@ class PTBModel(tf.Module):
             self.softmax_b = tf.Variable(init([vocab_size]), name="softmax_b")
 
     @classmethod
-    def from_config(cls, config, rnn_mode="block", seed=0):
+    def from_config(cls, config, rnn_mode="auto", seed=0):
         return cls(config.vocab_size, config.hidden_size, config.num_layers, config.init_scale,
                    config.keep_prob, rnn_mode=rnn_mode, seed=seed)
 
@@ -101,18 +82,6 @@ class PTBModel(tf.Module):
         scale = tf.constant(1 / (1 - (1.0 - self.keep_prob)), x.dtype)
         return tf.where(keep, x * scale, tf.zeros([], x.dtype))
 
-    def _layer(self, cell, inputs, state, training):
-        if self.rnn_mode == "block":
-            return fused.block_lstm(cell, inputs, state)
-        if self.rnn_mode == "fused":
-            # Forward-only passes unrolled: under XLA the static per-step slices
-            # compile to vectorized code (about 2x faster at H=200 and 1.2x at
-            # H=650); with a backward pass the while_loop measured as fast.
-            return fused.fused_lstm(cell, inputs, state, unroll=not training)
-        if self.rnn_mode == "cudnn":
-            return fused.cudnn_lstm(cell, inputs, state)
-        return dynamic_rnn_lib.dynamic_rnn(cell, inputs, state, time_major=True)
-
     def hidden(self, inputs, state, training=False, seed=None, keep_masks=None):
         """The last layer's outputs, before the softmax.
 
@@ -139,7 +108,7 @@ class PTBModel(tf.Module):
         x = self._dropout(x, masks[0])
         final = []
         for layer, (cell, layer_state) in enumerate(zip(self.cells, state)):
-            x, layer_final = self._layer(cell, x, layer_state, training)
+            x, layer_final = kernels.KERNELS[self.rnn_mode].run(cell, x, layer_state, training)
             x = self._dropout(x, masks[layer + 1])
             final.append(layer_final)
         # [batch, num_steps, hidden]: transpose the small tensor, not the logits.

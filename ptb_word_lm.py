@@ -31,6 +31,7 @@ from absl import logging  # noqa: E402
 import configs  # noqa: E402
 import monitoring  # noqa: E402
 import reader  # noqa: E402
+from rnn import kernels  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_enum("model", "small", list(configs.CONFIGS), "Model config (the tutorial's table).")
@@ -39,7 +40,7 @@ flags.DEFINE_string("data_path", reader.DEFAULT_DATA_PATH,
 flags.DEFINE_string("save_path", None,
                     "Directory for checkpoints, vocabulary and metrics.json; rerunning with the same "
                     "directory resumes. Default: runs/<model>.")
-flags.DEFINE_enum("rnn_mode", "auto", ["auto", "basic", "block", "fused", "cudnn"],
+flags.DEFINE_enum("rnn_mode", kernels.AUTO, [kernels.AUTO, *kernels.NAMES],
                   "LSTM implementation: basic (our dynamic_rnn over LSTMCell), fused (our whole-"
                   "sequence LSTM with a hand-written backward pass), block (TensorFlow's BlockLSTM "
                   "kernel), cudnn (GPU only); auto: cudnn on a GPU, else fused under XLA.")
@@ -107,18 +108,14 @@ def _resolve_config(vocab_size):
 
 def _resolve_rnn_mode():
     """--rnn_mode with auto resolved (cuDNN on a GPU, else fused), checked against --xla."""
-    import model
-    rnn_mode = model.resolve_rnn_mode(FLAGS.rnn_mode)
-    if rnn_mode in ("block", "cudnn") and FLAGS.xla:
-        raise configs.ConfigError(f"--rnn_mode={rnn_mode} cannot run under --xla (its kernel has "
-                                  f"no XLA version); use --rnn_mode=fused or basic with --xla")
+    rnn_mode = kernels.resolve(FLAGS.rnn_mode)
+    kernels.jit_compile(rnn_mode, FLAGS.xla)
     return rnn_mode
 
 
 def _use_xla(rnn_mode):
-    """--xla if given, else the library's default for the mode (on for fused and basic)."""
-    import training
-    return training.default_jit_compile(rnn_mode) if FLAGS.xla is None else FLAGS.xla
+    """--xla if given, else the kernel's default (on for fused and basic)."""
+    return kernels.jit_compile(rnn_mode, FLAGS.xla)
 
 
 class _Interrupts:
@@ -388,9 +385,8 @@ def main(argv):
     import export
     import inference
     import training
-    from rnn import fused
     user_errors = (reader.DataError, configs.ConfigError, checkpoints.CheckpointError,
-                   training.Diverged, fused.NoGPUError, inference.InferenceError,
+                   training.Diverged, kernels.NoGPUError, kernels.XLAError, inference.InferenceError,
                    export.ExportError)
     try:
         _run()

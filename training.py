@@ -14,12 +14,6 @@ def learning_rate(config, epoch):
     return config.learning_rate * config.lr_decay ** max(epoch + 1 - config.max_epoch, 0)
 
 
-def default_jit_compile(rnn_mode):
-    """Whether to compile steps with XLA by default: yes for our own LSTMs (basic, fused),
-    which measured fastest that way on CPU; BlockLSTM and cuDNN have no XLA kernels."""
-    return rnn_mode in ("basic", "fused")
-
-
 class Diverged(RuntimeError):
     """The training cost became NaN or infinite; the weights hold the last finite step."""
 
@@ -36,7 +30,7 @@ class TrainState(tf.Module):
     complete snapshot, and the training step never returns to the host.
     """
 
-    def __init__(self, config, rnn_mode="block", seed=0):
+    def __init__(self, config, rnn_mode="auto", seed=0):
         super().__init__(name="train_state")
         self.config = config
         self.model = model_lib.PTBModel.from_config(config, rnn_mode=rnn_mode, seed=seed)

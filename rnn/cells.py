@@ -310,7 +310,7 @@ class LSTMCell(_ProjectedCell):
     h' = sigmoid(o) * activation(c');  output h', state LSTMStateTuple(c', h').
 
     Variables: `kernel` [input_size + num_units, 4 * num_units] and `bias`
-    [4 * num_units]; the fused paths in rnn/fused.py read these same ones.
+    [4 * num_units]; the fused kernels (rnn/fused_lstm.py, rnn/kernels.py) read these same ones.
     """
 
     def __init__(self, num_units, input_size, forget_bias=1.0,

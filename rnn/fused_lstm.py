@@ -1,88 +1,19 @@
-"""Fused LSTM paths over LSTMCell's variables: BlockLSTM, fused_lstm, cuDNN."""
+"""Our whole-sequence LSTM over LSTMCell's variables, with a hand-written backward pass."""
 
 import tensorflow as tf
 
 from .cells import LSTMStateTuple
 
 
-class NoGPUError(RuntimeError):
-    """Raised when the cuDNN path is asked for on a machine without a GPU."""
+def require_tanh(cell, path):
+    """Raises ValueError unless the cell's activation is tanh.
 
-
-def gpu_available():
-    """True when TensorFlow sees at least one GPU."""
-    return bool(tf.config.list_physical_devices("GPU"))
-
-
-def available_modes():
-    """Names of the LSTM execution modes usable on this machine.
-
-    Returns:
-      ("basic", "block") plus "cudnn" when a GPU is visible.
+    The fused kernels and fused_lstm's backward pass hard-wire tanh; another
+    activation would silently compute another function than LSTMCell.
     """
-    modes = ("basic", "block")
-    return modes + ("cudnn",) if gpu_available() else modes
-
-
-def _check_tanh(cell, path):
-    # The fused kernels and fused_lstm's backward pass hard-wire tanh; another
-    # activation would silently compute another function than LSTMCell.
     if cell.activation is not tf.tanh and cell.activation is not tf.math.tanh:
         raise ValueError(f"{path} supports only tanh activation, got "
                          f"{cell.activation!r}")
-
-
-def _check_fusable(cell, path):
-    _check_tanh(cell, path)
-    if cell.dtype not in (tf.float32, tf.float16):
-        raise ValueError(f"{path} supports float32/float16 cells, got "
-                         f"{cell.dtype.name}")
-
-
-def _final_state(outputs_c, outputs_h, initial_state):
-    """Last step's (c, h); the initial state when there are no steps."""
-    num_steps = outputs_h.shape[0]
-    if num_steps is not None:
-        return (LSTMStateTuple(outputs_c[-1], outputs_h[-1]) if num_steps
-                else initial_state)
-    has_steps = tf.shape(outputs_h)[0] > 0
-    c = tf.cond(has_steps, lambda: outputs_c[-1], lambda: initial_state.c)
-    h = tf.cond(has_steps, lambda: outputs_h[-1], lambda: initial_state.h)
-    return LSTMStateTuple(c, h)
-
-
-def block_lstm(cell, inputs, initial_state):
-    """Runs an LSTMCell over a whole sequence in the fused BlockLSTM kernel.
-
-    Uses `tf.raw_ops.BlockLSTM` (V1): its gate layout is i, j(=ci), f, o and it
-    adds `forget_bias` itself, which is exactly LSTMCell's layout, so the
-    cell's `kernel` and `bias` go in as they are (no copy, no reordering).
-    BlockLSTMV2 would need the gates reordered to i, f, j, o and forget_bias
-    folded into the bias on every call.
-
-    Args:
-      cell: an LSTMCell with tanh activation.
-      inputs: float32 `[num_steps, batch, input_size]`, time-major.
-      initial_state: LSTMStateTuple of float32 `[batch, num_units]`.
-
-    Returns:
-      (outputs `[num_steps, batch, num_units]` time-major, LSTMStateTuple).
-
-    Raises:
-      ValueError: if the cell's activation is not tanh.
-    """
-    _check_fusable(cell, "block_lstm")
-    inputs = tf.convert_to_tensor(inputs)
-    no_peephole = tf.zeros([cell.num_units], dtype=inputs.dtype)
-    result = tf.raw_ops.BlockLSTM(
-        seq_len_max=tf.cast(tf.shape(inputs)[0], tf.int64),
-        x=inputs, cs_prev=initial_state.c, h_prev=initial_state.h,
-        w=cell.kernel, wci=no_peephole, wcf=no_peephole, wco=no_peephole,
-        b=cell.bias, forget_bias=cell.forget_bias,
-        cell_clip=-1.0,  # <= 0 disables clipping; LSTMCell never clips.
-        use_peephole=False)
-    outputs = result.h  # [num_steps, batch, num_units], time-major
-    return outputs, _final_state(result.cs, outputs, initial_state)
 
 
 def _unstacked(values):
@@ -280,7 +211,7 @@ def fused_lstm(cell, inputs, initial_state, unroll=False):
     Raises:
       ValueError: if the cell's activation is not tanh.
     """
-    _check_tanh(cell, "fused_lstm")
+    require_tanh(cell, "fused_lstm")
     inputs = tf.convert_to_tensor(inputs, dtype=cell.dtype)
     static_steps, static_batch = inputs.shape[0], inputs.shape[1]
     # Read the variables here, so the gradient reaches them through the
@@ -329,116 +260,3 @@ def _fused_lstm(inputs, c0, h0, kernel, bias, input_size, forget_bias,
         return (outputs, c, h), grad
 
     return run(inputs, c0, h0, kernel, bias)
-
-
-def _icfo(gates):
-    """Canonical [i, j, f, o] blocks -> cuDNN order [i, f, c(=j), o]."""
-    i, j, f, o = gates
-    return [i, f, j, o]
-
-
-def _ijfo(gates):
-    """cuDNN [i, f, c, o] blocks -> canonical order [i, j(=c), f, o]."""
-    i, f, c, o = gates
-    return [i, c, f, o]
-
-
-def _forget_bias_vector(forget_bias, num_units, dtype):
-    """[0, forget_bias, 0, 0] per gate block, cuDNN order i, f, c, o."""
-    zeros = tf.zeros([num_units], dtype=dtype)
-    return [zeros, tf.fill([num_units], tf.constant(forget_bias, dtype)),
-            zeros, zeros]
-
-
-def canonical_to_cudnn(kernel, bias, input_size, num_units, forget_bias):
-    """LSTMCell variables -> cuDNN's flat LSTM params (one layer, one direction).
-
-    cuDNN computes gate g = W_g x + R_g h + bW_g + bR_g for g in i, f, c, o.
-    The buffer holds W_i, W_f, W_c, W_o (each [H, in], row-major), then R_i..R_o
-    (each [H, H]), then bW_i..bW_o, then bR_i..bR_o (each [H]). forget_bias goes
-    into bW_f and the canonical bias into bR, so `cudnn_to_canonical` recovers
-    both exactly (fb - fb == 0 exactly; (b + fb) - fb need not be b).
-
-    Args:
-      kernel: `[input_size + num_units, 4 * num_units]`, gates i, j, f, o.
-      bias: `[4 * num_units]`, gates i, j, f, o.
-      input_size, num_units: ints.
-      forget_bias: float LSTMCell adds to the f gate.
-
-    Returns:
-      1-D params of length 4H(in + H) + 8H.
-    """
-    kernel = tf.convert_to_tensor(kernel)
-    w_x = tf.split(kernel[:input_size], 4, axis=1)  # 4 x [in, H]
-    w_h = tf.split(kernel[input_size:], 4, axis=1)  # 4 x [H, H]
-    # cuDNN multiplies W @ x, so each block is stored transposed: [H, in].
-    weights = [tf.reshape(tf.transpose(w), [-1])
-               for w in _icfo(w_x) + _icfo(w_h)]
-    input_bias = _forget_bias_vector(forget_bias, num_units, kernel.dtype)
-    recurrent_bias = _icfo(tf.split(bias, 4))
-    return tf.concat(weights + input_bias + recurrent_bias, axis=0)
-
-
-def cudnn_to_canonical(params, input_size, num_units, forget_bias):
-    """cuDNN's flat LSTM params -> (kernel, bias) in LSTMCell's layout.
-
-    The inverse of `canonical_to_cudnn`: bias = (bW - forget_bias) + bR, so
-    params from cuDNN-trained models map to the same function, too.
-
-    Args:
-      params: 1-D, length 4H(in + H) + 8H (layout in canonical_to_cudnn).
-      input_size, num_units: ints.
-      forget_bias: float the LSTMCell will add to its f gate.
-
-    Returns:
-      (kernel `[input_size + num_units, 4 * num_units]`, bias `[4 * num_units]`),
-      gates i, j, f, o.
-    """
-    params = tf.convert_to_tensor(params)
-    hidden = num_units
-    sizes = [hidden * input_size] * 4 + [hidden * hidden] * 4 + [hidden] * 8
-    pieces = tf.split(params, sizes)
-    w_x = [tf.transpose(tf.reshape(p, [hidden, input_size]))
-           for p in pieces[0:4]]
-    w_h = [tf.transpose(tf.reshape(p, [hidden, hidden])) for p in pieces[4:8]]
-    fb = _forget_bias_vector(forget_bias, hidden, params.dtype)
-    biases = [(bw - f) + br
-              for bw, f, br in zip(pieces[8:12], fb, pieces[12:16])]
-    kernel = tf.concat(
-        [tf.concat(_ijfo(w_x), axis=1), tf.concat(_ijfo(w_h), axis=1)], axis=0)
-    return kernel, tf.concat(_ijfo(biases), axis=0)
-
-
-def cudnn_lstm(cell, inputs, initial_state):
-    """Runs an LSTMCell over a whole sequence in cuDNN (GPU only).
-
-    The cuDNN params are built from `cell.kernel`/`cell.bias` on every call, so
-    variables and checkpoints keep LSTMCell's canonical layout and gradients
-    flow back to them through the conversion.
-
-    Args:
-      cell: an LSTMCell with tanh activation.
-      inputs: float32 `[num_steps, batch, input_size]`, time-major.
-      initial_state: LSTMStateTuple of float32 `[batch, num_units]`.
-
-    Returns:
-      (outputs `[num_steps, batch, num_units]` time-major, LSTMStateTuple).
-
-    Raises:
-      NoGPUError: if TensorFlow sees no GPU.
-      ValueError: if the cell's activation is not tanh.
-    """
-    if not gpu_available():
-        raise NoGPUError("cuDNN LSTM needs a GPU but TensorFlow sees none; "
-                         "use the block or basic mode")
-    _check_fusable(cell, "cudnn_lstm")
-    params = canonical_to_cudnn(cell.kernel, cell.bias, cell.input_size,
-                                cell.num_units, cell.forget_bias)
-    # cuDNN states carry a leading layer dimension: [1, batch, H].
-    outputs, h, c, _ = tf.raw_ops.CudnnRNN(
-        input=inputs, input_h=tf.expand_dims(initial_state.h, 0),
-        input_c=tf.expand_dims(initial_state.c, 0), params=params,
-        rnn_mode="lstm", input_mode="linear_input",
-        direction="unidirectional",
-        is_training=True)  # keeps the reserve space the gradient needs
-    return outputs, LSTMStateTuple(c[0], h[0])

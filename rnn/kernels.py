@@ -1,0 +1,281 @@
+"""The one table of LSTM kernels (what each needs, whether it compiles under XLA) and the
+library kernels in it: TensorFlow's BlockLSTM and cuDNN over LSTMCell's variables.
+
+Every kernel runs one LSTMCell over a whole time-major sequence and reads the
+cell's own `kernel` and `bias`, so the variables (and checkpoints) are the
+same in every mode. The model, training, the driver and the benchmark all read
+KERNELS; nothing else names a mode.
+"""
+
+import dataclasses
+from typing import Callable
+
+import tensorflow as tf
+
+from errors import UserError
+
+from . import dynamic_rnn as dynamic_rnn_lib
+from .cells import LSTMStateTuple
+from .fused_lstm import fused_lstm, require_tanh
+
+
+class NoGPUError(UserError):
+    """Raised when the cuDNN path is asked for on a machine without a GPU."""
+
+
+class XLAError(UserError):
+    """XLA asked for with a kernel that has no XLA version."""
+
+
+def gpu_available():
+    """True when TensorFlow sees at least one GPU."""
+    return bool(tf.config.list_physical_devices("GPU"))
+
+
+def _check_fusable(cell, path):
+    require_tanh(cell, path)
+    if cell.dtype not in (tf.float32, tf.float16):
+        raise ValueError(f"{path} supports float32/float16 cells, got "
+                         f"{cell.dtype.name}")
+
+
+def _final_state(outputs_c, outputs_h, initial_state):
+    """Last step's (c, h); the initial state when there are no steps."""
+    num_steps = outputs_h.shape[0]
+    if num_steps is not None:
+        return (LSTMStateTuple(outputs_c[-1], outputs_h[-1]) if num_steps
+                else initial_state)
+    has_steps = tf.shape(outputs_h)[0] > 0
+    c = tf.cond(has_steps, lambda: outputs_c[-1], lambda: initial_state.c)
+    h = tf.cond(has_steps, lambda: outputs_h[-1], lambda: initial_state.h)
+    return LSTMStateTuple(c, h)
+
+
+def block_lstm(cell, inputs, initial_state):
+    """Runs an LSTMCell over a whole sequence in the fused BlockLSTM kernel.
+
+    Uses `tf.raw_ops.BlockLSTM` (V1): its gate layout is i, j(=ci), f, o and it
+    adds `forget_bias` itself, which is exactly LSTMCell's layout, so the
+    cell's `kernel` and `bias` go in as they are (no copy, no reordering).
+    BlockLSTMV2 would need the gates reordered to i, f, j, o and forget_bias
+    folded into the bias on every call.
+
+    Args:
+      cell: an LSTMCell with tanh activation.
+      inputs: float32 `[num_steps, batch, input_size]`, time-major.
+      initial_state: LSTMStateTuple of float32 `[batch, num_units]`.
+
+    Returns:
+      (outputs `[num_steps, batch, num_units]` time-major, LSTMStateTuple).
+
+    Raises:
+      ValueError: if the cell's activation is not tanh.
+    """
+    _check_fusable(cell, "block_lstm")
+    inputs = tf.convert_to_tensor(inputs)
+    no_peephole = tf.zeros([cell.num_units], dtype=inputs.dtype)
+    result = tf.raw_ops.BlockLSTM(
+        seq_len_max=tf.cast(tf.shape(inputs)[0], tf.int64),
+        x=inputs, cs_prev=initial_state.c, h_prev=initial_state.h,
+        w=cell.kernel, wci=no_peephole, wcf=no_peephole, wco=no_peephole,
+        b=cell.bias, forget_bias=cell.forget_bias,
+        cell_clip=-1.0,  # <= 0 disables clipping; LSTMCell never clips.
+        use_peephole=False)
+    outputs = result.h  # [num_steps, batch, num_units], time-major
+    return outputs, _final_state(result.cs, outputs, initial_state)
+
+
+def _icfo(gates):
+    """Canonical [i, j, f, o] blocks -> cuDNN order [i, f, c(=j), o]."""
+    i, j, f, o = gates
+    return [i, f, j, o]
+
+
+def _ijfo(gates):
+    """cuDNN [i, f, c, o] blocks -> canonical order [i, j(=c), f, o]."""
+    i, f, c, o = gates
+    return [i, c, f, o]
+
+
+def _forget_bias_vector(forget_bias, num_units, dtype):
+    """[0, forget_bias, 0, 0] per gate block, cuDNN order i, f, c, o."""
+    zeros = tf.zeros([num_units], dtype=dtype)
+    return [zeros, tf.fill([num_units], tf.constant(forget_bias, dtype)),
+            zeros, zeros]
+
+
+def canonical_to_cudnn(kernel, bias, input_size, num_units, forget_bias):
+    """LSTMCell variables -> cuDNN's flat LSTM params (one layer, one direction).
+
+    cuDNN computes gate g = W_g x + R_g h + bW_g + bR_g for g in i, f, c, o.
+    The buffer holds W_i, W_f, W_c, W_o (each [H, in], row-major), then R_i..R_o
+    (each [H, H]), then bW_i..bW_o, then bR_i..bR_o (each [H]). forget_bias goes
+    into bW_f and the canonical bias into bR, so `cudnn_to_canonical` recovers
+    both exactly (fb - fb == 0 exactly; (b + fb) - fb need not be b).
+
+    Args:
+      kernel: `[input_size + num_units, 4 * num_units]`, gates i, j, f, o.
+      bias: `[4 * num_units]`, gates i, j, f, o.
+      input_size, num_units: ints.
+      forget_bias: float LSTMCell adds to the f gate.
+
+    Returns:
+      1-D params of length 4H(in + H) + 8H.
+    """
+    kernel = tf.convert_to_tensor(kernel)
+    w_x = tf.split(kernel[:input_size], 4, axis=1)  # 4 x [in, H]
+    w_h = tf.split(kernel[input_size:], 4, axis=1)  # 4 x [H, H]
+    # cuDNN multiplies W @ x, so each block is stored transposed: [H, in].
+    weights = [tf.reshape(tf.transpose(w), [-1])
+               for w in _icfo(w_x) + _icfo(w_h)]
+    input_bias = _forget_bias_vector(forget_bias, num_units, kernel.dtype)
+    recurrent_bias = _icfo(tf.split(bias, 4))
+    return tf.concat(weights + input_bias + recurrent_bias, axis=0)
+
+
+def cudnn_to_canonical(params, input_size, num_units, forget_bias):
+    """cuDNN's flat LSTM params -> (kernel, bias) in LSTMCell's layout.
+
+    The inverse of `canonical_to_cudnn`: bias = (bW - forget_bias) + bR, so
+    params from cuDNN-trained models map to the same function, too.
+
+    Args:
+      params: 1-D, length 4H(in + H) + 8H (layout in canonical_to_cudnn).
+      input_size, num_units: ints.
+      forget_bias: float the LSTMCell will add to its f gate.
+
+    Returns:
+      (kernel `[input_size + num_units, 4 * num_units]`, bias `[4 * num_units]`),
+      gates i, j, f, o.
+    """
+    params = tf.convert_to_tensor(params)
+    hidden = num_units
+    sizes = [hidden * input_size] * 4 + [hidden * hidden] * 4 + [hidden] * 8
+    pieces = tf.split(params, sizes)
+    w_x = [tf.transpose(tf.reshape(p, [hidden, input_size]))
+           for p in pieces[0:4]]
+    w_h = [tf.transpose(tf.reshape(p, [hidden, hidden])) for p in pieces[4:8]]
+    fb = _forget_bias_vector(forget_bias, hidden, params.dtype)
+    biases = [(bw - f) + br
+              for bw, f, br in zip(pieces[8:12], fb, pieces[12:16])]
+    kernel = tf.concat(
+        [tf.concat(_ijfo(w_x), axis=1), tf.concat(_ijfo(w_h), axis=1)], axis=0)
+    return kernel, tf.concat(_ijfo(biases), axis=0)
+
+
+def cudnn_lstm(cell, inputs, initial_state):
+    """Runs an LSTMCell over a whole sequence in cuDNN (GPU only).
+
+    The cuDNN params are built from `cell.kernel`/`cell.bias` on every call, so
+    variables and checkpoints keep LSTMCell's canonical layout and gradients
+    flow back to them through the conversion.
+
+    Args:
+      cell: an LSTMCell with tanh activation.
+      inputs: float32 `[num_steps, batch, input_size]`, time-major.
+      initial_state: LSTMStateTuple of float32 `[batch, num_units]`.
+
+    Returns:
+      (outputs `[num_steps, batch, num_units]` time-major, LSTMStateTuple).
+
+    Raises:
+      NoGPUError: if TensorFlow sees no GPU.
+      ValueError: if the cell's activation is not tanh.
+    """
+    if not gpu_available():
+        raise NoGPUError("cuDNN LSTM needs a GPU but TensorFlow sees none; "
+                         "use the block or basic mode")
+    _check_fusable(cell, "cudnn_lstm")
+    params = canonical_to_cudnn(cell.kernel, cell.bias, cell.input_size,
+                                cell.num_units, cell.forget_bias)
+    # cuDNN states carry a leading layer dimension: [1, batch, H].
+    outputs, h, c, _ = tf.raw_ops.CudnnRNN(
+        input=inputs, input_h=tf.expand_dims(initial_state.h, 0),
+        input_c=tf.expand_dims(initial_state.c, 0), params=params,
+        rnn_mode="lstm", input_mode="linear_input",
+        direction="unidirectional",
+        is_training=True)  # keeps the reserve space the gradient needs
+    return outputs, LSTMStateTuple(c[0], h[0])
+
+
+@dataclasses.dataclass(frozen=True)
+class Kernel:
+    """One way to run an LSTM layer.
+
+    run: (cell, inputs [T, batch, in] time-major, LSTMStateTuple, training) ->
+      (outputs [T, batch, H] time-major, LSTMStateTuple).
+    xla: it can run inside an XLA-compiled step (jit_compile=True).
+    needs_gpu: it runs only where TensorFlow sees a GPU.
+    default_jit: steps are compiled with XLA unless the user says otherwise
+      (measured fastest that way on CPU for our own LSTMs).
+    """
+
+    name: str
+    run: Callable
+    xla: bool
+    needs_gpu: bool
+    default_jit: bool
+    summary: str
+
+
+def _basic(cell, inputs, state, training):
+    return dynamic_rnn_lib.dynamic_rnn(cell, inputs, state, time_major=True)
+
+
+def _fused(cell, inputs, state, training):
+    # Forward-only passes unrolled: under XLA the static per-step slices
+    # compile to vectorized code (about 2x faster at H=200 and 1.2x at
+    # H=650); with a backward pass the while_loop measured as fast.
+    return fused_lstm(cell, inputs, state, unroll=not training)
+
+
+def _block(cell, inputs, state, training):
+    return block_lstm(cell, inputs, state)
+
+
+def _cudnn(cell, inputs, state, training):
+    return cudnn_lstm(cell, inputs, state)
+
+
+KERNELS = {k.name: k for k in (
+    Kernel("basic", _basic, xla=True, needs_gpu=False, default_jit=True,
+           summary="our dynamic_rnn over LSTMCell"),
+    Kernel("fused", _fused, xla=True, needs_gpu=False, default_jit=True,
+           summary="our whole-sequence LSTM with a hand-written backward pass"),
+    Kernel("block", _block, xla=False, needs_gpu=False, default_jit=False,
+           summary="TensorFlow's BlockLSTM kernel"),
+    Kernel("cudnn", _cudnn, xla=False, needs_gpu=True, default_jit=False,
+           summary="cuDNN (GPU only)"),
+)}
+NAMES = tuple(KERNELS)
+AUTO = "auto"  # cudnn on a GPU, else fused (under XLA)
+
+
+def resolve(name):
+    """The kernel name to use: "auto" is cuDNN on a GPU, else our fused LSTM.
+
+    Raises:
+      NoGPUError: a GPU-only kernel asked for on a host without a GPU.
+      ValueError: an unknown name.
+    """
+    if name == AUTO:
+        return "cudnn" if gpu_available() else "fused"
+    if name not in KERNELS:
+        raise ValueError(f"unknown rnn_mode {name!r}; choose one of {AUTO}, {', '.join(NAMES)}")
+    if KERNELS[name].needs_gpu and not gpu_available():
+        raise NoGPUError(f"rnn_mode {name} needs a GPU but TensorFlow sees none; "
+                         f"use fused, block or auto")
+    return name
+
+
+def jit_compile(name, xla=None):
+    """Whether steps of kernel `name` (resolved) compile with XLA: `xla` if given, else its default.
+
+    Raises:
+      XLAError: xla=True for a kernel that has no XLA version.
+    """
+    kernel = KERNELS[name]
+    if xla and not kernel.xla:
+        raise XLAError(f"--rnn_mode={name} cannot run under --xla (its kernel has no XLA "
+                       f"version); use --rnn_mode=fused or basic with --xla")
+    return kernel.default_jit if xla is None else bool(xla)
