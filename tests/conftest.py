@@ -6,13 +6,7 @@ import pathlib
 
 import pytest
 
-REPO = pathlib.Path(__file__).resolve().parent.parent
-PTB_FILES = ("ptb.train.txt", "ptb.valid.txt", "ptb.test.txt")
-# PTB-style lines: lower case, edge spaces, <unk> already present.
-TINY_TEXT = (" the cat sat on the mat \n"
-             " the dog sat on the log \n"
-             " a cat saw a <unk> dog \n"
-             " the mat was on the log \n")
+from helpers import PTB_FILES, REPO, TINY_TEXT
 
 
 def _ptb_candidates():

@@ -14,7 +14,7 @@ import pytest
 import configs
 import reader
 import training
-from conftest import TINY_TEXT
+from helpers import TINY_TEXT
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 SCRIPT = REPO / "scripts" / "benchmark.py"

@@ -1,57 +1,11 @@
 """End-to-end tests of ptb_word_lm.py: training on a tiny corpus, and a clear answer to bad input."""
 
-import hashlib
 import json
-import os
-import pathlib
-import random
 import re
-import subprocess
-import sys
 
 import pytest
 
-REPO = pathlib.Path(__file__).resolve().parent.parent
-# A small, fast model: overrides on the test config.
-SMALL_RUN = ["--model=test", "--override=batch_size=4", "--override=num_steps=5",
-             "--override=hidden_size=16", "--rnn_mode=basic", "--noxla"]
-
-
-def grammar_text(num_lines, seed=0):
-    """PTB-style lines from a tiny grammar: learnable, so perplexity falls quickly."""
-    rng = random.Random(seed)
-    subjects, verbs, objects = ["the cat", "a dog", "the man"], ["sat on", "saw", "ate"], [
-        "the mat", "a log", "the fish", "<unk>"]
-    return "".join(f" {rng.choice(subjects)} {rng.choice(verbs)} {rng.choice(objects)} \n"
-                   for _ in range(num_lines))
-
-
-def run_driver(*args, timeout=300):
-    """Runs the driver in a fresh process; returns the CompletedProcess (text)."""
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    return subprocess.run([sys.executable, str(REPO / "ptb_word_lm.py"), *args], cwd=REPO,
-                          env=env, capture_output=True, text=True, timeout=timeout)
-
-
-def tree_digest(path):
-    """sha256 over every file's relative path and bytes (None if path does not exist)."""
-    path = pathlib.Path(path)
-    if not path.exists():
-        return None
-    digest = hashlib.sha256()
-    for file in sorted(p for p in path.rglob("*") if p.is_file()):
-        digest.update(str(file.relative_to(path)).encode() + file.read_bytes())
-    return digest.hexdigest()
-
-
-def assert_user_error(result, message):
-    """Non-zero exit, one error line naming the problem, no traceback."""
-    assert result.returncode != 0
-    assert "Traceback" not in result.stderr
-    errors = [line for line in result.stderr.splitlines()
-              if line.startswith(("error:", "FATAL Flags parsing error"))]
-    assert len(errors) == 1, result.stderr
-    assert re.search(message, errors[0]), errors[0]
+from helpers import SMALL_RUN, assert_user_error, grammar_text, run_driver, tree_digest
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ import tensorflow as tf
 import inference
 import reader
 import training
-from test_driver import REPO, SMALL_RUN, assert_user_error, grammar_text, run_driver
+from helpers import REPO, SMALL_RUN, assert_user_error, grammar_text, run_driver
 
 # Not PTB's file names, and a capped vocabulary: the modes must use what training stored.
 FILES = ["--train_file=train.txt", "--valid_file=valid.txt", "--test_file=test.txt"]

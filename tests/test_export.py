@@ -13,7 +13,7 @@ import export
 import model as model_lib
 import reader
 import training
-from conftest import REPO, TINY_TEXT
+from helpers import REPO, TINY_TEXT
 
 # Run by a bare interpreter (-I: no cwd, no PYTHONPATH on sys.path), so only TF is at hand.
 CONSUMER = r"""

@@ -15,7 +15,7 @@ import configs
 import inference
 import reader
 import training
-from conftest import TINY_TEXT
+from helpers import TINY_TEXT
 
 EOS = reader.EOS
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from test_driver import REPO, SMALL_RUN, grammar_text, run_driver
+from helpers import REPO, SMALL_RUN, grammar_text, run_driver
 
 # Dropout on, so the test also covers the masks a resumed run draws.
 # The default LSTM path on a CPU (fused, compiled with XLA), not SMALL_RUN's basic one.
