@@ -2,8 +2,10 @@
 
 import dataclasses
 
+from errors import UserError
 
-class ConfigError(ValueError):
+
+class ConfigError(UserError, ValueError):
     """A config value or override the user gave is invalid; the message says how to fix it."""
 
 
@@ -68,6 +70,7 @@ TEST = dataclasses.replace(
 
 CONFIGS = {"small": SMALL, "medium": MEDIUM, "large": LARGE, "test": TEST}
 
+
 def get_config(name):
     """Returns the named config; ConfigError lists the valid names."""
     if name not in CONFIGS:
@@ -116,11 +119,6 @@ def apply_overrides(config, overrides):
     return dataclasses.replace(config, **changes)
 
 
-def eval_config(config):
-    """The config of the exact test evaluation: one stream (batch 1), state carried."""
-    return dataclasses.replace(config, batch_size=1, num_steps=1)
-
-
 def to_dict(config):
     return dataclasses.asdict(config)
 
@@ -129,8 +127,3 @@ def from_dict(values):
     """Inverse of to_dict; ConfigError on unknown keys (e.g. a checkpoint of a newer version)."""
     return apply_overrides(SMALL, dict(values))
 
-
-def diff(a, b):
-    """Names and values of the fields where two configs differ, as 'key: a -> b' strings."""
-    return [f"{f.name}: {getattr(a, f.name)!r} -> {getattr(b, f.name)!r}"
-            for f in dataclasses.fields(Config) if getattr(a, f.name) != getattr(b, f.name)]

@@ -7,6 +7,7 @@ import numpy as np
 import tensorflow as tf
 
 import model as model_lib
+from errors import UserError
 
 
 def learning_rate(config, epoch):
@@ -14,7 +15,15 @@ def learning_rate(config, epoch):
     return config.learning_rate * config.lr_decay ** max(epoch + 1 - config.max_epoch, 0)
 
 
-class Diverged(RuntimeError):
+def perplexity(mean_cost):
+    """exp(mean cost per word); inf where a huge but finite cost overflows a float."""
+    try:
+        return math.exp(mean_cost)
+    except OverflowError:
+        return math.inf
+
+
+class Diverged(UserError, RuntimeError):
     """The training cost became NaN or infinite; the weights hold the last finite step."""
 
 
@@ -60,7 +69,7 @@ class TrainState(tf.Module):
 
     def epoch_perplexity(self):
         iters = int(self.epoch_iters.numpy())
-        return math.exp(self.epoch_cost.numpy() / iters) if iters else float("nan")
+        return perplexity(self.epoch_cost.numpy() / iters) if iters else float("nan")
 
     def check_finite(self):
         """Raises Diverged if any step since the start saw a NaN or infinite cost."""
@@ -192,30 +201,48 @@ def make_eval_step(model, batch_size, num_steps=None, jit_compile=False):
     return eval_step
 
 
-def run_epoch(ts, train_step, batches, report=None, should_stop=None):
+class EpochHooks:
+    """What run_epoch calls back while it trains; subclass and override either method.
+
+    `outputs` is the step's (cost, grad_norm), float32 scalar tensors: reading
+    them waits for that step, so a hook that does not need them leaves the
+    steps running ahead of the host.
+    """
+
+    def after_step(self, ts, outputs):
+        """Called after every step; returns True to end the epoch there (signals, limits)."""
+        return False
+
+    def report(self, ts, fraction, words_per_second, outputs):
+        """Called about ten times an epoch (the tutorial's progress lines) and after the last step."""
+
+
+def run_epoch(ts, train_step, batches, hooks=None):
     """Trains from step ts.step to the end of the epoch, carrying state across batches.
 
     Args:
       ts: TrainState, positioned by reset_epoch() or a restored checkpoint.
       train_step: from make_train_step(ts).
       batches: reader.Batches of the training data.
-      report: optional callable(ts, fraction, words_per_second), called about
-        ten times an epoch (the tutorial's progress lines), and after the last step.
-      should_stop: optional callable(ts) -> bool, polled after every step (signals,
-        periodic checkpoints); True ends the epoch early.
+      hooks: optional EpochHooks: each step's outputs go to hooks.after_step,
+        and about ten times an epoch to hooks.report.
     Returns:
-      True if the epoch ran to the end, False if should_stop stopped it.
+      True if the epoch ran to the end, False if hooks.after_step stopped it.
+    Raises:
+      Diverged: a step's cost was NaN or infinite (checked at each report and at the end).
     """
+    hooks = hooks or EpochHooks()
     start_step = int(ts.step.numpy())
     interval = max(1, batches.epoch_size // 10)
     start_time = time.time()
     for step, (x, y) in enumerate(batches.dataset(start=start_step), start_step + 1):
-        train_step(x, y)
-        if report and (step % interval == 10 % interval or step == batches.epoch_size):
+        outputs = train_step(x, y)
+        if step % interval == 10 % interval or step == batches.epoch_size:
             ts.check_finite()
             words = (step - start_step) * batches.batch_size * batches.num_steps
-            report(ts, step / batches.epoch_size, words / max(time.time() - start_time, 1e-9))
-        if should_stop and should_stop(ts):
+            hooks.report(ts, step / batches.epoch_size, words / max(time.time() - start_time, 1e-9),
+                         outputs)
+        if hooks.after_step(ts, outputs):
             return False
     ts.check_finite()
     return True
@@ -235,7 +262,7 @@ def evaluate(model, batches, eval_step=None):
         losses, state = eval_step(x, y, state)
         total += tf.reduce_sum(tf.cast(losses, tf.float64))
     words = batches.epoch_size * batches.batch_size * batches.num_steps
-    return math.exp(total.numpy() / words)
+    return perplexity(total.numpy() / words)
 
 
 def stream_log_probs(model, ids, chunk_len=2048, jit_compile=False):
@@ -273,4 +300,4 @@ def stream_log_probs(model, ids, chunk_len=2048, jit_compile=False):
 def stream_perplexity(model, ids, chunk_len=2048, jit_compile=False):
     """The tutorial's exact test perplexity: batch 1, state carried over the whole stream."""
     log_probs = stream_log_probs(model, ids, chunk_len, jit_compile)
-    return math.exp(-log_probs.mean())
+    return perplexity(-log_probs.mean())

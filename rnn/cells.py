@@ -105,7 +105,37 @@ class _ProjectedCell(RNNCell):
     `recurrent_weights()` once outside the loop too: slicing W_h out of the
     fused kernel inside the loop costs a kernel-sized gradient every step
     (measured 2x slower for H=650).
+
+    The constructor here is the one every such cell shares; subclasses then
+    create their variables inside `self.name_scope`.
     """
+
+    def __init__(self, num_units, input_size, activation, dtype, name):
+        super().__init__(name=name)
+        self._num_units = num_units
+        self._input_size = input_size
+        self._activation = activation
+        self._dtype = tf.as_dtype(dtype)
+
+    @property
+    def state_size(self):
+        return self._num_units
+
+    @property
+    def output_size(self):
+        return self._num_units
+
+    @property
+    def input_size(self):
+        return self._input_size
+
+    @property
+    def num_units(self):
+        return self._num_units
+
+    @property
+    def activation(self):
+        return self._activation
 
     def project_inputs(self, inputs):
         """Input projection, done once for many steps.
@@ -165,11 +195,7 @@ class BasicRNNCell(_ProjectedCell):
           dtype: variable dtype.
           name: module name.
         """
-        super().__init__(name=name)
-        self._num_units = num_units
-        self._input_size = input_size
-        self._activation = activation
-        self._dtype = tf.as_dtype(dtype)
+        super().__init__(num_units, input_size, activation, dtype, name)
         with self.name_scope:
             self.kernel = _make_variable(
                 kernel_initializer or glorot_uniform,
@@ -177,22 +203,6 @@ class BasicRNNCell(_ProjectedCell):
             self.bias = _make_variable(
                 bias_initializer or zeros_initializer, [num_units],
                 self._dtype, "bias")
-
-    @property
-    def state_size(self):
-        return self._num_units
-
-    @property
-    def output_size(self):
-        return self._num_units
-
-    @property
-    def input_size(self):
-        return self._input_size
-
-    @property
-    def num_units(self):
-        return self._num_units
 
     def project_inputs(self, inputs):
         """inputs `[..., input_size]` -> `[..., num_units]` = x @ W_x + bias."""
@@ -237,11 +247,7 @@ class GRUCell(_ProjectedCell):
           dtype: variable dtype.
           name: module name.
         """
-        super().__init__(name=name)
-        self._num_units = num_units
-        self._input_size = input_size
-        self._activation = activation
-        self._dtype = tf.as_dtype(dtype)
+        super().__init__(num_units, input_size, activation, dtype, name)
         kernel_init = kernel_initializer or glorot_uniform
         rows = input_size + num_units
         with self.name_scope:
@@ -255,22 +261,6 @@ class GRUCell(_ProjectedCell):
             self.candidate_bias = _make_variable(
                 bias_initializer or zeros_initializer, [num_units],
                 self._dtype, "candidate_bias")
-
-    @property
-    def state_size(self):
-        return self._num_units
-
-    @property
-    def output_size(self):
-        return self._num_units
-
-    @property
-    def input_size(self):
-        return self._input_size
-
-    @property
-    def num_units(self):
-        return self._num_units
 
     def project_inputs(self, inputs):
         """inputs `[..., input_size]` -> `[..., 3H]`: gates (r, u) then candidate.
@@ -329,12 +319,8 @@ class LSTMCell(_ProjectedCell):
           dtype: variable dtype.
           name: module name.
         """
-        super().__init__(name=name)
-        self._num_units = num_units
-        self._input_size = input_size
+        super().__init__(num_units, input_size, activation, dtype, name)
         self._forget_bias = float(forget_bias)
-        self._activation = activation
-        self._dtype = tf.as_dtype(dtype)
         with self.name_scope:
             self.kernel = _make_variable(
                 kernel_initializer or glorot_uniform,
@@ -348,24 +334,8 @@ class LSTMCell(_ProjectedCell):
         return LSTMStateTuple(self._num_units, self._num_units)
 
     @property
-    def output_size(self):
-        return self._num_units
-
-    @property
-    def input_size(self):
-        return self._input_size
-
-    @property
-    def num_units(self):
-        return self._num_units
-
-    @property
     def forget_bias(self):
         return self._forget_bias
-
-    @property
-    def activation(self):
-        return self._activation
 
     def project_inputs(self, inputs):
         """inputs `[..., input_size]` -> `[..., 4H]` = x @ W_x + bias."""

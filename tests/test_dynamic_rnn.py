@@ -65,11 +65,11 @@ def _random_state(cell, seed):
     return tf.nest.pack_sequence_as(zeros, flat)
 
 
-def _python_loop(cell, inputs, state, lengths=None):
+def _python_loop(cell, inputs, state, lengths=None, training=False):
     """Reference: inputs [batch, time, depth]; plain per-step calls."""
     outputs = []
     for t in range(inputs.shape[1]):
-        output, new_state = cell(inputs[:, t], state)
+        output, new_state = cell(inputs[:, t], state, training=training)
         if lengths is not None:
             alive = (t < np.asarray(lengths))[:, None]
             output = tf.where(alive, output, tf.zeros_like(output))
@@ -103,6 +103,23 @@ def test_dynamic_rnn_matches_python_loop(kind, time_major, mode):
     want_outputs, want_final = _python_loop(cell, inputs, state)
     _assert_close(outputs, want_outputs)
     _assert_close(final, want_final)
+
+
+@pytest.mark.parametrize("mode", ["eager", "function"])
+def test_dynamic_rnn_with_dropout_on_matches_python_loop(mode):
+    # Two wrappers with the same seed draw the same masks in the same order.
+    cell, reference = _dropout(), _dropout()
+    inputs = _random([BATCH, STEPS, INPUT], 0)  # [batch, time, depth]
+    state = _random_state(cell, 10)
+    run = _maybe_function(lambda x, s: dynamic_rnn(cell, x, s, training=True), mode)
+    outputs, final = run(inputs, state)
+    want_outputs, want_final = _python_loop(reference, inputs, state, training=True)
+    _assert_close(outputs, want_outputs)
+    _assert_close(final, want_final)
+    # Dropout really was on: some outputs zeroed, unlike the same cell not training.
+    plain, _ = dynamic_rnn(cell, inputs, state, training=False)
+    assert np.mean(outputs.numpy() == 0.0) > 0.2
+    assert np.mean(plain.numpy() == 0.0) == 0.0
 
 
 class _CountingLSTM(cells.LSTMCell):

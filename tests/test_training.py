@@ -97,6 +97,34 @@ def test_run_epoch_loss_falls_on_learnable_stream():
     assert training.evaluate(ts.model, batches) < perplexities[0]
 
 
+class _StopAt(training.EpochHooks):
+    """Ends the epoch after step `stop`; records what the hooks were handed."""
+
+    def __init__(self, stop=None):
+        self.stop, self.costs, self.reports = stop, [], []
+
+    def after_step(self, ts, outputs):
+        self.costs.append(float(outputs[0]))
+        return int(ts.step.numpy()) == self.stop
+
+    def report(self, ts, fraction, words_per_second, outputs):
+        self.reports.append((fraction, float(outputs[1])))
+
+
+def test_run_epoch_hands_each_step_outputs_to_its_hooks():
+    batches = reader.ptb_producer(_stream(), CONFIG.batch_size, CONFIG.num_steps)
+    ts = training.TrainState(CONFIG, rnn_mode="basic")
+    ts.reset_epoch(0)
+    hooks = _StopAt()
+    assert training.run_epoch(ts, training.make_train_step(ts), batches, hooks)
+    assert len(hooks.costs) == batches.epoch_size
+    # The epoch's perplexity is made of the very costs the hooks saw.
+    mean = sum(hooks.costs) / (batches.epoch_size * CONFIG.num_steps)
+    assert ts.epoch_perplexity() == pytest.approx(math.exp(mean), rel=1e-5)
+    assert hooks.reports[-1][0] == 1.0 and len(hooks.reports) >= 2
+    assert all(norm > 0 for _, norm in hooks.reports)
+
+
 def test_run_epoch_resumed_mid_epoch_equals_uninterrupted(tmp_path):
     config = dataclasses.replace(CONFIG, keep_prob=0.7)
     batches = reader.ptb_producer(_stream(), config.batch_size, config.num_steps)
@@ -106,8 +134,7 @@ def test_run_epoch_resumed_mid_epoch_equals_uninterrupted(tmp_path):
 
     first = training.TrainState(config, rnn_mode="basic", seed=5)
     first.reset_epoch(0)
-    training.run_epoch(first, training.make_train_step(first), batches,
-                       should_stop=lambda ts: int(ts.step.numpy()) == 7)
+    training.run_epoch(first, training.make_train_step(first), batches, _StopAt(7))
     snapshot = tf.train.Checkpoint(state=first)
     path = snapshot.write(str(tmp_path / "mid"))
     resumed = training.TrainState(config, rnn_mode="basic", seed=5)
@@ -131,7 +158,7 @@ def test_train_step_non_finite_cost_leaves_variables_and_raises():
         np.testing.assert_array_equal(a, b)
 
 
-def test_train_step_runs_under_distribution_strategy():
+def test_train_step_runs_under_one_device_strategy():
     strategy = tf.distribute.OneDeviceStrategy("/cpu:0")
     with strategy.scope():
         ts = training.TrainState(CONFIG, rnn_mode="basic")
