@@ -8,6 +8,8 @@ import sys
 
 import tensorflow as tf
 
+from errors import UserError
+
 _RUN_INFO_KEY = "run_info/.ATTRIBUTES/VARIABLE_VALUE"
 
 
@@ -16,7 +18,7 @@ def read_run_info(path):
     return json.loads(tf.train.load_checkpoint(path).get_tensor(_RUN_INFO_KEY).decode())
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(UserError, RuntimeError):
     """A checkpoint cannot be used or written; the message says what differs or what to do."""
 
 
@@ -125,3 +127,22 @@ class Checkpointer:
                 print(f"warning: skipping unreadable checkpoint {candidate}: {reason}",
                       file=sys.stderr)
         return None
+
+
+# TEMPORARY shims until the run-directory work lands.
+VOCAB_FILE = "vocab.txt"
+
+
+def run_info(config, seed, word_to_id):
+    import configs
+    import reader
+    return {"config": configs.to_dict(config), "seed": seed,
+            "vocab_hash": reader.vocab_hash(word_to_id)}
+
+
+import contextlib  # noqa: E402
+
+
+@contextlib.contextmanager
+def lock(save_path):
+    yield

@@ -23,10 +23,11 @@ import configs
 import inference
 import model as model_lib
 import reader
+from errors import UserError
 from rnn import cells
 
 
-class ExportError(ValueError):
+class ExportError(UserError, ValueError):
     """The export directory cannot be written; the message says why."""
 
 

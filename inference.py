@@ -14,13 +14,14 @@ import configs
 import model as model_lib
 import reader
 import training
+from errors import UserError
 
 VOCAB_FILE = "vocab.txt"
 _TRAIN_FIRST = ("train first (python ptb_word_lm.py --save_path=DIR) or pass the --save_path of a "
                 "trained run")
 
 
-class InferenceError(ValueError):
+class InferenceError(UserError, ValueError):
     """A checkpoint, vocabulary or argument the user gave cannot be used; one line says why."""
 
 

@@ -1,8 +1,11 @@
 """What a training run shows while it runs: progress lines or a terminal line, TensorBoard scalars."""
 
+import contextlib
 import time
 
 import tensorflow as tf
+
+from errors import UserError
 
 
 def print_progress(ts, fraction, wps):
@@ -72,45 +75,57 @@ class TerminalProgress:
             self._shown = False
 
 
+class SummaryError(UserError):
+    """TensorBoard's event file cannot be written (a full disk, no permission)."""
+
+
 class Summaries:
     """TensorBoard scalars in save_path/tensorboard, written on the host between steps.
 
     tf.summary.scalar needs the tensorboard package; tf.summary.write with the
     scalar plugin's metadata (what tf.summary.scalar writes) needs only TensorFlow.
+    A failed write raises SummaryError (one line); checkpoints are not touched.
     """
 
     def __init__(self, log_dir):
-        self._writer = tf.summary.create_file_writer(log_dir)
+        self.log_dir = log_dir
+        with self._errors():
+            self._writer = tf.summary.create_file_writer(log_dir)
         self._metadata = tf.compat.v1.SummaryMetadata(
             plugin_data=tf.compat.v1.SummaryMetadata.PluginData(plugin_name="scalars"),
             data_class="DATA_CLASS_SCALAR")
 
+    @contextlib.contextmanager
+    def _errors(self):
+        try:
+            yield
+        except (OSError, tf.errors.OpError) as e:
+            reason = getattr(e, "strerror", None) or getattr(e, "message", None) or str(e)
+            raise SummaryError(f"cannot write TensorBoard scalars in {self.log_dir}: "
+                               f"{reason.strip().splitlines()[0]}; free space and rerun "
+                               f"(training resumes from the last checkpoint)") from None
+
     def write(self, step, values):
         """values: dict tag -> scalar, all at global step `step`."""
-        with self._writer.as_default(step=step):
-            for tag, value in values.items():
-                tf.summary.write(tag, tf.cast(value, tf.float32), metadata=self._metadata)
-        self._writer.flush()  # about ten times an epoch: cheap, and TensorBoard stays current
+        with self._errors():
+            with self._writer.as_default(step=step):
+                for tag, value in values.items():
+                    tf.summary.write(tag, tf.cast(value, tf.float32), metadata=self._metadata)
+            self._writer.flush()  # about ten times an epoch: cheap, TensorBoard stays current
 
     def close(self):
-        self._writer.close()
+        with self._errors():
+            self._writer.close()
 
+    def __enter__(self):
+        return self
 
-class KeepLastStep:
-    """Calls the train step and keeps a reference to its last (cost, grad_norm) for reports.
-
-    Reading the tensors is left to the report, so no step waits for the host.
-    """
-
-    def __init__(self, train_step):
-        self._train_step = train_step
-        self.last = None
-
-    def __call__(self, x, y):
-        self.last = self._train_step(x, y)
-        return self.last
-
-
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is None:
+            self.close()
+        else:  # keep the error in flight, not one from closing
+            with contextlib.suppress(Exception):
+                self._writer.close()
 
 
 def make_progress(tty, batches, stream):

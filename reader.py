@@ -12,6 +12,8 @@ import tempfile
 import numpy as np
 import tensorflow as tf
 
+from errors import UserError
+
 DEFAULT_DATA_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "ptb")
 EOS = "<eos>"
 UNK = "<unk>"
@@ -20,7 +22,7 @@ _DATA_FIX = "run scripts/get_ptb.sh or pass the right data path"
 _OOV_SHOWN = 5  # how many unknown words an error message lists
 
 
-class DataError(ValueError):
+class DataError(UserError, ValueError):
     """Bad or missing data; the message is one line naming the problem and the fix."""
 
 

@@ -1,0 +1,331 @@
+"""The resumable training run: epochs of training and validation, then the test; reads no flags.
+
+    run.train_and_evaluate(config, corpus, "runs/small", run.RunOptions(seed=0))
+
+The driver (ptb_word_lm.py) and the tests call train_and_evaluate in-process.
+Rerunning it on the same save_path resumes from the newest checkpoint.
+"""
+
+import dataclasses
+import json
+import math
+import os
+import signal
+import sys
+import time
+from typing import Optional
+
+import checkpoints
+import configs
+import export
+import monitoring
+import reader
+import training
+from errors import UserError
+from rnn import kernels
+
+_INT64_RANGE = (-(1 << 63), (1 << 63) - 1)
+PROGRESS = ("plain", "tty")
+METRICS_FILE = "metrics.json"
+
+
+class RunError(UserError):
+    """A run option that cannot work, or a run file that cannot be written."""
+
+
+class Stopped(Exception):
+    """A signal stopped the run; the message says what was kept and how to go on."""
+
+
+def check_seed(seed):
+    """Raises RunError unless seed is an integer TensorFlow's int64 seeds can hold."""
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise RunError(f"seed must be an integer, got {seed!r}")
+    if not _INT64_RANGE[0] <= seed <= _INT64_RANGE[1]:
+        raise RunError(f"seed {seed} is outside the 64-bit range [-2**63, 2**63 - 1]; "
+                       f"pick a smaller seed")
+
+
+@dataclasses.dataclass(frozen=True)
+class RunOptions:
+    """How to run a training (the config says what to train); checked when made."""
+
+    seed: int = 0  # initial weights and dropout masks
+    rnn_mode: str = kernels.AUTO  # a name of rnn/kernels.py's table, or auto
+    xla: Optional[bool] = None  # compile the steps with XLA; None: the kernel's default
+    checkpoint_every_minutes: float = 10.0  # also save this often mid-epoch; 0: off
+    checkpoint_every_steps: int = 0  # also save every N steps; 0: off
+    keep_checkpoints: int = 3  # newest checkpoints kept (the best is kept apart)
+    progress: str = "plain"  # plain: the tutorial's lines; tty: one redrawn line
+    export_dir: Optional[str] = None  # write a SavedModel here after the test
+
+    def __post_init__(self):
+        check_seed(self.seed)
+        if not (isinstance(self.checkpoint_every_minutes, (int, float))
+                and math.isfinite(self.checkpoint_every_minutes)
+                and self.checkpoint_every_minutes >= 0):
+            raise RunError(f"checkpoint_every_minutes must be >= 0 (0: off), got "
+                           f"{self.checkpoint_every_minutes!r}")
+        if self.checkpoint_every_steps < 0:
+            raise RunError(f"checkpoint_every_steps must be >= 0 (0: off), got "
+                           f"{self.checkpoint_every_steps}")
+        if self.keep_checkpoints < 1:
+            raise RunError(f"keep_checkpoints must be >= 1 (a resume needs one), got "
+                           f"{self.keep_checkpoints}")
+        if self.progress not in PROGRESS:
+            raise RunError(f"progress must be one of {', '.join(PROGRESS)}, got "
+                           f"{self.progress!r}")
+        kernels.jit_compile(kernels.resolve(self.rnn_mode), self.xla)
+
+
+def _physical_memory_bytes():
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def training_memory_bytes(config):
+    """A lower bound of the memory one training step needs, in bytes (float32).
+
+    Weights and their gradients (2x the parameters), the logits with their
+    softmax and gradient (3 x batch x steps x vocab) and the LSTM activations
+    kept for the backward pass (about 12 x layers x steps x batch x hidden).
+    """
+    h, v, layers = config.hidden_size, config.vocab_size, config.num_layers
+    parameters = 2 * v * h + v + layers * (8 * h * h + 4 * h)
+    words = config.batch_size * config.num_steps
+    return 4 * (2 * parameters + 3 * words * v + 12 * layers * words * h)
+
+
+def check_memory(config, available=None):
+    """Raises RunError before anything is built if a training step cannot fit in memory."""
+    available = available or _physical_memory_bytes()
+    needed = training_memory_bytes(config)
+    if needed > available:
+        raise RunError(f"the model needs at least {needed / 2**30:,.1f} GiB to train "
+                       f"(hidden_size {config.hidden_size}, {config.num_layers} layers, vocabulary "
+                       f"{config.vocab_size}) but this machine has {available / 2**30:,.1f} GiB; "
+                       f"lower hidden_size, num_layers, batch_size or num_steps")
+
+
+def _finite_or_none(value):
+    return value if not isinstance(value, float) or math.isfinite(value) else None
+
+
+def write_json(path, obj):
+    """Atomically replaces path with obj as JSON (non-finite numbers as null).
+
+    Raises:
+      RunError: the file cannot be written (the old file, if any, is kept).
+    """
+    obj = json.loads(json.dumps(obj), parse_constant=lambda name: None)  # inf/nan -> null
+    tmp = f"{path}.tmp"
+    try:
+        with open(tmp, "w") as f:
+            json.dump(obj, f, indent=2, allow_nan=False)
+        os.replace(tmp, path)
+    except OSError as e:
+        raise RunError(f"cannot write {path}: {e.strerror}; free space or fix permissions and "
+                       f"rerun (training resumes from the last checkpoint)") from None
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+class _Interrupts:
+    """While entered: the first SIGINT/SIGTERM asks the run to checkpoint and stop; a second kills.
+
+    During the test evaluation and the export (`stop_at_once`), the first
+    signal stops at once: the trained weights are already saved.
+    """
+
+    def __init__(self, save_path):
+        self.save_path = save_path
+        self.signum = None
+        self.stop_at_once = False
+
+    def __enter__(self):
+        self._previous = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
+        return self
+
+    def __exit__(self, *exc):
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+    def _handle(self, signum, frame):
+        self.signum = signum
+        signal.signal(signum, signal.SIG_DFL)
+        if self.stop_at_once:
+            raise Stopped(f"Stopped by signal {signum} after training; the trained weights are "
+                          f"saved in {self.save_path}: run the same command to run the test.")
+        print(f"\nReceived signal {signum}: saving a checkpoint, then exiting "
+              f"(send it again to exit at once).", file=sys.stderr, flush=True)
+
+
+class _RunHooks(training.EpochHooks):
+    """Between the steps of an epoch: progress, TensorBoard, periodic checkpoints, signals."""
+
+    def __init__(self, progress, summaries, checkpointer, interrupts, options):
+        self.progress = progress
+        self.summaries = summaries
+        self.checkpointer = checkpointer
+        self.interrupts = interrupts
+        self.options = options
+        self._last_save = time.time()
+
+    def _save_due(self, ts):
+        every_minutes, every_steps = (self.options.checkpoint_every_minutes,
+                                      self.options.checkpoint_every_steps)
+        return (self.interrupts.signum is not None
+                or (every_minutes > 0 and time.time() - self._last_save > 60 * every_minutes)
+                or (every_steps > 0 and int(ts.global_step.numpy()) % every_steps == 0))
+
+    def after_step(self, ts, outputs):
+        self.progress.tick(ts)
+        if self._save_due(ts):
+            ts.check_finite()
+            self.checkpointer.save()
+            self._last_save = time.time()
+        return self.interrupts.signum is not None
+
+    def report(self, ts, fraction, words_per_second, outputs):
+        self.progress.report(ts, fraction, words_per_second)
+        self.summaries.write(int(ts.global_step.numpy()), {
+            "train/perplexity": ts.epoch_perplexity(), "train/learning_rate": ts.lr.numpy(),
+            "train/grad_norm": outputs[1], "train/words_per_second": words_per_second})
+
+
+@dataclasses.dataclass
+class _Run:
+    """One opened run directory: the state, its checkpointer and where results go."""
+
+    config: configs.Config
+    corpus: reader.Corpus
+    save_path: str
+    options: RunOptions
+    ts: training.TrainState
+    checkpointer: checkpoints.Checkpointer
+    jit_compile: bool
+    summaries: monitoring.Summaries = None
+    history: list = None
+
+    @property
+    def metrics_path(self):
+        return os.path.join(self.save_path, METRICS_FILE)
+
+    def write_metrics(self, **extra):
+        write_json(self.metrics_path, {"config": configs.to_dict(self.config),
+                                       "epochs": self.history, **extra})
+
+
+def _open_run(config, corpus, save_path, options, epoch_size):
+    """Builds the TrainState and restores this run's newest checkpoint in save_path."""
+    rnn_mode = kernels.resolve(options.rnn_mode)
+    jit_compile = kernels.jit_compile(rnn_mode, options.xla)
+    ts = training.TrainState(config, rnn_mode=rnn_mode, seed=options.seed)
+    checkpointer = checkpoints.Checkpointer(
+        save_path, ts, checkpoints.run_info(config, options.seed, corpus.word_to_id),
+        options.keep_checkpoints)
+    restored = checkpointer.restore()
+    if restored:
+        print(f"Resuming from {restored}: epoch {int(ts.epoch.numpy()) + 1}, "
+              f"step {int(ts.step.numpy())} of {epoch_size}")
+    else:
+        ts.reset_epoch(0)
+    vocab_path = os.path.join(save_path, checkpoints.VOCAB_FILE)
+    try:
+        reader.save_vocab(corpus.word_to_id, vocab_path)
+    except OSError as e:
+        raise RunError(f"cannot write {vocab_path}: {e.strerror}; free space or fix "
+                       f"permissions and rerun") from None
+    print(f"Config: {json.dumps(configs.to_dict(config))}")
+    parameters = sum(int(v.shape.num_elements()) for v in ts.model.trainable_variables)
+    print(f"rnn_mode: {rnn_mode}  xla: {jit_compile}  parameters: {parameters:,}")
+    return _Run(config, corpus, save_path, options, ts, checkpointer, jit_compile,
+                history=checkpointer.get_history())
+
+
+def _train_epochs(run, train_batches, valid_batches, interrupts):
+    """The tutorial's loop from wherever the run stands: train, validate, checkpoint, per epoch."""
+    ts, config = run.ts, run.config
+    progress = monitoring.make_progress(run.options.progress == "tty", train_batches, sys.stdout)
+    hooks = _RunHooks(progress, run.summaries, run.checkpointer, interrupts, run.options)
+    train_step = training.make_train_step(ts, jit_compile=run.jit_compile)
+    valid_step = training.make_eval_step(ts.model, config.batch_size, config.num_steps,
+                                         jit_compile=run.jit_compile)
+    while int(ts.epoch.numpy()) < config.max_max_epoch:
+        epoch = int(ts.epoch.numpy())
+        print(f"Epoch: {epoch + 1} Learning rate: {ts.lr.numpy():.3f}", flush=True)
+        start = time.time()
+        progress.start_epoch(ts)
+        try:
+            finished = training.run_epoch(ts, train_step, train_batches, hooks)
+        finally:
+            progress.end_epoch()
+        if not finished:
+            raise Stopped(f"Stopped at epoch {epoch + 1} step {int(ts.step.numpy())}; checkpoint "
+                          f"saved in {run.save_path}: run the same command to resume.")
+        seconds = time.time() - start
+        train_ppl = ts.epoch_perplexity()
+        print(f"Epoch: {epoch + 1} Train Perplexity: {train_ppl:.3f}", flush=True)
+        valid_ppl = training.evaluate(ts.model, valid_batches, valid_step)
+        print(f"Epoch: {epoch + 1} Valid Perplexity: {valid_ppl:.3f}", flush=True)
+        run.summaries.write(int(ts.global_step.numpy()), {"valid/perplexity": valid_ppl})
+        best = all(valid_ppl < h["valid_perplexity"] for h in run.history)
+        run.history.append({"epoch": epoch + 1, "learning_rate": float(ts.lr.numpy()),
+                            "train_perplexity": train_ppl, "valid_perplexity": valid_ppl,
+                            "train_seconds": seconds})
+        run.checkpointer.set_history(run.history)
+        ts.reset_epoch(epoch + 1)  # the snapshot resumes at the start of the next epoch
+        run.checkpointer.save(best=best)
+        run.write_metrics()
+        if interrupts.signum is not None:
+            raise Stopped(f"Stopped after epoch {epoch + 1}; checkpoint saved in "
+                          f"{run.save_path}: run the same command to resume.")
+
+
+def _test(run):
+    """The tutorial's test perplexity (one stream, state carried), recorded; then the export."""
+    start = time.time()
+    test_ppl = training.stream_perplexity(run.ts.model, run.corpus.test,
+                                          jit_compile=run.jit_compile)
+    print(f"Test Perplexity: {test_ppl:.3f}", flush=True)
+    print(f"(test evaluation: {time.time() - start:.1f}s, one stream, state carried)")
+    run.write_metrics(test_perplexity=test_ppl)
+    run.summaries.write(int(run.ts.global_step.numpy()), {"test/perplexity": test_ppl})
+    if run.options.export_dir:
+        path = export.export_saved_model(run.ts.model, run.corpus.word_to_id,
+                                         run.options.export_dir, run.config)
+        print(f"Exported SavedModel to {path}", flush=True)
+    return test_ppl
+
+
+def train_and_evaluate(config, corpus, save_path, options=RunOptions()):
+    """Trains `config` on `corpus` in save_path (resuming what is there), then tests it.
+
+    Prints the tutorial's lines to stdout; writes checkpoints, vocab.txt,
+    metrics.json and TensorBoard scalars into save_path. Holds the run
+    directory's lock throughout, so a second run on save_path fails.
+
+    Args:
+      config: configs.Config whose vocab_size is the corpus's.
+      corpus: reader.Corpus (train/valid/test word ids and word_to_id).
+      save_path: the run directory (created if missing).
+      options: RunOptions.
+    Returns:
+      dict: the metrics.json content (config, epochs, test_perplexity).
+    Raises:
+      UserError (one line for the user): a bad config or option, a checkpoint
+        of another run, a full disk, divergence, too little memory.
+      Stopped: SIGINT/SIGTERM; what was kept is saved.
+    """
+    check_memory(config)
+    train_batches = reader.ptb_producer(corpus.train, config.batch_size, config.num_steps)
+    valid_batches = reader.ptb_producer(corpus.valid, config.batch_size, config.num_steps)
+    checkpoints.check_writable(save_path)
+    with checkpoints.lock(save_path), _Interrupts(save_path) as interrupts:
+        run = _open_run(config, corpus, save_path, options, train_batches.epoch_size)
+        with monitoring.Summaries(os.path.join(save_path, "tensorboard")) as run.summaries:
+            _train_epochs(run, train_batches, valid_batches, interrupts)
+            interrupts.stop_at_once = True
+            test_ppl = _test(run)
+    return {"config": configs.to_dict(config), "epochs": run.history,
+            "test_perplexity": test_ppl}
