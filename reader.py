@@ -7,6 +7,7 @@ import functools
 import hashlib
 import numbers
 import os
+import sys
 import tempfile
 
 import numpy as np
@@ -20,17 +21,35 @@ UNK = "<unk>"
 
 _DATA_FIX = "run scripts/get_ptb.sh or pass the right data path"
 _OOV_SHOWN = 5  # how many unknown words an error message lists
+_BOM = "\ufeff"  # the UTF-8 byte order mark some editors put first
+
+# scripts/get_ptb.sh writes this file beside the PTB files it has verified.
+PTB_VERIFIED_MARKER = ".ptb_verified"
+# Mikolov's PTB files: size in bytes, SHA-256 of the whole file and of its
+# first _PTB_HEAD_LEN bytes (what a truncated copy still has).
+_PTB_HEAD_LEN = 64
+_PTB_FILES = {
+    "ptb.train.txt": (5101618,
+                      "fcea919f6cf83f35d4d00c6cbf08040d13d4155226340912e2fef9c9c4102cbf",
+                      "09b1c91a2d9add49b8cb4d5af6125b63dfd48ee400e62b850f92b68cf59e4aeb"),
+    "ptb.valid.txt": (399782,
+                      "c9fe6985fe0d4ccb578183407d7668fc6066c20700cb4cf87d8ff1cc34df1bf2",
+                      "0dca59c1e5b8f784a7eaf79d811429f0bdfe4f5b29fb25f9482a01e700d6e0fe"),
+    "ptb.test.txt": (449945,
+                     "dd65dff31e70846b2a6030a87482edcd5d199130cdcfa1f3dccbb033728deee0",
+                     "850ec148ee6be7be751279cab63a3ae7b18e789523d87782aa36df0f0125c321"),
+}
 
 
 class DataError(UserError, ValueError):
     """Bad or missing data; the message is one line naming the problem and the fix."""
 
 
-def _read_text(path, what="data file", fix=_DATA_FIX):
-    """Returns the text of a UTF-8 file.
+def _read_bytes(path, what="data file", fix=_DATA_FIX):
+    """Returns the bytes of a file.
 
     Raises:
-      DataError: the file is missing, empty or not UTF-8 (naming the byte offset).
+      DataError: the file is missing or empty.
     """
     if not os.path.isfile(path):
         raise DataError(f"{what} not found: {path}; {fix}")
@@ -38,15 +57,48 @@ def _read_text(path, what="data file", fix=_DATA_FIX):
         raw = f.read()
     if not raw:
         raise DataError(f"{what} is empty: {path}; {fix}")
+    return raw
+
+
+def _decode(raw, path, what="data file"):
+    """Returns raw as UTF-8 text, without a leading byte order mark (said on stderr).
+
+    Raises:
+      DataError: raw is not UTF-8 (naming the byte offset).
+    """
     try:
-        return raw.decode("utf-8")
+        text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
         raise DataError(f"{what} is not UTF-8: {path}: byte {raw[e.start]:#04x} at offset "
                         f"{e.start}; re-encode it as UTF-8") from e
+    if text.startswith(_BOM):
+        # Kept, it would silently glue itself to the first word, a new vocabulary entry.
+        print(f"warning: {what} starts with a UTF-8 byte order mark (BOM), ignored: {path}",
+              file=sys.stderr)
+        text = text[len(_BOM):]
+    return text
+
+
+def _read_text(path, what="data file", fix=_DATA_FIX):
+    """Returns the text of a UTF-8 file, a leading byte order mark dropped.
+
+    Raises:
+      DataError: the file is missing, empty or not UTF-8 (naming the byte offset).
+    """
+    return _decode(_read_bytes(path, what, fix), path, what)
+
+
+def _split_words(text):
+    """Splits text on whitespace, each line ending in <eos>."""
+    # The tutorial replaced "\n" by "<eos>" without spaces, which glues words
+    # together on lines that lack PTB's edge spaces; on PTB the ids are identical.
+    return text.replace("\n", f" {EOS} ").split()
 
 
 def read_words(path):
     """Reads a text file as words, each line ending in <eos>.
+
+    A UTF-8 byte order mark at the start is dropped, with a warning on stderr.
 
     Args:
       path: UTF-8 text file, e.g. ptb.train.txt.
@@ -55,13 +107,42 @@ def read_words(path):
     Raises:
       DataError: the file is missing, empty, has no words or is not UTF-8.
     """
-    text = _read_text(path)
-    # The tutorial replaced "\n" by "<eos>" without spaces, which glues words
-    # together on lines that lack PTB's edge spaces; on PTB the ids are identical.
-    words = text.replace("\n", f" {EOS} ").split()
+    words = _split_words(_read_text(path))
     if not words:
         raise DataError(f"data file has no words (only whitespace): {path}; {_DATA_FIX}")
     return words
+
+
+def _check_ptb_copy(path, raw, verified):
+    """Raises DataError if path is a damaged copy of the real PTB file of its name.
+
+    Users and tests also name their own corpora ptb.{train,valid,test}.txt, so
+    only what is meant to be the real PTB is checked:
+      - in a directory holding PTB_VERIFIED_MARKER (`verified`; get_ptb.sh
+        writes it with the files), each of the three must be the real file
+        (its SHA-256);
+      - elsewhere a file that starts like the real one (its first 64 bytes) but
+        is shorter and stops mid-line is a truncated copy (PTB ends in "\n").
+
+    Args:
+      path: the file; only the names ptb.{train,valid,test}.txt are checked.
+      raw: bytes of the file.
+      verified: whether the file's directory holds PTB_VERIFIED_MARKER.
+    """
+    name = os.path.basename(path)
+    if name not in _PTB_FILES:
+        return
+    size, sha256, head_sha256 = _PTB_FILES[name]
+    fix = f"rerun scripts/get_ptb.sh {os.path.dirname(os.path.abspath(path))}"
+    if verified:
+        if len(raw) != size or hashlib.sha256(raw).hexdigest() != sha256:
+            raise DataError(f"{name} is not the PTB file get_ptb.sh verified (truncated or "
+                            f"altered: {len(raw)} bytes, SHA-256 differs; PTB's has {size}): "
+                            f"{path}; {fix}")
+    elif (len(raw) < size and not raw.endswith(b"\n")
+          and hashlib.sha256(raw[:_PTB_HEAD_LEN]).hexdigest() == head_sha256):
+        raise DataError(f"{name} is a truncated copy of the PTB file ({len(raw)} of {size} "
+                        f"bytes, stops mid-line): {path}; {fix}")
 
 
 def build_vocab(words, max_vocab_size=None):
@@ -236,9 +317,29 @@ class Corpus:
         return len(self.word_to_id)
 
 
+def _check_split(words, path, what):
+    """Raises DataError unless a split's words hold a real word and one prediction.
+
+    One word leaves nothing to predict (the test perplexity would be NaN).
+    """
+    if all(word == EOS for word in words):
+        raise DataError(f"{what} has no words (only blank lines): {path}; put text in it or "
+                        f"pass the right data path")
+    if len(words) < 2:
+        raise DataError(f"{what} has only one word ({words[0]!r}) and needs two, a word and the "
+                        f"next to predict: {path}; add text to it or pass the right data path")
+
+
 def load_corpus(data_path, train_file="ptb.train.txt", valid_file="ptb.valid.txt",
                 test_file="ptb.test.txt", max_vocab_size=None, word_to_id=None):
     """Reads the three splits of a corpus directory as word ids.
+
+    Every split is checked before anything trains: it must hold at least two
+    words, one not <eos> (ptb_producer then checks a split has a whole batch).
+    A file that is meant to be the real PTB must be intact (the rule is in
+    _check_ptb_copy: a directory get_ptb.sh marked as verified is checked by
+    SHA-256; elsewhere a truncated PTB copy is caught). A UTF-8 byte order
+    mark at the start of a file is dropped with a warning on stderr.
 
     Args:
       data_path: directory holding the three files.
@@ -249,8 +350,9 @@ def load_corpus(data_path, train_file="ptb.train.txt", valid_file="ptb.valid.txt
     Returns:
       Corpus.
     Raises:
-      DataError: missing directory or file, bad file, bad vocabulary, or both
-        max_vocab_size and word_to_id given.
+      DataError: missing directory or file; a file empty, not UTF-8, a damaged
+        PTB copy, without words or with one word; a training file with one
+        distinct word; a bad vocabulary; or both max_vocab_size and word_to_id.
     """
     if not os.path.isdir(data_path):
         raise DataError(f"data directory not found: {data_path}; {_DATA_FIX}")
@@ -258,17 +360,29 @@ def load_corpus(data_path, train_file="ptb.train.txt", valid_file="ptb.valid.txt
         raise DataError("pass max_vocab_size or word_to_id, not both: a given vocabulary is "
                         "used as it is")
     paths = [os.path.join(data_path, name) for name in (train_file, valid_file, test_file)]
-    for path in paths:  # fail before spending time on the training file
+    whats = ("training file", "validation file", "test file")
+    for path, what in zip(paths, whats):  # fail before spending time on the training file
         if not os.path.isfile(path):
-            raise DataError(f"data file not found: {path}; {_DATA_FIX}")
-    train_words = read_words(paths[0])
+            raise DataError(f"{what} not found: {path}; {_DATA_FIX}")
+    verified = os.path.isfile(os.path.join(data_path, PTB_VERIFIED_MARKER))
+    raws = [_read_bytes(path, what) for path, what in zip(paths, whats)]
+    for path, raw in zip(paths, raws):  # all three before parsing: a damaged copy fails fast
+        _check_ptb_copy(path, raw, verified)
+    splits = []
+    for path, raw, what in zip(paths, raws, whats):
+        words = _split_words(_decode(raw, path, what))
+        _check_split(words, path, what)
+        splits.append(words)
     if word_to_id is None:
-        word_to_id = build_vocab(train_words, max_vocab_size)
+        word_to_id = build_vocab(splits[0], max_vocab_size)
+        if len(word_to_id) < 2:
+            raise DataError(f"training file has only one distinct word ({splits[0][0]!r}) and a "
+                            f"vocabulary needs two: {paths[0]}; add text to it or pass the "
+                            f"right data path")
     _words_in_id_order(word_to_id)  # fail here rather than at the embedding lookup
-    return Corpus(train=words_to_ids(train_words, word_to_id, source=paths[0]),
-                  valid=file_to_word_ids(paths[1], word_to_id),
-                  test=file_to_word_ids(paths[2], word_to_id),
-                  word_to_id=dict(word_to_id))
+    train, valid, test = (words_to_ids(words, word_to_id, source=path)
+                          for words, path in zip(splits, paths))
+    return Corpus(train=train, valid=valid, test=test, word_to_id=dict(word_to_id))
 
 
 def ptb_raw_data(data_path=None):

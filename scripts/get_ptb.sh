@@ -1,5 +1,12 @@
 #!/usr/bin/env bash
-# Puts Mikolov's PTB files into DATA_DIR: fetched, MD5-verified, then moved into place.
+# Puts Mikolov's PTB files into DATA_DIR: fetched, MD5-verified, then renamed into place.
+#
+# Beside them goes .ptb_verified (their SHA-256s, `sha256sum -c` format): reader.py
+# then checks every PTB file it loads from DATA_DIR against those checksums. It is
+# renamed in before the files, so a run killed between the renames leaves a
+# directory the reader refuses and the next run completes, never a silent mix.
+# The staging directory (.get_ptb.HOST.PID.XXXXXX) is on DATA_DIR's filesystem,
+# so installing is renames, not copies; ones left by killed runs are removed.
 #
 # Written for bash 3.2+ (macOS) as well as Linux: no associative arrays, and
 # md5sum / md5 / python3 and curl / wget / python3 are each tried in turn.
@@ -9,6 +16,9 @@ readonly PROG="get_ptb.sh"
 readonly DEFAULT_SOURCE="http://www.fit.vutbr.cz/~imikolov/rnnlm/simple-examples.tgz"
 readonly FILES="ptb.train.txt ptb.valid.txt ptb.test.txt"
 readonly MEMBER_DIR="simple-examples/data"
+readonly MARKER=".ptb_verified"   # reader.PTB_VERIFIED_MARKER
+readonly TMP_PREFIX=".get_ptb."   # staging directories and files, removed when stale
+readonly STALE_MINUTES=1440       # any older temporary is stale, whichever run made it
 readonly CONNECT_TIMEOUT=20  # seconds to reach the server
 readonly STALL_TIMEOUT=60    # seconds below 1 KB/s before a download is abandoned
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -19,9 +29,11 @@ usage() {
 Usage: scripts/get_ptb.sh [--source SRC] [DATA_DIR]
 
 Puts ptb.train.txt, ptb.valid.txt and ptb.test.txt into DATA_DIR
-(default: $REPO/data/ptb, where ptb_word_lm.py looks) and checks their MD5s.
+(default: $REPO/data/ptb, where ptb_word_lm.py looks) and checks their MD5s,
+with $MARKER (their SHA-256s) that tells ptb_word_lm.py to check them too.
 Does nothing if they are already there and correct. On any failure DATA_DIR
-is left exactly as it was.
+is left exactly as it was; if the run is killed while installing, the next
+run finishes the job and removes what the killed run left behind.
 
 SRC (default: \$PTB_SOURCE, else $DEFAULT_SOURCE) is one of:
   a directory holding the three files     (copied)
@@ -43,6 +55,21 @@ expected_md5() {
     ptb.test.txt) echo 8b80168b89c18661a38ef683c0dc3721 ;;
     *) die "internal error: no checksum for $1" ;;
   esac
+}
+
+expected_sha256() {
+  case "$1" in
+    ptb.train.txt) echo fcea919f6cf83f35d4d00c6cbf08040d13d4155226340912e2fef9c9c4102cbf ;;
+    ptb.valid.txt) echo c9fe6985fe0d4ccb578183407d7668fc6066c20700cb4cf87d8ff1cc34df1bf2 ;;
+    ptb.test.txt) echo dd65dff31e70846b2a6030a87482edcd5d199130cdcfa1f3dccbb033728deee0 ;;
+    *) die "internal error: no checksum for $1" ;;
+  esac
+}
+
+# The marker's text: the SHA-256 of each file that matched its MD5.
+marker_text() {
+  local f
+  for f in $FILES; do echo "$(expected_sha256 "$f")  $f"; done
 }
 
 md5_of() {
@@ -83,6 +110,66 @@ existing_ancestor() {
   local d="$1"
   while [ ! -d "$d" ]; do d="$(dirname "$d")"; done
   echo "$d"
+}
+
+device_of() {
+  stat -c %d "$1" 2>/dev/null || stat -f %d "$1" 2>/dev/null  # GNU, else BSD
+}
+
+# Where to stage: beside DATA_DIR, so that installing is a rename; inside it when
+# it is a mount point (a container volume), whose parent is another filesystem
+# (there mv would copy, and a kill would leave a truncated file).
+staging_parent() {
+  local data_dir="$1" parent
+  parent="$(existing_ancestor "$(dirname "$data_dir")")"
+  if [ -d "$data_dir" ] && [ "$(device_of "$data_dir")" != "$(device_of "$parent")" ]; then
+    echo "$data_dir"
+  else
+    echo "$parent"
+  fi
+}
+
+# True if process $1 exists (EPERM from kill means it does, as another user's).
+pid_alive() {
+  local err
+  err="$(kill -0 "$1" 2>&1)" && return 0
+  case "$err" in *ermitted*) return 0 ;; esac
+  return 1
+}
+
+# Removes, in directory $1, the temporaries of runs that are over: this host's
+# whose process has exited (SIGKILL skips the cleanup trap), and any older
+# than STALE_MINUTES (other hosts', or from before names carried a pid).
+remove_stale() {
+  local dir="$1" path name rest pid
+  [ -d "$dir" ] || return 0
+  for path in "$dir/$TMP_PREFIX"*; do
+    [ -e "$path" ] || [ -L "$path" ] || continue  # the pattern matched nothing
+    name="${path##*/}"
+    rest="${name#"$TMP_PREFIX$HOST."}"
+    pid="${rest%%.*}"
+    if [ "$rest" != "$name" ] && [ -n "$pid" ] && [ -z "${pid//[0-9]/}" ]; then
+      pid_alive "$pid" && continue
+    elif [ -z "$(find "$path" -prune -mmin +"$STALE_MINUTES" 2>/dev/null)" ]; then
+      continue
+    fi
+    if rm -rf "$path" 2>/dev/null; then
+      echo "$PROG: removed $path, left by an interrupted run" >&2
+    fi
+  done
+}
+
+# Writes the marker into verified DATA_DIR $1 if it lacks it (an older install);
+# only warns if it cannot (a read-only copy): the files themselves are fine.
+ensure_marker() {
+  local tmp="$1/$TMP_PREFIX$HOST.$$.marker"
+  [ "$(cat "$1/$MARKER" 2>/dev/null)" = "$(marker_text)" ] && return 0
+  if { marker_text >"$tmp" && chmod 644 "$tmp" && mv -f "$tmp" "$1/$MARKER"; } 2>/dev/null; then
+    echo "$PROG: wrote $1/$MARKER, so ptb_word_lm.py checks the files"
+  else
+    rm -f "$tmp" 2>/dev/null || true
+    echo "$PROG: warning: cannot write $1/$MARKER (read-only?); the files are verified" >&2
+  fi
 }
 
 # download URL OUT: curl, else wget, else python3; dies with one line on failure.
@@ -159,10 +246,14 @@ fetch() {
   esac
 }
 
-# install STAGED_DIR DATA_DIR: renames the verified files into place.
+# install STAGED_DIR DATA_DIR: renames the verified files and the marker into place.
 install_files() {
   local staged="$1" dest="$2" f
   if [ -e "$dest" ]; then
+    # The marker first: from then on the reader checks each file against it, so
+    # a kill between these renames leaves DATA_DIR refused until the next run
+    # completes it, never a set of new and old files that loads.
+    mv -f "$staged/$MARKER" "$dest/$MARKER"
     for f in $FILES; do mv -f "$staged/$f" "$dest/$f"; done
   else
     mkdir -p "$(dirname "$dest")"
@@ -193,19 +284,28 @@ main() {
   [ ! -e "$data_dir" ] || [ -d "$data_dir" ] ||
     die "DATA_DIR $data_dir exists and is not a directory"
 
+  HOST="$(uname -n)"
+  local staging
+  staging="$(staging_parent "$data_dir")"
+  remove_stale "$staging"
+  [ "$staging" = "$data_dir" ] || remove_stale "$data_dir"
+
   if all_verified "$data_dir"; then
+    ensure_marker "$data_dir"
     echo "$PROG: $data_dir already holds the verified PTB files; nothing to do"
     exit 0
   fi
 
-  # Work beside DATA_DIR so that installing is a rename on the same filesystem.
-  WORK="$(mktemp -d "$(existing_ancestor "$(dirname "$data_dir")")/.get_ptb.XXXXXX")"
+  # The pid in the name tells a later run whether this one is still going.
+  WORK="$(mktemp -d "$staging/$TMP_PREFIX$HOST.$$.XXXXXX")"
   trap 'rm -rf "$WORK"' EXIT
   trap 'exit 130' INT HUP TERM  # exit, so that the EXIT trap cleans up on a signal too
   mkdir "$WORK/staged" "$WORK/extract"
   fetch "$source" "$WORK/staged"
   verify_or_die "$WORK/staged"
-  chmod 644 "$WORK/staged"/ptb.*.txt  # copies of a read-only source stay writable
+  marker_text >"$WORK/staged/$MARKER"
+  # 644: copies of a read-only source stay writable.
+  chmod 644 "$WORK/staged"/ptb.*.txt "$WORK/staged/$MARKER"
   install_files "$WORK/staged" "$data_dir"
   echo "$PROG: installed $FILES in $data_dir (MD5 verified)"
 }

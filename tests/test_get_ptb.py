@@ -3,22 +3,29 @@
 import contextlib
 import filecmp
 import functools
+import hashlib
 import http.server
 import io
 import os
 import pathlib
+import shutil
+import signal
 import socket
 import subprocess
+import sys
 import tarfile
 import threading
 
 import pytest
+
+import reader
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 SCRIPT = REPO / "scripts" / "get_ptb.sh"
 PTB_FILES = ("ptb.train.txt", "ptb.valid.txt", "ptb.test.txt")
 MEMBER_DIR = "simple-examples/data/"
 FAKE = {name: f" not the {name} \n".encode() for name in PTB_FILES}
+MARKER = ".ptb_verified"
 
 
 def _run(*args, env=None):
@@ -76,8 +83,46 @@ def _assert_failed(result, *words):
 
 
 def _assert_installed(data_dir, ptb_dir):
+    """The real files, and the marker listing their SHA-256s in `sha256sum -c` format."""
     for name in PTB_FILES:
         assert filecmp.cmp(data_dir / name, ptb_dir / name, shallow=False)
+    assert (data_dir / MARKER).read_text() == "".join(
+        f"{hashlib.sha256((ptb_dir / name).read_bytes()).hexdigest()}  {name}\n"
+        for name in PTB_FILES)
+
+
+def _temporaries(root):
+    """Paths of the script's temporaries (.get_ptb.*) anywhere under root."""
+    return sorted(str(p) for p in pathlib.Path(root).rglob(".get_ptb.*"))
+
+
+def _shim_bin(tmp_path, fake_mount=None):
+    """A bin directory to put first on PATH, with wrappers the script calls by name.
+
+    mv logs each call's arguments to <bin>/mv.log, and on the call numbered
+    $KILL_AT (from 0) sends $KILL_SIGNAL to the script instead of moving.
+    stat, if fake_mount is given, reports that directory on another device.
+    """
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    log = bin_dir / "mv.log"
+    (bin_dir / "mv").write_text(f"""#!/bin/sh
+calls=$(cat '{log}' 2>/dev/null | wc -l)
+echo "$*" >>'{log}'
+if [ -n "${{KILL_AT:-}}" ] && [ "$calls" -eq "$KILL_AT" ]; then
+  kill -s "$KILL_SIGNAL" "$PPID"
+  exit 1
+fi
+exec '{shutil.which("mv")}' "$@"
+""")
+    if fake_mount is not None:
+        (bin_dir / "stat").write_text(f"""#!/bin/sh
+for last in "$@"; do :; done
+if [ "$last" = '{fake_mount}' ]; then echo 99999; else exec '{shutil.which("stat")}' "$@"; fi
+""")
+    for shim in bin_dir.iterdir():
+        shim.chmod(0o755)
+    return bin_dir
 
 
 @pytest.fixture(scope="session", params=["./", ""], ids=["dot-slash", "bare"])
@@ -152,7 +197,7 @@ def test_get_ptb_downloads_archive_over_http(ptb_dir, ptb_tgz, serve, target):
     result = _run("--source", serve(ptb_tgz), target)
     assert result.returncode == 0, result.stderr
     _assert_installed(target, ptb_dir)
-    assert sorted(p.name for p in target.iterdir()) == sorted(("keep.txt",) + PTB_FILES)
+    assert sorted(p.name for p in target.iterdir()) == sorted(("keep.txt", MARKER) + PTB_FILES)
     assert [p.name for p in target.parent.iterdir()] == ["ptb"]  # no temp dir or decoy left
 
 
@@ -161,8 +206,19 @@ def test_get_ptb_extracts_file_url_into_new_nested_dir(ptb_dir, ptb_tgz, tmp_pat
     result = _run("--source", ptb_tgz.as_uri(), data_dir)
     assert result.returncode == 0, result.stderr
     _assert_installed(data_dir, ptb_dir)
-    assert sorted(p.name for p in data_dir.iterdir()) == sorted(PTB_FILES)
+    assert sorted(p.name for p in data_dir.iterdir()) == sorted((MARKER,) + PTB_FILES)
     assert [p.name for p in (tmp_path / "new").iterdir()] == ["deep"]
+
+
+def test_get_ptb_marks_verified_files_of_an_older_install(ptb_dir, target):
+    for name in PTB_FILES:
+        shutil.copyfile(ptb_dir / name, target / name)
+    inodes = {name: (target / name).stat().st_ino for name in PTB_FILES}
+    result = _run("--source", "/nonexistent", target)  # no fetch: the files are already right
+    assert result.returncode == 0, result.stderr
+    assert "nothing to do" in result.stdout
+    _assert_installed(target, ptb_dir)
+    assert inodes == {name: (target / name).stat().st_ino for name in PTB_FILES}
 
 
 def test_get_ptb_help_prints_usage():
@@ -234,3 +290,73 @@ def test_get_ptb_failure_creates_no_data_dir(tmp_path):
 
 def test_get_ptb_rejects_unknown_option(target):
     _assert_failed(_run("--frobnicate", target), "unknown option --frobnicate")
+
+
+# --- interrupted runs: the next run finds a consistent state and finishes --------------
+
+@pytest.mark.parametrize("kill_signal", ["KILL", "TERM"])
+def test_get_ptb_killed_while_installing_never_leaves_a_set_that_loads(
+        ptb_dir, target, tmp_path, kill_signal):
+    # DATA_DIR holds a whole set of other files: a kill between the renames used
+    # to leave new and old files mixed, which the reader loaded as a corpus.
+    for name in PTB_FILES:
+        (target / name).write_bytes(FAKE[name])
+    old = {name: FAKE[name] for name in PTB_FILES}
+    bin_dir = _shim_bin(tmp_path)
+    env = {"PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "KILL_SIGNAL": kill_signal}
+    moves = 1 + len(PTB_FILES)  # the marker, then each file
+    for kill_at in range(moves):
+        (bin_dir / "mv.log").unlink(missing_ok=True)
+        killed = _run("--source", ptb_dir, target, env=dict(env, KILL_AT=str(kill_at)))
+        assert killed.returncode != 0
+        assert len((bin_dir / "mv.log").read_text().splitlines()) == kill_at + 1
+        if {name: (target / name).read_bytes() for name in PTB_FILES} != old:
+            with pytest.raises(reader.DataError, match=f"rerun scripts/get_ptb.sh {target}$"):
+                reader.load_corpus(target)
+        if kill_signal == "KILL":  # no trap ran: the next run must clean up
+            assert _temporaries(tmp_path)
+
+        again = _run("--source", ptb_dir, target)
+        assert again.returncode == 0, again.stderr
+        _assert_installed(target, ptb_dir)
+        assert _temporaries(tmp_path) == []
+        assert (target / "keep.txt").read_text() == "mine\n"
+        for name in PTB_FILES:  # back to the old set for the next kill point
+            (target / name).write_bytes(FAKE[name])
+        (target / MARKER).unlink()
+
+
+def test_get_ptb_removes_temporaries_of_dead_runs_only(ptb_dir, target):
+    host = os.uname().nodename
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    parent = target.parent
+    stale = [parent / f".get_ptb.{host}.{dead}.AbC123", parent / ".get_ptb.Old123"]
+    live = [parent / f".get_ptb.{host}.{os.getpid()}.AbC123", parent / ".get_ptb.New123",
+            parent / f".get_ptb.otherhost.{dead}.AbC123"]
+    for path in stale + live:
+        (path / "staged").mkdir(parents=True)
+        (path / "staged" / "ptb.train.txt").write_bytes(b"partial")
+    two_days_ago = (parent / ".get_ptb.Old123").stat().st_mtime - 2 * 86400
+    os.utime(parent / ".get_ptb.Old123", (two_days_ago, two_days_ago))
+
+    result = _run("--source", ptb_dir, target)
+    assert result.returncode == 0, result.stderr
+    _assert_installed(target, ptb_dir)
+    assert not any(path.exists() for path in stale)
+    assert all(path.exists() for path in live)  # a running process's, or too recent to tell
+    assert result.stderr.count("left by an interrupted run") == 2
+
+
+def test_get_ptb_stages_on_the_data_dirs_filesystem(ptb_dir, target, tmp_path):
+    # DATA_DIR a mount point (a container volume): staging beside it would make
+    # the final mv a copy, which a kill truncates.
+    bin_dir = _shim_bin(tmp_path, fake_mount=target)
+    result = _run("--source", ptb_dir, target,
+                  env={"PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"})
+    assert result.returncode == 0, result.stderr
+    _assert_installed(target, ptb_dir)
+    moves = (bin_dir / "mv.log").read_text().splitlines()
+    assert len(moves) == 1 + len(PTB_FILES)
+    assert all(move.startswith(f"-f {target}/.get_ptb.") for move in moves), moves
+    assert _temporaries(tmp_path) == []

@@ -2,12 +2,15 @@
 
 import hashlib
 import pathlib
+import shutil
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
+import errors
 import reader
+from helpers import PTB_FILES
 
 # The tutorial's reader_test.py example, worked by hand in ptb_producer's docstring.
 TUTORIAL_IDS = [4, 3, 2, 1, 0, 5, 6, 1, 1, 1, 1, 0, 3, 4, 1]
@@ -110,6 +113,15 @@ def test_read_words_ends_lines_with_eos(tmp_path):
     # Lines without PTB's edge spaces, and a last line without a newline.
     path.write_bytes(b"a b\nc\r\nd")
     assert reader.read_words(path) == ["a", "b", "<eos>", "c", "<eos>", "d"]
+
+
+def test_read_words_drops_byte_order_mark_with_one_warning(tmp_path, capsys):
+    path = tmp_path / "t.txt"
+    path.write_bytes(b"\xef\xbb\xbfthe cat\n")
+    assert reader.read_words(path) == ["the", "cat", "<eos>"]
+    warnings = capsys.readouterr().err.splitlines()
+    assert len(warnings) == 1
+    assert "byte order mark" in warnings[0] and str(path) in warnings[0]
 
 
 def test_read_words_matches_ptb_style_lines(tmp_path):
@@ -266,6 +278,53 @@ def test_load_corpus_undecodable_bytes_name_file_and_offset(tiny_corpus):
     assert "not UTF-8" in message and "offset 8" in message
 
 
+def test_load_corpus_byte_order_mark_changes_no_word(make_corpus, capsys):
+    plain = reader.load_corpus(make_corpus(train="a b\nb c\n", valid="a c\n", test="b\n"))
+    bom_dir = make_corpus(train="\ufeffa b\nb c\n", valid="a c\n", test="b\n")
+    with_bom = reader.load_corpus(bom_dir)
+    assert with_bom.word_to_id == plain.word_to_id
+    np.testing.assert_array_equal(with_bom.train, plain.train)
+    warnings = capsys.readouterr().err.splitlines()
+    assert len(warnings) == 1 and str(bom_dir / "ptb.train.txt") in warnings[0]
+
+
+@pytest.mark.parametrize("split", ["train", "valid", "test"])
+@pytest.mark.parametrize("text, expected", [
+    ("x", "has only one word ('x') and needs two"),
+    ("\n", "has no words (only blank lines)"),
+])
+def test_load_corpus_rejects_split_without_two_words(make_corpus, split, text, expected):
+    # A one-word test file used to train fully, then report Test Perplexity: nan.
+    texts = {"train": "a b\n", "valid": "a b\n", "test": "a b\n", split: text}
+    corpus_dir = make_corpus(**texts)
+    message = _one_line_error(reader.load_corpus, corpus_dir)
+    what = {"train": "training", "valid": "validation", "test": "test"}[split]
+    assert message.startswith(f"{what} file {expected}")
+    assert str(corpus_dir / f"ptb.{split}.txt") in message
+
+
+def test_load_corpus_blank_training_file_blames_it_not_valid(make_corpus):
+    # It used to blame ptb.valid.txt and suggest build_vocab's max_vocab_size.
+    corpus_dir = make_corpus(train="\n\n", valid="a b\n", test="a b\n")
+    message = _one_line_error(reader.load_corpus, corpus_dir)
+    assert message.startswith("training file has no words (only blank lines): "
+                              f"{corpus_dir / 'ptb.train.txt'}; ")
+    assert "valid" not in message and "build_vocab" not in message
+
+
+def test_load_corpus_training_file_with_one_distinct_word_names_it(make_corpus):
+    # It used to fail later with "vocab_size must be >= 2, got 1".
+    corpus_dir = make_corpus(train="a a a", valid="a a", test="a a")
+    message = _one_line_error(reader.load_corpus, corpus_dir)
+    assert message.startswith("training file has only one distinct word ('a') and a vocabulary "
+                              f"needs two: {corpus_dir / 'ptb.train.txt'}; ")
+
+
+def test_data_error_is_user_error_and_value_error():
+    assert issubclass(reader.DataError, errors.UserError)
+    assert issubclass(reader.DataError, ValueError)
+
+
 def test_load_corpus_rejects_cap_with_given_vocabulary(tiny_corpus):
     _one_line_error(reader.load_corpus, tiny_corpus, max_vocab_size=5, word_to_id={"<unk>": 0})
 
@@ -277,10 +336,60 @@ def test_default_data_path_is_repo_data_ptb():
 
 # --- the real PTB ------------------------------------------------------------------
 
-def test_ptb_raw_data_matches_tutorial_on_ptb(ptb_dir):
+def _copy_ptb(ptb_dir, directory, marked, train=None):
+    """Copies the real PTB files into directory; train (bytes) replaces ptb.train.txt.
+
+    marked: write get_ptb.sh's verified marker beside them.
+    """
+    directory.mkdir()
+    for name in PTB_FILES:
+        shutil.copyfile(ptb_dir / name, directory / name)
+    if train is not None:
+        (directory / "ptb.train.txt").write_bytes(train)
+    if marked:
+        (directory / reader.PTB_VERIFIED_MARKER).write_text("written by scripts/get_ptb.sh\n")
+    return directory
+
+
+def test_ptb_raw_data_matches_tutorial_on_ptb(ptb_dir, tmp_path):
     train, valid, test, vocabulary = reader.ptb_raw_data(str(ptb_dir))
     assert vocabulary == 10000
     assert (len(train), len(valid), len(test)) == (929589, 73760, 82430)
-    corpus = reader.load_corpus(ptb_dir)
+    # The same files in a directory get_ptb.sh marked as verified pass its check.
+    corpus = reader.load_corpus(_copy_ptb(ptb_dir, tmp_path / "marked", marked=True))
     assert corpus.id_to_word[:3] == ["the", "<unk>", "<eos>"]
     assert corpus.word_to_id["the"] == 0
+
+
+def test_load_corpus_marked_dir_rejects_altered_ptb_file(ptb_dir, tmp_path):
+    # Cut at a line end, so only the checksum can tell it from the real file.
+    real = (ptb_dir / "ptb.train.txt").read_bytes()
+    cut = real[:real.index(b"\n", len(real) // 2) + 1]
+    data_dir = _copy_ptb(ptb_dir, tmp_path / "ptb", marked=True, train=cut)
+    message = _one_line_error(reader.load_corpus, data_dir)
+    assert message.startswith("ptb.train.txt is not the PTB file get_ptb.sh verified")
+    assert str(data_dir / "ptb.train.txt") in message
+    assert message.endswith(f"; rerun scripts/get_ptb.sh {data_dir}")
+
+
+def test_load_corpus_rejects_truncated_ptb_copy_without_marker(ptb_dir, tmp_path):
+    # A copy killed mid-way (e.g. onto another filesystem) stops mid-line.
+    real = (ptb_dir / "ptb.train.txt").read_bytes()
+    truncated = real[:1 << 20]
+    assert not truncated.endswith(b"\n")
+    data_dir = _copy_ptb(ptb_dir, tmp_path / "ptb", marked=False, train=truncated)
+    message = _one_line_error(reader.load_corpus, data_dir)
+    assert message.startswith(f"ptb.train.txt is a truncated copy of the PTB file "
+                              f"({1 << 20} of {len(real)} bytes")
+    assert message.endswith(f"; rerun scripts/get_ptb.sh {data_dir}")
+
+
+def test_load_corpus_accepts_own_corpus_cut_from_ptb(ptb_dir, tmp_path):
+    # Whole lines of PTB under PTB's names, no marker: a user's own corpus, read as it is.
+    data_dir = tmp_path / "small"
+    data_dir.mkdir()
+    for name in PTB_FILES:
+        lines = (ptb_dir / name).read_bytes().splitlines(keepends=True)
+        (data_dir / name).write_bytes(b"".join(lines[:200]))
+    corpus = reader.load_corpus(data_dir)
+    assert corpus.train.shape[0] > 200
