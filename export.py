@@ -13,21 +13,37 @@ A consumer needs only TensorFlow, not this repository:
 The vocabulary file is assets/vocab.txt (also `lm.vocab_file.asset_path`).
 """
 
+import ctypes
+import errno
+import fcntl
 import json
 import os
+import re
+import shutil
 import tempfile
 
 import tensorflow as tf
+from google.protobuf import message
+from tensorflow.core.protobuf import saved_model_pb2
 
+import checkpoints
 import configs
-import inference
+import errors
 import model as model_lib
 import reader
-from errors import UserError
 from rnn import cells
 
+SIGNATURES = ("next_word", "sequence_log_prob", "vocab", "word_ids")
+# What tf.saved_model.save writes for our module: anything else in export_dir is someone's.
+_WRITTEN = {"saved_model.pb": None, "fingerprint.pb": None,
+            "variables": re.compile(r"variables\.(index|data-\d+-of-\d+)"),
+            "assets": re.compile(re.escape(checkpoints.VOCAB_FILE))}
+# Staging directories beside export_dir (tempfile's names); a live export holds a flock on its own.
+_STAGING = re.compile(r"\.export\.[A-Za-z0-9_]+")
+_AT_FDCWD, _RENAME_EXCHANGE = -100, 2  # <fcntl.h>, <linux/fs.h>
 
-class ExportError(UserError, ValueError):
+
+class ExportError(errors.UserError, ValueError):
     """The export directory cannot be written; the message says why."""
 
 
@@ -36,19 +52,46 @@ def state_names(num_layers):
     return [f"{part}{layer}" for layer in range(num_layers) for part in ("c", "h")]
 
 
+def _foreign_files(export_dir):
+    """Names in export_dir that an export of ours did not write (all of them if it is not one)."""
+    names = sorted(os.listdir(export_dir))
+    foreign = [n for n in names if n not in _WRITTEN]
+    for name, pattern in _WRITTEN.items():
+        path = os.path.join(export_dir, name)
+        if pattern and os.path.lexists(path):
+            if not os.path.isdir(path) or os.path.islink(path):
+                foreign.append(name)
+            else:
+                foreign += [f"{name}/{n}" for n in sorted(os.listdir(path))
+                            if not pattern.fullmatch(n)]
+    if foreign:
+        return foreign
+    try:
+        with open(os.path.join(export_dir, "saved_model.pb"), "rb") as f:
+            saved = saved_model_pb2.SavedModel.FromString(f.read())
+        ours = set(SIGNATURES) <= set(saved.meta_graphs[0].signature_def)
+    except (OSError, message.DecodeError, IndexError):
+        ours = False
+    return [] if ours else names
+
+
 def check_export_dir(export_dir):
     """Returns export_dir as an absolute path; ExportError if an export must not go there.
 
-    An export replaces only an absent or empty directory or an earlier
-    SavedModel, never other files.
+    An export goes only into an absent or empty directory or over an earlier
+    export of ours (a SavedModel with our signatures and nothing else): it
+    never deletes what it did not write.
     """
     export_dir = os.path.abspath(export_dir)
     if os.path.exists(export_dir) and not os.path.isdir(export_dir):
         raise ExportError(f"export_dir {export_dir} is a file; choose a new or empty directory")
-    if (os.path.isdir(export_dir) and os.listdir(export_dir)
-            and not os.path.isfile(os.path.join(export_dir, "saved_model.pb"))):
-        raise ExportError(f"export_dir {export_dir} holds files that are not a SavedModel; "
-                          f"choose a new or empty directory")
+    if os.path.isdir(export_dir) and os.listdir(export_dir):
+        foreign = _foreign_files(export_dir)
+        if foreign:
+            shown = ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else "")
+            raise ExportError(f"export_dir {export_dir} holds files that are not a SavedModel of "
+                              f"ptb_word_lm.py ({shown}); nothing was replaced: choose a new or "
+                              f"empty directory")
     return export_dir
 
 
@@ -107,7 +150,11 @@ class _ServingModule(tf.Module):
         return next_word
 
     def _sequence_log_prob(self, ids):
-        return {"log_prob": tf.reduce_sum(inference.sequence_log_probs(self.model, ids), axis=1)}
+        model = self.model
+        outputs, _ = model.hidden(ids[:, :-1], model.zero_state(tf.shape(ids)[0]), training=False)
+        log_probs = -tf.nn.sparse_softmax_cross_entropy_with_logits(
+            labels=ids[:, 1:], logits=model.project(outputs))  # [batch, time - 1]
+        return {"log_prob": tf.reduce_sum(log_probs, axis=1)}
 
     def _vocab(self):
         return {"words": tf.strings.split(tf.io.read_file(self.vocab_file))}
@@ -148,27 +195,80 @@ def export_saved_model(model, word_to_id, export_dir, config=None):
     config_json = json.dumps(configs.to_dict(config) if config is not None else {})
     try:
         _save(model, word_to_id, export_dir, config_json)
-    except OSError as e:
-        raise ExportError(f"cannot write export_dir {export_dir}: {e.strerror or e}") from None
+    except (OSError, tf.errors.OpError) as e:  # a full disk comes as either
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e).strip()
+        raise ExportError(f"cannot write export_dir {export_dir}: {reason.splitlines()[0]}; "
+                          f"free some space or choose another directory (an earlier export "
+                          f"there is kept)") from None
     return export_dir
 
 
 def _save(model, word_to_id, export_dir, config_json):
-    """Saves into a temporary directory beside export_dir, then renames it into place."""
+    """Saves into a staging directory beside export_dir, then swaps it into place.
+
+    The staging directory is flocked while in use; ones left by a killed
+    export (no lock) are removed first. It is removed afterwards whatever
+    happens, with the earlier export it swapped out.
+    """
     parent = os.path.dirname(export_dir)
     os.makedirs(parent, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=parent, prefix=".export.") as tmp:
-        vocab_path = os.path.join(tmp, "vocab", inference.VOCAB_FILE)
+    _remove_stale_staging(parent)
+    tmp = tempfile.mkdtemp(dir=parent, prefix=".export.")
+    fd = os.open(tmp, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        vocab_path = os.path.join(tmp, "vocab", checkpoints.VOCAB_FILE)
         os.makedirs(os.path.dirname(vocab_path))
         reader.save_vocab(word_to_id, vocab_path)
         serving = _ServingModule(_block_lstm_copy(model), vocab_path,
                                  word_to_id.get(reader.UNK, -1), config_json)
         staged = os.path.join(tmp, "saved_model")
-        signatures = {name: getattr(serving, name).get_concrete_function()
-                      for name in ("next_word", "sequence_log_prob", "vocab", "word_ids")}
+        signatures = {name: getattr(serving, name).get_concrete_function() for name in SIGNATURES}
         tf.saved_model.save(serving, staged, signatures=signatures)
-        # Swap the finished export into place: a failed save leaves the old one.
-        old = os.path.join(tmp, "old")
         if os.path.isdir(export_dir):
-            os.replace(export_dir, old)
-        os.replace(staged, export_dir)
+            _exchange(staged, export_dir)  # the earlier export is now in tmp, removed below
+        else:
+            os.rename(staged, export_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        os.close(fd)
+
+
+def _remove_stale_staging(parent):
+    """Removes the .export.* directories of exports killed mid-way (nobody holds their flock)."""
+    for name in os.listdir(parent):
+        path = os.path.join(parent, name)
+        if not _STAGING.fullmatch(name) or os.path.islink(path) or not os.path.isdir(path):
+            continue
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            continue  # a running export
+        finally:
+            os.close(fd)
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _exchange(new, old):
+    """Swaps two directories in one step (Linux renameat2), so export_dir is never missing.
+
+    Where the kernel or filesystem cannot, falls back to three renames.
+    """
+    renameat2 = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)
+    if renameat2 is not None:
+        renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p,
+                              ctypes.c_uint]
+        if renameat2(_AT_FDCWD, os.fsencode(new), _AT_FDCWD, os.fsencode(old),
+                     _RENAME_EXCHANGE) == 0:
+            return
+        code = ctypes.get_errno()
+        if code not in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+            raise OSError(code, os.strerror(code), old)
+    aside = f"{new}.old"
+    os.rename(old, aside)
+    os.rename(new, old)
+    os.rename(aside, new)

@@ -1,5 +1,7 @@
 """Tests of export: the SavedModel serves the model's numbers to a process that has only TF."""
 
+import errno
+import fcntl
 import json
 import os
 import subprocess
@@ -9,11 +11,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import errors
 import export
 import model as model_lib
 import reader
 import training
-from helpers import REPO, TINY_TEXT
+from helpers import REPO, TINY_TEXT, tree_digest
 
 # Run by a bare interpreter (-I: no cwd, no PYTHONPATH on sys.path), so only TF is at hand.
 CONSUMER = r"""
@@ -112,6 +115,83 @@ def test_export_replaces_an_earlier_export_but_no_other_directory(exported, tmp_
     other = tmp_path / "notes"
     other.mkdir()
     (other / "todo.txt").write_text("keep me")
-    with pytest.raises(export.ExportError, match=r"holds files that are not a SavedModel"):
+    with pytest.raises(export.ExportError, match=r"holds files that are not a SavedModel of "
+                                                 r"ptb_word_lm.py \(todo.txt\)"):
         export.export_saved_model(model, word_to_id, str(other))
     assert (other / "todo.txt").read_text() == "keep me"
+
+
+def test_export_error_is_a_user_error():
+    assert issubclass(export.ExportError, errors.UserError)
+    assert issubclass(export.ExportError, ValueError)
+
+
+def test_export_over_a_savedmodel_with_other_files_refuses_and_deletes_nothing(exported,
+                                                                              tmp_path):
+    # Fault 2: a user's README.txt beside an earlier export was lost.
+    model, word_to_id, _ = exported
+    target = tmp_path / "lm"
+    export.export_saved_model(model, word_to_id, str(target))
+    (target / "README.txt").write_text("keep me")
+    (target / "assets" / "notes.txt").write_text("me too")
+    before = tree_digest(target)
+    with pytest.raises(export.ExportError, match=r"not a SavedModel of ptb_word_lm.py "
+                                                 r"\(README.txt, assets/notes.txt\)"):
+        export.export_saved_model(model, word_to_id, str(target))
+    assert tree_digest(target) == before
+
+
+def test_export_refuses_another_programs_savedmodel(exported, tmp_path):
+    model, word_to_id, _ = exported
+    theirs = tmp_path / "theirs"
+    module = tf.Module()
+    module.v = tf.Variable(1.0)
+    tf.saved_model.save(module, str(theirs))
+    before = tree_digest(theirs)
+    with pytest.raises(export.ExportError, match=r"not a SavedModel of ptb_word_lm.py"):
+        export.export_saved_model(model, word_to_id, str(theirs))
+    assert tree_digest(theirs) == before
+
+
+@pytest.mark.parametrize("full_disk", [
+    OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)),
+    tf.errors.ResourceExhaustedError(None, None, "variables.data: No space left on device"),
+])
+def test_export_on_a_full_disk_fails_in_one_line_keeping_the_earlier_export(
+        exported, tmp_path, monkeypatch, full_disk):
+    # Fault 5: a full disk gave a traceback.
+    model, word_to_id, _ = exported
+    target = tmp_path / "lm"
+    export.export_saved_model(model, word_to_id, str(target))
+    before = tree_digest(target)
+    save = tf.saved_model.save
+
+    def save_then_fill_the_disk(obj, export_dir, signatures=None):
+        save(obj, export_dir, signatures=signatures)  # partial files on disk, then the error
+        raise full_disk
+
+    monkeypatch.setattr(tf.saved_model, "save", save_then_fill_the_disk)
+    with pytest.raises(export.ExportError, match=r"^cannot write export_dir .*No space left on "
+                                                 r"device; .*earlier export there is kept\)$"):
+        export.export_saved_model(model, word_to_id, str(target))
+    assert tree_digest(target) == before
+    assert sorted(os.listdir(tmp_path)) == ["lm"]  # no staging directory left
+
+
+def test_export_removes_staging_dirs_of_killed_exports_but_not_of_running_ones(exported,
+                                                                              tmp_path):
+    # Fault 14: SIGKILL during export left a hidden .export.* directory for good.
+    model, word_to_id, _ = exported
+    killed = tmp_path / ".export.k1ll3d_x"
+    (killed / "saved_model" / "variables").mkdir(parents=True)
+    (killed / "saved_model" / "saved_model.pb").write_bytes(b"partial")
+    running = tmp_path / ".export.runn1ng_"
+    running.mkdir()
+    fd = os.open(running, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # as a running export holds its own
+        export.export_saved_model(model, word_to_id, str(tmp_path / "lm"))
+    finally:
+        os.close(fd)
+    assert not killed.exists() and running.is_dir()
+    assert sorted(os.listdir(tmp_path)) == [".export.runn1ng_", "lm"]

@@ -1,17 +1,15 @@
-"""Tests of inference: loading a checkpoint's model and vocabulary, eval, generation, scoring."""
+"""Tests of inference: eval of a file, generation and scoring with a trained model."""
 
 import dataclasses
 import math
-import os
-import shutil
 import types
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
-import checkpoints
 import configs
+import errors
 import inference
 import reader
 import training
@@ -20,91 +18,38 @@ from helpers import TINY_TEXT
 EOS = reader.EOS
 
 
-def _train_run(save_path, data_path, epochs=2):
-    """Trains a tiny model as the driver does and saves checkpoint, best and vocab.txt."""
-    corpus = reader.load_corpus(str(data_path))
-    config = dataclasses.replace(configs.TEST, vocab_size=corpus.vocab_size, hidden_size=16,
-                                 batch_size=4, num_steps=5, max_max_epoch=epochs)
-    ts = training.TrainState(config, rnn_mode="block", seed=0)
-    run_info = {"config": configs.to_dict(config), "seed": 0,
-                "vocab_hash": reader.vocab_hash(corpus.word_to_id)}
-    checkpointer = checkpoints.Checkpointer(str(save_path), ts, run_info)
-    batches = reader.ptb_producer(corpus.train, config.batch_size, config.num_steps)
-    train_step = training.make_train_step(ts)
-    for epoch in range(epochs):
-        ts.reset_epoch(epoch)
-        training.run_epoch(ts, train_step, batches)
-    checkpointer.save(best=True)
-    reader.save_vocab(corpus.word_to_id, os.path.join(save_path, "vocab.txt"))
-    return types.SimpleNamespace(save_path=str(save_path), corpus=corpus, config=config,
-                                 model=ts.model, data_path=data_path)
-
-
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
+    """A tiny model trained two epochs on TINY_TEXT (checkpoints are tests/test_checkpoints.py's)."""
     data_path = tmp_path_factory.mktemp("corpus")
     for name in ("ptb.train.txt", "ptb.valid.txt", "ptb.test.txt"):
         (data_path / name).write_text(TINY_TEXT * 8)
-    return _train_run(tmp_path_factory.mktemp("run"), data_path)
+    corpus = reader.load_corpus(str(data_path))
+    config = dataclasses.replace(configs.TEST, vocab_size=corpus.vocab_size, hidden_size=16,
+                                 batch_size=4, num_steps=5, max_max_epoch=2)
+    ts = training.TrainState(config, rnn_mode="block", seed=0)
+    batches = reader.ptb_producer(corpus.train, config.batch_size, config.num_steps)
+    train_step = training.make_train_step(ts)
+    for epoch in range(config.max_max_epoch):
+        ts.reset_epoch(epoch)
+        training.run_epoch(ts, train_step, batches)
+    return types.SimpleNamespace(corpus=corpus, config=config, model=ts.model,
+                                 data_path=data_path)
 
 
 @pytest.fixture(scope="module")
 def loaded(run):
-    """(model, word_to_id, config) as load_model gives them."""
-    return inference.load_model(run.save_path)
+    """(model, word_to_id, config), as checkpoints.load_model gives them."""
+    return run.model, run.corpus.word_to_id, run.config
 
 
 def _ids(run, words):
     return reader.words_to_ids(words, run.corpus.word_to_id)
 
 
-def test_load_model_restores_weights_config_and_vocabulary(run, loaded):
-    model, word_to_id, config = loaded
-    assert config == run.config and word_to_id == run.corpus.word_to_id
-    assert len(model.trainable_variables) == len(run.model.trainable_variables)
-    for restored, trained in zip(model.trainable_variables, run.model.trainable_variables):
-        np.testing.assert_array_equal(restored.numpy(), trained.numpy(), err_msg=trained.name)
-
-
-def test_find_checkpoint_newest_named_prefix_and_best_directory(run):
-    newest = inference.find_checkpoint(run.save_path)
-    assert newest == tf.train.latest_checkpoint(run.save_path)
-    assert inference.find_checkpoint(run.save_path, newest + ".index") == newest
-    best = inference.find_checkpoint(run.save_path, os.path.join(run.save_path, "best"))
-    assert os.path.dirname(best) == os.path.join(run.save_path, "best")
-    model, word_to_id, _ = inference.load_model(run.save_path, best)  # vocab.txt one level up
-    assert word_to_id == run.corpus.word_to_id
-
-
-def test_load_model_without_checkpoint_says_train_first(tmp_path):
-    with pytest.raises(inference.InferenceError, match=r"no checkpoint in .*train first"):
-        inference.load_model(str(tmp_path))
-    with pytest.raises(inference.InferenceError, match=r"does not exist; train first"):
-        inference.load_model(str(tmp_path / "nowhere"))
-    with pytest.raises(inference.InferenceError, match=r"checkpoint not found: .*ckpt-9"):
-        inference.find_checkpoint(str(tmp_path), str(tmp_path / "ckpt-9"))
-
-
-def test_load_model_needs_the_checkpoints_own_vocabulary(run, tmp_path):
-    copy = tmp_path / "run"
-    shutil.copytree(run.save_path, copy)
-    (copy / "vocab.txt").unlink()
-    with pytest.raises(inference.InferenceError, match=r"no vocab\.txt beside checkpoint"):
-        inference.load_model(str(copy))
-    words = sorted(run.corpus.word_to_id, key=run.corpus.word_to_id.get)
-    (copy / "vocab.txt").write_text("\n".join(reversed(words)) + "\n")
-    with pytest.raises(inference.InferenceError, match=r"not the vocabulary .* trained with"):
-        inference.load_model(str(copy))
-
-
-def test_load_model_of_a_truncated_checkpoint_fails_in_one_line(run, tmp_path):
-    copy = tmp_path / "run"
-    shutil.copytree(run.save_path, copy)
-    data_file = f"{tf.train.latest_checkpoint(str(copy))}.data-00000-of-00001"
-    with open(data_file, "r+b") as f:
-        f.truncate(os.path.getsize(data_file) // 2)
-    with pytest.raises(inference.InferenceError, match=r"cannot read checkpoint .*ckpt-\d+: "):
-        inference.load_model(str(copy))
+def test_inference_error_is_a_user_error():
+    assert issubclass(inference.InferenceError, errors.UserError)
+    assert issubclass(inference.InferenceError, ValueError)
 
 
 def test_evaluate_file_equals_stream_perplexity_and_reads_unknown_words_as_unk(run, loaded,
@@ -233,3 +178,26 @@ def test_sequence_log_probs_are_the_models_next_word_log_probs(run, loaded):
     for row in range(2):
         np.testing.assert_allclose(got[row], training.stream_log_probs(model, ids[row]),
                                    rtol=1e-5, atol=1e-5)
+
+
+def test_score_lines_chunks_a_long_line_with_the_state_carried(run, loaded):
+    model, word_to_id, _ = loaded
+    long_line = " ".join(TINY_TEXT.split() * 5)  # 120 words: 40 chunks of 3
+    lines = [long_line, "the cat", "", long_line[:50]]
+    whole = list(inference.score_lines(model, word_to_id, lines, chunk_len=1000))
+    chunked = list(inference.score_lines(model, word_to_id, lines, chunk_len=3))
+    expected = training.stream_log_probs(run.model, _ids(run, [EOS] + long_line.split() + [EOS]))
+    assert whole[0].log_prob == pytest.approx(expected.sum(), rel=1e-5, abs=1e-4)
+    for got, want in zip(chunked, whole):
+        assert got.num_words == want.num_words and got.unknown == want.unknown
+        assert got.log_prob == pytest.approx(want.log_prob, rel=1e-5, abs=1e-4)
+    with pytest.raises(inference.InferenceError, match=r"chunk_len must be a positive integer"):
+        list(inference.score_lines(model, word_to_id, lines, chunk_len=0))
+
+
+@pytest.mark.parametrize("temperature", [1e-39, 1e-46, 1e-300, 5e-324])
+def test_generate_with_a_tiny_temperature_is_greedy(loaded, temperature):
+    model, word_to_id, _ = loaded
+    kwargs = dict(num_words=12, seed=3, stop_at_eos=False)
+    words = inference.generate(model, word_to_id, ["the"], temperature=temperature, **kwargs)
+    assert words == inference.generate(model, word_to_id, ["the"], top_k=1, **kwargs)

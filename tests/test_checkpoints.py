@@ -1,0 +1,332 @@
+"""Tests of checkpoints: the run directory's lock, saves, discovery, resume and loading."""
+
+import dataclasses
+import gc
+import os
+import shutil
+import subprocess
+import sys
+import types
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import checkpoints
+import configs
+import errors
+import reader
+import training
+from helpers import REPO, TINY_TEXT, tree_digest
+
+CheckpointError = checkpoints.CheckpointError
+
+
+def _config(corpus):
+    return dataclasses.replace(configs.TEST, vocab_size=corpus.vocab_size, hidden_size=16,
+                               batch_size=4, num_steps=5, max_max_epoch=1)
+
+
+def _open(save_path, corpus, seed=0):
+    """A fresh TrainState and its Checkpointer on save_path, as a training opens them."""
+    ts = training.TrainState(_config(corpus), rnn_mode="basic", seed=seed)
+    info = checkpoints.run_info(ts.config, seed, corpus.word_to_id)
+    return ts, checkpoints.Checkpointer(str(save_path), ts, info)
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """A tiny run: ckpt-1..3 (one epoch, saved after each third), best/ckpt-1, vocab.txt."""
+    data_path = tmp_path_factory.mktemp("corpus")
+    for name in ("ptb.train.txt", "ptb.valid.txt", "ptb.test.txt"):
+        (data_path / name).write_text(TINY_TEXT * 8)
+    corpus = reader.load_corpus(str(data_path))
+    save_path = tmp_path_factory.mktemp("run")
+    ts, checkpointer = _open(save_path, corpus)
+    ts.reset_epoch(0)
+    batches = reader.ptb_producer(corpus.train, ts.config.batch_size, ts.config.num_steps)
+    train_step = training.make_train_step(ts)
+    saves = iter([batches.epoch_size // 3, 2 * batches.epoch_size // 3])
+    next_save = next(saves)
+
+    def should_stop(ts):
+        nonlocal next_save
+        if int(ts.step.numpy()) == next_save:
+            checkpointer.save()
+            next_save = next(saves, -1)
+        return False
+
+    training.run_epoch(ts, train_step, batches, should_stop=should_stop)
+    checkpointer.save(best=True)
+    reader.save_vocab(corpus.word_to_id, str(save_path / checkpoints.VOCAB_FILE))
+    return types.SimpleNamespace(save_path=str(save_path), corpus=corpus, config=ts.config,
+                                 model=ts.model)
+
+
+@pytest.fixture
+def copy(run, tmp_path):
+    """A copy of the run's directory to damage."""
+    target = tmp_path / "run"
+    shutil.copytree(run.save_path, target)
+    return target
+
+
+def _weights(model):
+    return [v.numpy() for v in model.trainable_variables]
+
+
+def _corrupt(prefix):
+    """Flips bytes in the middle of a snapshot's data file: same size, checksum mismatch."""
+    data_file = f"{prefix}.data-00000-of-00001"
+    data = bytearray(open(data_file, "rb").read())
+    for i in range(len(data) // 3, len(data) // 3 + 64):
+        data[i] ^= 0xFF
+    open(data_file, "wb").write(bytes(data))
+
+
+def _truncate(prefix):
+    data_file = f"{prefix}.data-00000-of-00001"
+    with open(data_file, "r+b") as f:
+        f.truncate(os.path.getsize(data_file) // 2)
+
+
+def _foreign_checkpoints(directory, count=3):
+    """Another program's TensorFlow checkpoints: ckpt-1..count and their index."""
+    other = tf.train.Checkpoint(weights=tf.Variable([1.0, 2.0]))
+    manager = tf.train.CheckpointManager(other, str(directory), max_to_keep=count)
+    for _ in range(count):
+        manager.save()
+
+
+def test_errors_are_user_errors():
+    assert issubclass(CheckpointError, errors.UserError)
+    assert issubclass(CheckpointError, RuntimeError)
+
+
+def test_run_info_holds_config_seed_and_vocab_hash(run):
+    info = checkpoints.run_info(run.config, 7, run.corpus.word_to_id)
+    assert info == {"config": configs.to_dict(run.config), "seed": 7,
+                    "vocab_hash": reader.vocab_hash(run.corpus.word_to_id)}
+    assert checkpoints.read_run_info(os.path.join(run.save_path, "ckpt-3")) == \
+        checkpoints.run_info(run.config, 0, run.corpus.word_to_id)
+
+
+def test_load_model_restores_weights_config_and_vocabulary(run):
+    model, word_to_id, config = checkpoints.load_model(run.save_path)
+    assert config == run.config and word_to_id == run.corpus.word_to_id
+    assert len(model.trainable_variables) == len(run.model.trainable_variables)
+    for restored, trained in zip(model.trainable_variables, run.model.trainable_variables):
+        np.testing.assert_array_equal(restored.numpy(), trained.numpy(), err_msg=trained.name)
+
+
+def test_find_checkpoint_newest_named_prefix_and_best_directory(run):
+    newest = checkpoints.find_checkpoint(run.save_path)
+    assert newest == tf.train.latest_checkpoint(run.save_path) == checkpoints.newest(run.save_path)
+    assert newest.endswith("ckpt-3")
+    assert checkpoints.find_checkpoint(run.save_path, newest + ".index") == newest
+    best = checkpoints.find_checkpoint(run.save_path, os.path.join(run.save_path, "best"))
+    assert os.path.dirname(best) == os.path.join(run.save_path, "best")
+    _, word_to_id, _ = checkpoints.load_model(run.save_path, best)  # vocab.txt one level up
+    assert word_to_id == run.corpus.word_to_id
+
+
+def test_load_model_without_checkpoint_says_train_first(tmp_path):
+    with pytest.raises(CheckpointError, match=r"no checkpoint in .*train first"):
+        checkpoints.load_model(str(tmp_path))
+    with pytest.raises(CheckpointError, match=r"does not exist; train first"):
+        checkpoints.load_model(str(tmp_path / "nowhere"))
+    with pytest.raises(CheckpointError, match=r"checkpoint not found: .*ckpt-9"):
+        checkpoints.find_checkpoint(str(tmp_path), str(tmp_path / "ckpt-9"))
+
+
+def test_load_model_needs_the_checkpoints_own_vocabulary(run, copy):
+    (copy / "vocab.txt").unlink()
+    with pytest.raises(CheckpointError, match=r"no vocab\.txt beside checkpoint"):
+        checkpoints.load_model(str(copy))
+    words = sorted(run.corpus.word_to_id, key=run.corpus.word_to_id.get)
+    (copy / "vocab.txt").write_text("\n".join(reversed(words)) + "\n")
+    with pytest.raises(CheckpointError, match=r"not the vocabulary .* trained with"):
+        checkpoints.load_model(str(copy))
+
+
+def test_load_model_of_a_named_truncated_checkpoint_fails_naming_it(copy):
+    _truncate(str(copy / "ckpt-3"))
+    with pytest.raises(CheckpointError, match=r"^cannot read checkpoint .*ckpt-3: "):
+        checkpoints.load_model(str(copy), str(copy / "ckpt-3"))
+
+
+def test_load_model_falls_back_when_the_newest_is_deleted_meanwhile(run, copy, monkeypatch,
+                                                                   capsys):
+    # Fault 12: a running training deletes the newest between its discovery and its read.
+    read_run_info = checkpoints.read_run_info
+
+    def deleted_first(path):
+        if path.endswith("ckpt-3"):
+            for name in os.listdir(copy):
+                if name.startswith("ckpt-3."):
+                    os.remove(copy / name)
+        return read_run_info(path)
+
+    monkeypatch.setattr(checkpoints, "read_run_info", deleted_first)
+    model, _, _ = checkpoints.load_model(str(copy))
+    assert "skipping unreadable checkpoint" in capsys.readouterr().err
+    expected, _, _ = checkpoints.load_model(str(copy), str(copy / "ckpt-2"))
+    for got, want in zip(_weights(model), _weights(expected)):
+        np.testing.assert_array_equal(got, want)
+    with pytest.raises(CheckpointError, match=r"checkpoint not found: .*ckpt-3"):
+        checkpoints.load_model(str(copy), str(copy / "ckpt-3"))
+
+
+def test_load_model_falls_back_from_a_corrupt_newest_and_fails_when_none_is_left(copy, capsys):
+    _corrupt(str(copy / "ckpt-3"))
+    checkpoints.load_model(str(copy))
+    warnings = capsys.readouterr().err.strip().splitlines()
+    assert len(warnings) == 1 and "ckpt-3" in warnings[0] and warnings[0].endswith("ckpt-2")
+    for n in (1, 2):
+        _corrupt(str(copy / f"ckpt-{n}"))
+    with pytest.raises(CheckpointError, match=r"^cannot read checkpoint .*ckpt-3: .*Checksum"):
+        checkpoints.load_model(str(copy))
+
+
+def test_newest_falls_back_to_the_files_when_the_index_is_gone(run, copy):
+    (copy / "checkpoint").unlink()
+    assert checkpoints.newest(str(copy)) == str(copy / "ckpt-3")
+    _, word_to_id, _ = checkpoints.load_model(str(copy))
+    assert word_to_id == run.corpus.word_to_id
+    assert checkpoints.newest(str(copy / "nowhere")) is None
+
+
+@pytest.mark.parametrize("index", ["", "garbage ::: {{\n"])
+def test_an_empty_or_garbage_index_falls_back_to_the_files_and_resumes(run, copy, index, capsys):
+    # Fault 4: an empty `checkpoint` file made train and eval fail with a ValueError.
+    (copy / "checkpoint").write_text(index)
+    assert checkpoints.newest(str(copy)) == str(copy / "ckpt-3")
+    checkpoints.load_model(str(copy))
+    ts, checkpointer = _open(copy, run.corpus)
+    assert checkpointer.restore() == str(copy / "ckpt-3")
+    assert "rebuilt it from 3 ckpt-N file(s)" in capsys.readouterr().err
+    assert tf.train.latest_checkpoint(str(copy)) == str(copy / "ckpt-3")
+    for got, want in zip(_weights(ts.model), _weights(run.model)):
+        np.testing.assert_array_equal(got, want)
+    assert checkpointer.save() == str(copy / "ckpt-4")
+
+
+def test_checkpointer_skips_our_truncated_snapshot_and_falls_back(run, copy, capsys):
+    _truncate(str(copy / "ckpt-3"))
+    _, checkpointer = _open(copy, run.corpus)
+    assert checkpointer.restore() == str(copy / "ckpt-2")
+    err = capsys.readouterr().err
+    assert f"warning: skipping unreadable checkpoint {copy / 'ckpt-3'}" in err
+
+
+def test_checkpointer_refuses_another_runs_config(run, copy):
+    ts = training.TrainState(dataclasses.replace(run.config, hidden_size=8), rnn_mode="basic")
+    checkpointer = checkpoints.Checkpointer(
+        str(copy), ts, checkpoints.run_info(ts.config, 0, run.corpus.word_to_id))
+    with pytest.raises(CheckpointError, match=r"belongs to another run \(config.hidden_size: "
+                                              r"16 -> 8\)"):
+        checkpointer.restore()
+
+
+def test_checkpointer_refuses_a_directory_of_foreign_checkpoints_and_touches_nothing(run,
+                                                                                    tmp_path):
+    # Fault 20: another program's ckpt-1..3 were overwritten and deleted by a training.
+    save_path = tmp_path / "theirs"
+    _foreign_checkpoints(save_path)
+    before = tree_digest(save_path)
+    with pytest.raises(CheckpointError, match=r"holds checkpoint .*ckpt-\d, which was not "
+                                              r"written by ptb_word_lm.py"):
+        _open(save_path, run.corpus)
+    with pytest.raises(CheckpointError, match=r"has no run_info: it was not written by"):
+        checkpoints.read_run_info(str(save_path / "ckpt-3"))
+    assert tree_digest(save_path) == before
+
+
+def test_checkpointer_refuses_a_directory_with_an_unreadable_snapshot_index(run, copy):
+    (copy / "ckpt-1.index").write_bytes(b"not an index")
+    before = tree_digest(copy)
+    with pytest.raises(CheckpointError, match=r"cannot read checkpoint .*ckpt-1 .*left as it is"):
+        _open(copy, run.corpus)
+    assert tree_digest(copy) == before
+
+
+def test_checkpointer_never_deletes_a_foreign_snapshot_the_index_lists(run, copy, tmp_path):
+    elsewhere = tmp_path / "elsewhere"
+    _foreign_checkpoints(elsewhere, count=1)
+    index = (copy / "checkpoint").read_text()
+    (copy / "checkpoint").write_text(
+        index + f'all_model_checkpoint_paths: "{elsewhere / "ckpt-1"}"\n')
+    with pytest.raises(CheckpointError, match=r"not written by ptb_word_lm.py"):
+        _open(copy, run.corpus)
+    assert (elsewhere / "ckpt-1.index").is_file()
+
+
+def test_corrupt_checkpoint_prints_only_our_line(run, copy, capfd):
+    # Fault 23: the error line came with ~28 TensorFlow warning lines.
+    _corrupt(str(copy / "ckpt-3"))
+    with pytest.raises(CheckpointError) as raised:
+        checkpoints.load_model(str(copy), str(copy / "ckpt-3"))
+    ts, checkpointer = _open(copy, run.corpus)
+    with pytest.raises(CheckpointError) as restored:
+        checkpointer.restore(str(copy / "ckpt-3"))
+    assert checkpointer.restore() == str(copy / "ckpt-2")
+    del ts, checkpointer
+    gc.collect()  # TensorFlow warns of unrestored values when a checkpoint object dies
+    out, err = capfd.readouterr()
+    for error in (raised.value, restored.value):
+        assert "\n" not in str(error) and "Checksum does not match" in str(error)
+        assert "function_node" not in str(error)
+    assert out == ""
+    assert err.splitlines() == [f"warning: skipping unreadable checkpoint {copy / 'ckpt-3'}: "
+                                f"{str(restored.value).split(': ', 1)[1]}"]
+
+
+def test_checkpointer_removes_stale_temp_dirs_only_under_the_lock(run, copy):
+    # Fault 24: a save killed half-way leaves ckpt-N_temp/, never removed.
+    stale = [copy / "ckpt-4_temp", copy / "best" / "ckpt-2_temp"]
+    for directory in stale:
+        directory.mkdir()
+        (directory / "part-00000-of-00001.index").write_bytes(b"partial")
+    mine = copy / "ckpt-4_temporary"
+    mine.mkdir()
+    _open(copy, run.corpus)
+    assert all(d.is_dir() for d in stale)  # not locked: another training may be saving
+    with checkpoints.lock(str(copy)):
+        _open(copy, run.corpus)
+    assert not any(d.exists() for d in stale)
+    assert mine.is_dir()
+
+
+def _hold_lock(save_path):
+    """A child process holding the lock of save_path until its stdin closes."""
+    code = ("import sys, checkpoints\n"
+            "with checkpoints.lock(sys.argv[1]):\n"
+            "    print('locked', flush=True)\n"
+            "    sys.stdin.read()\n")
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=str(REPO))
+    child = subprocess.Popen([sys.executable, "-c", code, str(save_path)], cwd=REPO, env=env,
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             stderr=subprocess.DEVNULL, text=True)
+    assert child.stdout.readline().strip() == "locked"
+    return child
+
+
+def test_lock_second_holder_fails_naming_the_pid_then_a_killed_holders_lock_is_taken(tmp_path,
+                                                                                   capsys):
+    # Fault 1: two trainings on one save_path overwrote each other's ckpt-N.
+    save_path = tmp_path / "run"
+    child = _hold_lock(save_path)
+    try:
+        with pytest.raises(CheckpointError, match=rf"in use by another training \(pid "
+                                                  rf"{child.pid}\)"):
+            with checkpoints.lock(str(save_path)):
+                pass
+    finally:
+        child.kill()  # SIGKILL: the kernel releases the flock, the pid stays in the file
+        child.wait()
+    with checkpoints.lock(str(save_path)):
+        assert (save_path / checkpoints.LOCK_FILE).read_text() == f"{os.getpid()}\n"
+    assert f"taking over the lock of {save_path} from pid {child.pid}" in capsys.readouterr().err
+    with checkpoints.lock(str(save_path)):  # released cleanly: no warning
+        pass
+    assert capsys.readouterr().err == ""
