@@ -23,15 +23,15 @@ def test_step_products_count_every_flop_of_a_training_step(name):
 
 
 def test_ceiling_is_words_per_step_over_the_summed_product_seconds():
-    config = configs.SMALL
-    products = ceiling.step_products(config)
-    seconds = [0.001 * (i + 1) for i in range(len(products))]
+    config = dataclasses.replace(configs.TEST, batch_size=2, num_steps=3, num_layers=1)
+    # 1 ms for the first product (input projection, once a step), 2 ms for the second
+    # (recurrent, once per time step: 3 times), ... 8 ms for the eighth. Per step:
+    # train 1 + 3*2 + 3 + 4 + 5 + 3*6 + 7 + 8 = 52 ms, eval (the first three) 1 + 6 + 3
+    # = 10 ms; 2 x 3 = 6 words a step: 6 / 0.052 and 6 / 0.010 words/s.
+    seconds = [0.001, 0.002, 0.003, 0.004, 0.005, 0.006, 0.007, 0.008]
     train, evaluation = ceiling.ceiling(config, seconds)
-    words = config.batch_size * config.num_steps
-    assert train == pytest.approx(words / sum(p.count * s for p, s in zip(products, seconds)))
-    assert evaluation == pytest.approx(
-        words / sum(p.count * s for p, s in zip(products, seconds) if p.in_eval))
-    assert evaluation > train
+    assert train == pytest.approx(115.3846, rel=1e-6)
+    assert evaluation == pytest.approx(600.0)
 
 
 @pytest.mark.parametrize("k, n", [(4, 2), (2, 4)])

@@ -27,6 +27,20 @@ def test_time_training_runs_warmup_plus_steps_going_round_a_short_split():
     assert int(ts.epoch.numpy()) == 2 and int(ts.step.numpy()) == 1  # 3 + 3 + 1 steps
 
 
-def test_time_evaluation_goes_round_a_short_split():
+def test_time_evaluation_goes_round_a_short_split(monkeypatch):
+    seen = []  # the first id of every batch an eval step was given
+    make_eval_step = training.make_eval_step
+
+    def counting_make_eval_step(*args, **kwargs):
+        eval_step = make_eval_step(*args, **kwargs)
+
+        def step(x, y, state):
+            seen.append(int(x[0, 0]))
+            return eval_step(x, y, state)
+        return step
+    monkeypatch.setattr(training, "make_eval_step", counting_make_eval_step)
     ts, batches = _tiny_state()
     assert measure.time_evaluation(ts.model, batches, warmup=1, steps=7) > 0
+    # Row 0 of the layout is ids 0..9, so batch i starts at id 3 i: batches 0, 1, 2 of the
+    # three-batch split, then round again, 1 + 7 = 8 steps in all.
+    assert seen == [0, 3, 6, 0, 3, 6, 0, 3]
