@@ -1,0 +1,171 @@
+"""Plumbing the benchmark tools share: flag checks, child processes, host info, table cells."""
+
+import dataclasses
+import datetime
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+
+import tensorflow as tf
+
+import configs
+import errors
+import reader
+import training
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The command line entry point: the child processes (a measurement, a ceiling) run it.
+SCRIPT = os.path.join(REPO, "scripts", "benchmark.py")
+DASH = "–"
+
+
+class BenchmarkError(errors.UserError):
+    """A bad flag value or missing data; the CLI prints it as one line and exits 2."""
+
+
+# What the CLI and the child processes print as one `error:` line: errors.UserError is the
+# project's base of the errors a user can fix; the library's errors that do not derive from
+# it yet are named beside it.
+USER_ERRORS = (errors.UserError, configs.ConfigError, reader.DataError, training.Diverged)
+
+
+# -------------------- flag checks
+
+def split(text):
+    """A comma list as its non-empty items, stripped."""
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
+def parse_configs(text):
+    """--configs as config names, each checked (ConfigError lists the valid ones).
+
+    Raises:
+      BenchmarkError: nothing to run.
+    """
+    names = split(text)
+    for name in names:
+        configs.get_config(name)
+    if not names:
+        raise BenchmarkError(f"--configs is empty; choose from {', '.join(configs.CONFIGS)}")
+    return names
+
+
+def check_data(data_path):
+    """Raises BenchmarkError unless data_path holds ptb.{train,valid,test}.txt."""
+    missing = [name for name in ("ptb.train.txt", "ptb.valid.txt", "ptb.test.txt")
+               if not os.path.isfile(os.path.join(data_path, name))]
+    if missing:
+        raise BenchmarkError(f"no PTB data at --data_path={data_path} (missing "
+                             f"{', '.join(missing)}); run scripts/get_ptb.sh or pass --data_path")
+
+
+# -------------------- child processes
+
+def rss_mb(max_rss):
+    """ru_maxrss in MiB (Linux reports KiB, macOS bytes)."""
+    return max_rss / (1024 * 1024 if sys.platform == "darwin" else 1024)
+
+
+@dataclasses.dataclass
+class ChildRun:
+    returncode: int
+    stdout: str
+    stderr: str
+    peak_rss_mb: float  # the child's own peak (wait4), for peers that do not report theirs
+
+
+def run_child(cmd, env=None):
+    """Runs cmd to the end, capturing its output; wait4 gives that child's own peak RSS."""
+    with tempfile.TemporaryFile("w+") as err:  # a file, so a chatty stderr cannot block the pipe
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True, env=env)
+        with proc.stdout:
+            out = proc.stdout.read()
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)  # already reaped: Popen must not wait
+        err.seek(0)
+        return ChildRun(proc.returncode, out, err.read(), rss_mb(usage.ru_maxrss))
+
+
+def child_result(run):
+    """The JSON object on a successful child's last non-empty line of stdout, or None."""
+    lines = [line for line in run.stdout.splitlines() if line.strip()]
+    if run.returncode != 0 or not lines:
+        return None
+    try:
+        obj = json.loads(lines[-1])
+    except ValueError:
+        return None
+    return obj if isinstance(obj, dict) else None
+
+
+def child_failure(run):
+    """One line saying why a child failed: its last line of stderr (or stdout)."""
+    for text in (run.stderr, run.stdout):
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
+        if lines:
+            return f"exit {run.returncode}: {lines[-1]}"
+    return f"exit {run.returncode}, no output"
+
+
+def script_command(command, *flags):
+    """The command line running this benchmark's `command` in a fresh Python process."""
+    return [sys.executable, SCRIPT, command, *flags]
+
+
+# -------------------- host
+
+def _cpu_model():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _cpu_vector_isa():
+    """The widest x86 vector extension the CPU reports (AVX-512, AVX2, ...), or "" if unknown.
+
+    Recorded because it moves our ratios to the peers: XLA's matmuls and the
+    peers' reach different fractions of peak on AVX2 and AVX-512 hosts.
+    """
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line.split(":", 1)[1].split() for line in f
+                          if line.startswith("flags")), [])
+    except OSError:
+        return ""
+    for flag, name in (("avx512f", "AVX-512"), ("avx2", "AVX2"), ("avx", "AVX")):
+        if flag in flags:
+            return name
+    return ""
+
+
+def host_info():
+    """Date, host, CPU and versions: the head of every JSON summary."""
+    return {"date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+            "host": {"name": platform.node(), "cpu_model": _cpu_model(),
+                     "cpu_vector_isa": _cpu_vector_isa(), "cpu_cores": os.cpu_count(),
+                     "platform": platform.platform()},
+            "python": platform.python_version(), "tf_version": tf.__version__,
+            "tf_cpu_allocator_use_bfc": os.environ["TF_CPU_ALLOCATOR_USE_BFC"]}
+
+
+def print_summary(command, **fields):
+    """Prints the JSON line that ends every command's output: host info, command, figures."""
+    print(json.dumps(dict(host_info(), command=command, **fields)), flush=True)
+
+
+# -------------------- table cells
+
+def num(value, fmt="{:,.0f}"):
+    return DASH if value is None else fmt.format(value)
+
+
+def duration(seconds):
+    return DASH if seconds is None else str(datetime.timedelta(seconds=round(seconds)))

@@ -1,0 +1,385 @@
+"""Throughput: training and evaluation words/s and peak memory per config and mode, against peers.
+
+Every (config, mode) is measured in its own process (measure.py, through the
+hidden `_measure` command). One line is printed per measurement, then a
+Markdown table, and the last line is one JSON object holding every figure.
+Absolute words/s drift on a shared machine; the ratios to peers measured back
+to back in the same invocation hold better, and --rounds=N alternates N rounds
+of peers and modes and reports the medians. With --ceiling each round also
+measures the config's matrix-product ceiling (ceiling.py), with the same
+overrides and vocabulary as the modes, and each mode's fraction of its median
+is reported.
+"""
+
+import dataclasses
+import os
+import statistics
+import sys
+
+import configs
+import reader
+from benchmarks import PEER_ENV, common
+from benchmarks import ceiling as ceiling_lib
+from benchmarks import measure as measure_lib
+from benchmarks.measure import Measurement, Mode
+from rnn import kernels
+
+MODES = (*kernels.NAMES, kernels.AUTO)  # what --rnn_modes accepts: the kernel table's names
+PEERS = ("keras", "torch")
+PEER_CONFIGS = ("small", "medium", "large")  # the only configs the peer harnesses know
+# Where the peer harnesses (keras_peer.py, torch_peer.py) and the torch venv live: flags or env.
+DEFAULT_PEER_DIR = os.environ.get("PTB_PEER_DIR", "")
+DEFAULT_TORCH_PYTHON = os.environ.get("PTB_TORCH_PYTHON", "")
+
+
+@dataclasses.dataclass
+class PeerResult:
+    """One peer harness's words/s on one config; error (None when fine) says why there are none:
+    "skipped: ..." (not run) or "failed: ..."."""
+    peer: str
+    config: str
+    train_wps: float | None = None
+    peak_rss_mb: float | None = None  # the harness process's own peak
+    harness: str | None = None  # the name the harness reports
+    rounds_train_wps: list | None = None  # each round's, with --rounds > 1
+    error: str | None = None
+
+
+@dataclasses.dataclass
+class CeilingSummary:
+    """A config's ceiling over the rounds that measured one: the medians and each round's."""
+    config: str
+    train_wps: float
+    eval_wps: float
+    rounds_train_wps: list
+
+
+# -------------------- flags
+
+def _parse_bool(text):
+    value = text.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise common.BenchmarkError(f"--xla value {text!r}: expected 0/1 (or true/false)")
+
+
+def parse_modes(rnn_modes, xla):
+    """Expands e.g. --rnn_modes=basic,block+xla --xla=0,1 into Modes, in order, without repeats.
+
+    An item spelled `<mode>+xla` is taken as it is; a bare `<mode>` is crossed
+    with every --xla value. The modes are the kernel table's (rnn/kernels.py) and auto.
+
+    Raises:
+      BenchmarkError: an unknown mode or --xla value, or nothing to run.
+    """
+    xla_values = [_parse_bool(v) for v in common.split(xla)] or [False]
+    modes = []
+    for item in common.split(rnn_modes):
+        name, plus, suffix = item.partition("+")
+        if name not in MODES or (plus and suffix != "xla"):
+            raise common.BenchmarkError(
+                f"--rnn_modes item {item!r}: expected one of {', '.join(MODES)}, optionally "
+                f"with +xla (e.g. basic+xla)")
+        for flag in ([True] if plus else xla_values):
+            if Mode(name, flag) not in modes:
+                modes.append(Mode(name, flag))
+    if not modes:
+        raise common.BenchmarkError("--rnn_modes is empty; e.g. --rnn_modes=basic,block")
+    return modes
+
+
+def parse_peers(text):
+    names = common.split(text)
+    unknown = [name for name in names if name not in PEERS]
+    if unknown:
+        raise common.BenchmarkError(f"unknown peer {unknown[0]!r}; choose from {', '.join(PEERS)}")
+    return names
+
+
+def _plan(args):
+    """(config names, Modes, peers), every flag checked first so a typo fails before any work."""
+    if args.steps < 1 or args.warmup < 0 or (args.eval_steps is not None and args.eval_steps < 1):
+        raise common.BenchmarkError("--steps and --eval_steps must be >= 1 and --warmup >= 0")
+    if args.rounds < 1:
+        raise common.BenchmarkError(f"--rounds must be >= 1, got {args.rounds}")
+    names, modes = common.parse_configs(args.configs), parse_modes(args.rnn_modes, args.xla)
+    peers = parse_peers(args.peers)
+    for name in names:
+        configs.apply_overrides(configs.get_config(name), args.override)  # ConfigError if bad
+    common.check_data(args.data_path)
+    return names, modes, peers
+
+
+# -------------------- child processes: our modes, the peers, the ceiling
+
+def measure_in_child(args, name, mode):
+    """Runs one measurement (measure.py) in a fresh process; returns its Measurement."""
+    run = common.run_child(measure_lib.command(args, name, mode))
+    result = common.child_result(run)
+    if result is None:
+        return Measurement.failed(name, mode, common.child_failure(run))
+    return Measurement(**result)
+
+
+def _peer_command(args, peer, name):
+    """(the command running `peer` on config `name`, None) or (None, why it cannot run)."""
+    script = os.path.join(args.peer_dir, f"{peer}_peer.py")
+    python = sys.executable if peer == "keras" else args.torch_python
+    if name not in PEER_CONFIGS:
+        return None, f"the peer harnesses have no {name!r} config"
+    if not os.path.isfile(script):
+        return None, f"{script} not found (--peer_dir or PTB_PEER_DIR)"
+    if not python or not os.path.isfile(python):
+        return None, (f"torch python {python!r} not found (--torch_python or PTB_TORCH_PYTHON: "
+                      f"a venv with torch; see {args.peer_dir}/README.md)")
+    cmd = [python, script, "--config", name, "--warmup", str(args.warmup),
+           "--batches", str(args.steps)]
+    if peer == "torch":  # keras_peer.py always reads <peer_dir>/../data/ptb
+        cmd += ["--data", os.path.join(args.data_path, "ptb.train.txt")]
+    return cmd, None
+
+
+def run_peer(args, peer, name):
+    """Runs one peer harness on one config, in the environment as given; returns a PeerResult."""
+    cmd, why_not = _peer_command(args, peer, name)
+    if cmd is None:
+        return PeerResult(peer, name, error=f"skipped: {why_not}")
+    run = common.run_child(cmd, env=PEER_ENV)
+    result = common.child_result(run)
+    if result is None or "train_wps" not in result:
+        return PeerResult(peer, name, error=f"failed: {common.child_failure(run)}")
+    return PeerResult(peer, name, train_wps=float(result["train_wps"]),
+                      peak_rss_mb=run.peak_rss_mb, harness=result.get("peer"))
+
+
+def ceiling_overrides(args):
+    """The overrides that make the ceiling's config the modes' own: --override, and the
+    vocabulary size of the data (the modes take it from the data, as the driver does)."""
+    vocab_size = reader.load_corpus(args.data_path).vocab_size
+    return [*args.override, f"vocab_size={vocab_size}"]
+
+
+def _ceiling_command(name, overrides):
+    return common.script_command("ceiling", f"--configs={name}",
+                                 *[f"--override={item}" for item in overrides])
+
+
+def run_ceiling(name, overrides):
+    """Config `name`'s ceiling with `overrides` (ceiling.py), in a child process so it runs
+    alone as the measurements do; returns a ceiling.Ceiling."""
+    run = common.run_child(_ceiling_command(name, overrides))
+    summary = common.child_result(run)
+    if not summary or not summary.get("results"):
+        return ceiling_lib.Ceiling(name, error=common.child_failure(run))
+    return ceiling_lib.Ceiling.from_dict(summary["results"][0])
+
+
+# -------------------- rounds, ratios, ceiling fractions
+
+def add_ratios(result, peer_results):
+    """Sets result's peer_wps, fastest_peer and ratio_to_fastest_peer (train_wps over the
+    fastest peer's on the same config)."""
+    timed = {p.peer: p.train_wps for p in peer_results
+             if p.config == result.config and p.error is None}
+    result.peer_wps = timed
+    result.fastest_peer = max(timed, key=timed.get) if timed else None
+    result.ratio_to_fastest_peer = (result.train_wps / timed[result.fastest_peer]
+                                    if timed and result.train_wps else None)
+
+
+def _median(values):
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+def combine_rounds(rounds):
+    """One measurement's rounds as one Measurement: the median of each speed and time, the
+    largest peak RSS, and with more than one round each round's training words/s and
+    ratio. A failed round is the result."""
+    failed = [r for r in rounds if r.error is not None]
+    if failed or len(rounds) == 1:
+        return (failed or rounds)[0]
+    ratios = [r.ratio_to_fastest_peer for r in rounds]
+    return dataclasses.replace(
+        rounds[-1], train_wps=_median(r.train_wps for r in rounds),
+        eval_wps=_median(r.eval_wps for r in rounds),
+        stream_eval_seconds=_median(r.stream_eval_seconds for r in rounds),
+        peak_rss_mb=max(r.peak_rss_mb for r in rounds),
+        rounds_train_wps=[r.train_wps for r in rounds],
+        rounds_ratio_to_fastest_peer=ratios if None not in ratios else None)
+
+
+def combine_peer_rounds(rounds):
+    """One peer's rounds as one PeerResult, as combine_rounds; a failed round is the result."""
+    failed = [r for r in rounds if r.error is not None]
+    if failed or len(rounds) == 1:
+        return (failed or rounds)[0]
+    return dataclasses.replace(rounds[-1], train_wps=_median(r.train_wps for r in rounds),
+                               peak_rss_mb=max(r.peak_rss_mb for r in rounds),
+                               rounds_train_wps=[r.train_wps for r in rounds])
+
+
+def add_ceiling(results, ceiling_rounds):
+    """Sets each result's fraction of its config's ceiling (the median over the rounds that
+    measured one); returns that CeilingSummary, or None."""
+    timed = [c for c in ceiling_rounds if c.error is None]
+    if not timed:
+        return None
+    summary = CeilingSummary(config=timed[0].config,
+                             train_wps=statistics.median(c.train_wps for c in timed),
+                             eval_wps=statistics.median(c.eval_wps for c in timed),
+                             rounds_train_wps=[c.train_wps for c in timed])
+    ceiling_wps = {"train_wps": summary.train_wps, "eval_wps": summary.eval_wps}
+    for result in results:
+        if result.error is None:
+            result.ceiling_wps = ceiling_wps
+            result.of_ceiling = {"train_wps": result.train_wps / summary.train_wps,
+                                 "eval_wps": result.eval_wps / summary.eval_wps}
+    return summary
+
+
+def _measure_rounds(args, name, modes, peers, overrides_for_ceiling=None):
+    """args.rounds rounds of (every peer, every mode, then with args.ceiling the ceiling,
+    with `overrides_for_ceiling`) on config `name`, alternating so that a slow spell of a
+    shared machine hits all of them; returns (Measurements, PeerResults, CeilingSummary or
+    None), each the median of its rounds."""
+    peer_rounds, mode_rounds, ceiling_rounds = [[] for _ in peers], [[] for _ in modes], []
+    for round_index in range(args.rounds):
+        if args.rounds > 1:
+            print(f"{name}: round {round_index + 1} of {args.rounds}", flush=True)
+        # Peers first, so each of the project's lines can show its ratio as it is printed.
+        for peer, rounds in zip(peers, peer_rounds):
+            rounds.append(run_peer(args, peer, name))
+            print(describe_peer(rounds[-1]), flush=True)
+        for mode, rounds in zip(modes, mode_rounds):
+            rounds.append(measure_in_child(args, name, mode))
+            add_ratios(rounds[-1], [r[-1] for r in peer_rounds])
+            print(describe_result(rounds[-1]), flush=True)
+        if args.ceiling:
+            ceiling_rounds.append(run_ceiling(name, overrides_for_ceiling or []))
+            print(ceiling_lib.describe(ceiling_rounds[-1]), flush=True)
+    name_peers = [combine_peer_rounds(rounds) for rounds in peer_rounds]
+    name_results = []
+    for rounds in mode_rounds:
+        result = combine_rounds(rounds)
+        if result.error is None:
+            add_ratios(result, name_peers)
+        name_results.append(result)
+    return name_results, name_peers, add_ceiling(name_results, ceiling_rounds)
+
+
+# -------------------- report
+
+def describe_result(result):
+    """The human-readable line of one measurement."""
+    head = f"{result.config} {result.mode}:"
+    if result.error is not None:
+        error = result.error
+        return f"{head} FAILED ({error[:200] + '...' if len(error) > 200 else error})"
+    line = (f"{head} train {common.num(result.train_wps)} wps, "
+            f"eval {common.num(result.eval_wps)} wps, "
+            f"peak RSS {common.num(result.peak_rss_mb)} MB")
+    if result.stream_eval_seconds is not None:
+        line += f", stream test eval {result.stream_eval_seconds:.1f} s"
+    if result.ratio_to_fastest_peer is not None:
+        line += f", {result.ratio_to_fastest_peer:.2f}x {result.fastest_peer}"
+    return line
+
+
+def describe_peer(peer):
+    """The human-readable line of one peer run."""
+    head = f"{peer.config} peer {peer.peer}:"
+    if peer.error is not None:
+        return f"{head} {peer.error}"
+    return (f"{head} train {common.num(peer.train_wps)} wps, "
+            f"peak RSS {common.num(peer.peak_rss_mb)} MB")
+
+
+def throughput_table(results, peer_results):
+    """Markdown: one row per measurement, then the peers' rows of the same config."""
+    rows = ["| config | mode | train wps | eval wps | stream test eval s | peak RSS MB "
+            "| vs fastest peer | of ceiling, train / eval |",
+            "|---|---|---:|---:|---:|---:|---:|---:|"]
+    for r in results:
+        if r.error is not None:
+            rows.append(f"| {r.config} | {r.mode} | failed | | | | | |")
+            continue
+        of_ceiling = (common.DASH if r.of_ceiling is None else
+                      f"{r.of_ceiling['train_wps']:.0%} / {r.of_ceiling['eval_wps']:.0%}")
+        vs = (common.DASH if r.ratio_to_fastest_peer is None else
+              f"{r.ratio_to_fastest_peer:.2f}x ({r.fastest_peer})")
+        if r.rounds_ratio_to_fastest_peer:
+            vs += " rounds " + " ".join(f"{x:.2f}x" for x in r.rounds_ratio_to_fastest_peer)
+        rows.append(f"| {r.config} | {r.mode} | {common.num(r.train_wps)} "
+                    f"| {common.num(r.eval_wps)} "
+                    f"| {common.num(r.stream_eval_seconds, '{:.1f}')} "
+                    f"| {common.num(r.peak_rss_mb)} | {vs} | {of_ceiling} |")
+    for peer in peer_results:
+        if peer.error is None:
+            rows.append(f"| {peer.config} | peer: {peer.peer} | {common.num(peer.train_wps)} "
+                        f"| {common.DASH} | {common.DASH} | {common.num(peer.peak_rss_mb)} "
+                        f"| | |")
+    return "\n".join(rows)
+
+
+def _peer_notes(args, peers):
+    """Why a ratio to a peer may not be like for like."""
+    notes = []
+    if peers and args.override:
+        notes.append(f"the peers ignore --override {' '.join(args.override)}: the ratios "
+                     f"compare different models")
+    keras_data = os.path.join(args.peer_dir, os.pardir, "data", "ptb", "ptb.train.txt")
+    ours = os.path.join(args.data_path, "ptb.train.txt")
+    if "keras" in peers and os.path.realpath(keras_data) != os.path.realpath(ours):
+        notes.append(f"keras_peer.py reads {os.path.realpath(keras_data)}, not {ours}")
+    return notes
+
+
+def _print_dry_run(args, names, modes, peers, overrides_for_ceiling):
+    for name in names:
+        for peer in peers:
+            cmd, why_not = _peer_command(args, peer, name)
+            print(f"{name} peer {peer}: {' '.join(cmd) if cmd else 'skipped: ' + why_not}")
+        for mode in modes:
+            print(f"{name} {mode.label}: {' '.join(measure_lib.command(args, name, mode))}")
+        if args.ceiling:
+            print(f"{name} ceiling: {' '.join(_ceiling_command(name, overrides_for_ceiling))}")
+
+
+def run(args):
+    """The `throughput` command.
+
+    Args:
+      args: argparse.Namespace of the throughput flags (scripts/benchmark.py).
+    Returns:
+      the exit code: 1 if a measurement failed, else 0.
+    Raises:
+      BenchmarkError, ConfigError, DataError: a bad flag value or missing data.
+    """
+    names, modes, peers = _plan(args)
+    overrides_for_ceiling = ceiling_overrides(args) if args.ceiling else None
+    notes = _peer_notes(args, peers)
+    for note in notes:
+        print(f"note: {note}", flush=True)
+    if args.dry_run:
+        _print_dry_run(args, names, modes, peers, overrides_for_ceiling)
+        return 0
+    results, peer_results, ceilings = [], [], []
+    for name in names:
+        name_results, name_peers, name_ceiling = _measure_rounds(
+            args, name, modes, peers, overrides_for_ceiling)
+        results += name_results
+        peer_results += name_peers
+        ceilings += [name_ceiling] if name_ceiling else []
+    print()
+    print(throughput_table(results, peer_results))
+    print()
+    common.print_summary(
+        "throughput", data_path=os.path.abspath(args.data_path), warmup=args.warmup,
+        steps=args.steps, eval_steps=args.eval_steps or args.steps, rounds=args.rounds,
+        overrides=args.override, results=[dataclasses.asdict(r) for r in results],
+        peers=[dataclasses.asdict(p) for p in peer_results],
+        ceilings=[dataclasses.asdict(c) for c in ceilings], notes=notes)
+    return 1 if any(r.error is not None for r in results) else 0

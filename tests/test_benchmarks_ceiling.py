@@ -1,0 +1,60 @@
+"""Tests of benchmarks/ceiling.py: the products of a step, the ceiling's arithmetic, the chains."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+import configs
+from benchmarks import ceiling
+
+
+@pytest.mark.parametrize("name", ["small", "medium", "large"])
+def test_step_products_count_every_flop_of_a_training_step(name):
+    # Per trained word, two products of 4H x H per layer forward (input and recurrent),
+    # four backward (recurrent, and the kernel gradient's [2H] rows twice) plus the
+    # input gradient, i.e. 48 L H^2; the softmax 2HV forward and 4HV backward.
+    config = configs.get_config(name)
+    h, v, layers = config.hidden_size, config.vocab_size, config.num_layers
+    words = config.batch_size * config.num_steps
+    products = ceiling.step_products(config)
+    assert sum(p.flops for p in products) == words * (48 * layers * h * h + 6 * h * v)
+    assert sum(p.flops for p in products if p.in_eval) == words * (16 * layers * h * h + 2 * h * v)
+
+
+def test_ceiling_is_words_per_step_over_the_summed_product_seconds():
+    config = dataclasses.replace(configs.TEST, batch_size=2, num_steps=3, num_layers=1)
+    # 1 ms for the first product (input projection, once a step), 2 ms for the second
+    # (recurrent, once per time step: 3 times), ... 8 ms for the eighth. Per step:
+    # train 1 + 3*2 + 3 + 4 + 5 + 3*6 + 7 + 8 = 52 ms, eval (the first three) 1 + 6 + 3
+    # = 10 ms; 2 x 3 = 6 words a step: 6 / 0.052 and 6 / 0.010 words/s.
+    seconds = [0.001, 0.002, 0.003, 0.004, 0.005, 0.006, 0.007, 0.008]
+    train, evaluation = ceiling.ceiling(config, seconds)
+    assert train == pytest.approx(115.3846, rel=1e-6)
+    assert evaluation == pytest.approx(600.0)
+
+
+@pytest.mark.parametrize("k, n", [(4, 2), (2, 4)])
+def test_product_function_chains_the_product(k, n):
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal([3, k]).astype(np.float32)
+    w = rng.standard_normal([k, n]).astype(np.float32)
+
+    def per_step(x):  # the next input: tanh of every column, tiled or block-summed to k
+        out = x @ w
+        return np.tanh(np.tile(out, [1, k // n]) if n < k else out.reshape(3, n // k, k).sum(1))
+
+    def other(x):  # the next input: waits for the output's corner only
+        return x + (x @ w)[0, 0]
+
+    for serial, step in ((True, per_step), (False, other)):
+        product = ceiling.Product("p", 3, k, n, 1, True, serial)
+        for transposed, w_in in ((False, w), (True, w.T.copy())):
+            run = ceiling._product_function(product, transposed, 2)
+            np.testing.assert_allclose(run(a, w_in).numpy(), step(step(a)), rtol=1e-5)
+
+
+def test_ceiling_from_dict_reads_what_asdict_wrote():
+    result = ceiling.Ceiling("small", 1.0, 2.0, 3.0,
+                             [ceiling.ProductSpeed("softmax", [1, 2, 3], 1, 0.5, 9.0)])
+    assert ceiling.Ceiling.from_dict(dataclasses.asdict(result)) == result

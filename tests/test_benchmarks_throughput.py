@@ -1,0 +1,100 @@
+"""Tests of benchmarks/throughput.py: mode parsing, the peers, the rounds and their medians."""
+
+import argparse
+
+import pytest
+
+from benchmarks import ceiling, common, throughput
+from benchmarks.measure import Measurement
+from rnn import kernels
+
+
+def test_parse_modes_crosses_bare_modes_with_xla():
+    modes = throughput.parse_modes("basic,block+xla,basic+xla", "0,1")
+    assert [m.label for m in modes] == ["basic", "basic+xla", "block+xla"]
+    assert [m.label for m in throughput.parse_modes("block", "0")] == ["block"]
+
+
+def test_parse_modes_takes_the_kernel_table_and_auto():
+    modes = throughput.parse_modes(",".join([*kernels.NAMES, kernels.AUTO]), "0")
+    assert [m.rnn_mode for m in modes] == [*kernels.NAMES, "auto"]
+
+
+@pytest.mark.parametrize("rnn_modes, xla", [("lstm", "0"), ("basic+jit", "0"), ("basic", "2"),
+                                            ("", "0")])
+def test_parse_modes_rejects_bad_specs(rnn_modes, xla):
+    with pytest.raises(common.BenchmarkError):
+        throughput.parse_modes(rnn_modes, xla)
+
+
+def test_peers_run_in_the_environment_as_given(tmp_path, monkeypatch):
+    # Our own processes pool host memory (TF_CPU_ALLOCATOR_USE_BFC); a peer runs as shipped.
+    (tmp_path / "keras_peer.py").write_text(
+        "import json, os\n"
+        "bfc = os.environ.get('TF_CPU_ALLOCATOR_USE_BFC')\n"
+        "print(json.dumps({'peer': 'fake', 'train_wps': 2.0 if bfc else 1.0}))\n")
+    monkeypatch.setattr(throughput, "PEER_ENV",
+                        {k: v for k, v in throughput.PEER_ENV.items()
+                         if k != "TF_CPU_ALLOCATOR_USE_BFC"})
+    monkeypatch.setenv("TF_CPU_ALLOCATOR_USE_BFC", "true")
+    args = argparse.Namespace(peer_dir=str(tmp_path), torch_python="", data_path=str(tmp_path),
+                              warmup=1, steps=1)
+    result = throughput.run_peer(args, "keras", "small")
+    assert (result.harness, result.train_wps, result.error) == ("fake", 1.0, None)
+
+
+def test_rounds_alternate_and_report_medians(monkeypatch, capsys):
+    calls = []
+    peer_wps = iter([100.0, 300.0, 200.0])
+    ours = iter([(150.0, 900), (600.0, 700), (500.0, 800)])
+
+    def run_peer(args, peer, name):
+        calls.append(peer)
+        return throughput.PeerResult(peer, name, train_wps=next(peer_wps), peak_rss_mb=10)
+
+    def measure_in_child(args, name, mode):
+        calls.append(mode.label)
+        wps, rss = next(ours)
+        return Measurement(name, mode.label, mode.rnn_mode, mode.xla, train_wps=wps,
+                           eval_wps=2 * wps, peak_rss_mb=rss)
+    monkeypatch.setattr(throughput, "run_peer", run_peer)
+    monkeypatch.setattr(throughput, "measure_in_child", measure_in_child)
+    (mode,) = throughput.parse_modes("fused+xla", "1")
+    ceilings = iter([1000.0, None, 800.0])  # the second round's ceiling fails
+
+    def run_ceiling(name, overrides):
+        calls.append(("ceiling", *overrides))
+        wps = next(ceilings)
+        return (ceiling.Ceiling(name, error="exit 1") if wps is None else
+                ceiling.Ceiling(name, train_wps=wps, eval_wps=4 * wps))
+    monkeypatch.setattr(throughput, "run_ceiling", run_ceiling)
+    args = argparse.Namespace(rounds=3, ceiling=True)
+    (result,), (peer,), summary = throughput._measure_rounds(
+        args, "small", [mode], ["torch"], ["hidden_size=8"])
+    assert calls == ["torch", "fused+xla", ("ceiling", "hidden_size=8")] * 3
+    assert summary.train_wps == 900.0 and summary.rounds_train_wps == [1000.0, 800.0]
+    assert result.of_ceiling == pytest.approx({"train_wps": 500 / 900, "eval_wps": 1000 / 3600})
+    assert peer.train_wps == 200.0 and result.train_wps == 500.0  # medians
+    assert peer.rounds_train_wps == [100.0, 300.0, 200.0]
+    assert result.eval_wps == 1000.0 and result.peak_rss_mb == 900
+    assert result.ratio_to_fastest_peer == pytest.approx(2.5)
+    assert result.rounds_ratio_to_fastest_peer == pytest.approx([1.5, 2.0, 2.5])
+    assert ("2.50x (torch) rounds 1.50x 2.00x 2.50x | 56% / 28% |"
+            in throughput.throughput_table([result], [peer]))
+
+
+def test_a_failed_round_fails_the_result():
+    good = Measurement("small", "fused", "fused", False, train_wps=5.0, peak_rss_mb=1)
+    bad = Measurement("small", "fused", "fused", False, error="boom")
+    assert throughput.combine_rounds([good, bad, good]) is bad
+    skipped = throughput.PeerResult("torch", "small", error="failed: x")
+    assert throughput.combine_peer_rounds([skipped]) is skipped
+    assert throughput.combine_peer_rounds(
+        [throughput.PeerResult("torch", "small", train_wps=1.0, peak_rss_mb=1), skipped]) is skipped
+
+
+def test_a_failed_measurement_is_a_failed_row():
+    (mode,) = throughput.parse_modes("block+xla", "0")
+    result = Measurement.failed("small", mode, "exit 1: error: no XLA")
+    assert throughput.describe_result(result) == "small block+xla: FAILED (exit 1: error: no XLA)"
+    assert "| small | block+xla | failed | | | | | |" in throughput.throughput_table([result], [])
