@@ -232,5 +232,5 @@ def _score_batch(model, log_probs_of, word_to_id, batch, chunk_len):
     for row, (words, sentence) in enumerate(zip(batch, sentences)):
         num_words = len(sentence) - 1
         log_prob = float(log_probs[row, :num_words].sum())
-        yield LineScore(log_prob, num_words, math.exp(-log_prob / num_words),
+        yield LineScore(log_prob, num_words, training.perplexity(-log_prob / num_words),
                         sum(w not in word_to_id for w in words))

@@ -219,9 +219,9 @@ def _use_trained(save_path):
     """--mode=eval|generate|score|export: a checkpoint's model and vocabulary at work."""
     rnn_mode = kernels.resolve(FLAGS.rnn_mode)
     kernels.jit_compile(rnn_mode, FLAGS.xla)
-    path = checkpoints.find_checkpoint(save_path, FLAGS.checkpoint)
-    model, word_to_id, config = checkpoints.load_model(save_path, path, rnn_mode)
-    print(f"Loaded {path}", file=sys.stderr)
+    print(f"Loading {checkpoints.find_checkpoint(save_path, FLAGS.checkpoint)}", file=sys.stderr)
+    # Without --checkpoint, load_model falls back past a snapshot deleted meanwhile.
+    model, word_to_id, config = checkpoints.load_model(save_path, FLAGS.checkpoint, rnn_mode)
     if FLAGS.mode == "export":
         path = export.export_saved_model(model, word_to_id, FLAGS.export_dir, config)
         print(f"Exported SavedModel to {path}", flush=True)

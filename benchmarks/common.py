@@ -13,8 +13,6 @@ import tensorflow as tf
 
 import configs
 import errors
-import reader
-import training
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The command line entry point: the child processes (a measurement, a ceiling) run it.
@@ -24,12 +22,6 @@ DASH = "–"
 
 class BenchmarkError(errors.UserError):
     """A bad flag value or missing data; the CLI prints it as one line and exits 2."""
-
-
-# What the CLI and the child processes print as one `error:` line: errors.UserError is the
-# project's base of the errors a user can fix; the library's errors that do not derive from
-# it yet are named beside it.
-USER_ERRORS = (errors.UserError, configs.ConfigError, reader.DataError, training.Diverged)
 
 
 # -------------------- flag checks

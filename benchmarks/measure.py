@@ -16,6 +16,7 @@ import time
 import tensorflow as tf
 
 import configs
+import errors
 import reader
 import training
 from benchmarks import common
@@ -80,8 +81,8 @@ def resolve_config(name, overrides, vocab_size):
     return configs.apply_overrides(config, {"vocab_size": vocab_size})
 
 
-class _StepClock:
-    """A run_epoch should_stop hook: starts the clock after `warmup` steps, stops `steps` later.
+class _StepClock(training.EpochHooks):
+    """run_epoch hooks that start the clock after `warmup` steps and stop it `steps` later.
 
     It counts steps in Python, so polling it never waits for the device. The
     clock stops inside the hook, so tearing down the abandoned tf.data iterator
@@ -93,7 +94,7 @@ class _StepClock:
         self.start = time.perf_counter() if warmup == 0 else None  # warmup 0: tracing is timed
         self.stop = None
 
-    def __call__(self, ts):
+    def after_step(self, ts, outputs):
         self.done += 1
         if self.done == self.warmup:
             ts.global_step.numpy()  # reading a variable waits for the warm-up's last step
@@ -117,7 +118,7 @@ def time_training(ts, batches, warmup, steps, jit_compile):
     train_step = training.make_train_step(ts, jit_compile=jit_compile)
     clock = _StepClock(warmup, steps)
     epoch = 0
-    while training.run_epoch(ts, train_step, batches, should_stop=clock):
+    while training.run_epoch(ts, train_step, batches, clock):
         epoch += 1
         ts.reset_epoch(epoch)
     ts.check_finite()
@@ -215,7 +216,7 @@ def run(args):
         result = measure(args.config, Mode(args.rnn_mode, bool(args.xla)), args.data_path,
                          args.override, args.warmup, args.steps, args.eval_steps,
                          args.stream_eval, args.seed)
-    except common.USER_ERRORS as e:
+    except errors.UserError as e:
         sys.exit(f"error: {e}")
     except tf.errors.OpError as e:  # an op failed to run or to compile under XLA
         message = re.sub(r"\[_XlaMustCompile[^\]]*\]", "", e.message.strip().splitlines()[0])

@@ -32,8 +32,9 @@ if REPO not in sys.path:
 # The package first: it sets TensorFlow's environment before anything imports TensorFlow.
 import benchmarks  # noqa: E402,F401
 import configs  # noqa: E402
+import errors  # noqa: E402
 import reader  # noqa: E402
-from benchmarks import ceiling, common, measure, perplexity, throughput  # noqa: E402
+from benchmarks import ceiling, measure, perplexity, throughput  # noqa: E402
 
 
 def _add_common(parser):
@@ -135,7 +136,7 @@ def main(argv=None):
         if args.command == "ceiling":
             return ceiling.run(args)
         return perplexity.run(args, [a for a in extra if a != "--"])
-    except common.USER_ERRORS as e:
+    except errors.UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
 

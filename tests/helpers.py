@@ -30,10 +30,15 @@ def grammar_text(num_lines, seed=0):
 
 
 def run_driver(*args, timeout=300, **kwargs):
-    """Runs the driver in a fresh process; returns the CompletedProcess (text)."""
+    """Runs the driver in a fresh process; returns the CompletedProcess (text).
+
+    stdout and stderr are captured unless kwargs say where either goes.
+    """
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    if not {"stdout", "stderr"} & kwargs.keys():
+        kwargs["capture_output"] = True
     return subprocess.run([sys.executable, str(REPO / "ptb_word_lm.py"), *args], cwd=REPO,
-                          env=env, capture_output=True, text=True, timeout=timeout, **kwargs)
+                          env=env, text=True, timeout=timeout, **kwargs)
 
 
 def tree_digest(path):

@@ -34,6 +34,18 @@ def _open(save_path, corpus, seed=0):
     return ts, checkpoints.Checkpointer(str(save_path), ts, info)
 
 
+class _SaveAt(training.EpochHooks):
+    """Saves a checkpoint after each of the given steps of the epoch."""
+
+    def __init__(self, checkpointer, steps):
+        self.checkpointer, self.steps = checkpointer, set(steps)
+
+    def after_step(self, ts, outputs):
+        if int(ts.step.numpy()) in self.steps:
+            self.checkpointer.save()
+        return False
+
+
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     """A tiny run: ckpt-1..3 (one epoch, saved after each third), best/ckpt-1, vocab.txt."""
@@ -46,17 +58,8 @@ def run(tmp_path_factory):
     ts.reset_epoch(0)
     batches = reader.ptb_producer(corpus.train, ts.config.batch_size, ts.config.num_steps)
     train_step = training.make_train_step(ts)
-    saves = iter([batches.epoch_size // 3, 2 * batches.epoch_size // 3])
-    next_save = next(saves)
-
-    def should_stop(ts):
-        nonlocal next_save
-        if int(ts.step.numpy()) == next_save:
-            checkpointer.save()
-            next_save = next(saves, -1)
-        return False
-
-    training.run_epoch(ts, train_step, batches, should_stop=should_stop)
+    training.run_epoch(ts, train_step, batches, _SaveAt(
+        checkpointer, [batches.epoch_size // 3, 2 * batches.epoch_size // 3]))
     checkpointer.save(best=True)
     reader.save_vocab(corpus.word_to_id, str(save_path / checkpoints.VOCAB_FILE))
     return types.SimpleNamespace(save_path=str(save_path), corpus=corpus, config=ts.config,

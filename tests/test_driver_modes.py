@@ -3,13 +3,16 @@
 import glob
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
+import checkpoints
 import inference
 import reader
 import training
@@ -42,7 +45,7 @@ def trained(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def loaded(trained):
-    return inference.load_model(str(trained["save"]))
+    return checkpoints.load_model(str(trained["save"]))
 
 
 def _events(log_dir):
@@ -112,8 +115,16 @@ def test_driver_generate_repeats_with_its_seed_and_warns_once_about_unknown_word
     assert first.stdout == inference.words_to_text(["the", "zebra", "zebra"] + words) + "\n"
 
 
+def _score_stdin(trained, **kwargs):
+    return subprocess.Popen(
+        [sys.executable, str(REPO / "ptb_word_lm.py"), *trained["flags"], "--mode=score",
+         "--input=-"], cwd=REPO, text=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
+        **kwargs)
+
+
 def test_driver_score_file_and_stdin_as_tsv(trained, loaded, tmp_path):
-    lines = [" the cat sat on the mat ", "a dog ate a fish", "the zebra saw a log"]
+    # A tab and a backslash inside a line must not add a column.
+    lines = [" the cat sat on the mat ", "a dog\tate a\\fish", "the zebra saw a log"]
     path = tmp_path / "sentences.txt"
     path.write_text("\n".join(lines) + "\n")
     from_file = run_driver(*trained["flags"], "--mode=score", f"--input={path}")
@@ -130,7 +141,7 @@ def test_driver_score_file_and_stdin_as_tsv(trained, loaded, tmp_path):
     assert len(rows) == len(lines)
     for row, line, score in zip(rows, lines, expected):
         log_prob, num_words, perplexity, text = row
-        assert text == line
+        assert text == line.replace("\\", "\\\\").replace("\t", "\\t")
         assert float(log_prob) == pytest.approx(score.log_prob, abs=1e-3)
         assert int(num_words) == len(line.split()) + 1
         assert float(perplexity) == pytest.approx(np.exp(-float(log_prob) / int(num_words)),
@@ -171,8 +182,46 @@ def test_driver_progress_tty_redraws_one_line(tmp_path, make_corpus):
                      r"Epoch: 1 Train Perplexity: ", out)
 
 
+def test_driver_score_stdin_closed_is_one_error_line(trained):
+    proc = _score_stdin(trained, stdin=None, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                        preexec_fn=lambda: os.close(0))
+    out, err = proc.communicate(timeout=300)
+    assert_user_error(subprocess.CompletedProcess(proc.args, proc.returncode, out, err),
+                      r"--input=- reads stdin, but stdin is closed")
+
+
+def test_driver_score_into_a_closed_pipe_exits_quietly(trained, tmp_path):
+    path = tmp_path / "many.txt"
+    path.write_text(" the cat sat on the mat \n" * 20000)  # more rows than a pipe buffer holds
+    with open(path) as stdin:
+        proc = _score_stdin(trained, stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    first = proc.stdout.readline()  # as `| head -1` reads
+    proc.stdout.close()
+    err = proc.stderr.read()
+    proc.wait(timeout=300)
+    assert first.count("\t") == 3
+    assert proc.returncode == 128 + signal.SIGPIPE
+    assert "Traceback" not in err and "BrokenPipeError" not in err
+    assert not [line for line in err.splitlines() if line.startswith("error:")]
+
+
+def test_driver_ctrl_c_while_score_waits_on_stdin_is_one_line_and_exit_130(trained):
+    proc = _score_stdin(trained, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                        stderr=subprocess.PIPE)
+    for line in proc.stderr:  # wait until the model is loaded and score reads stdin
+        if line.startswith("Loading"):
+            break
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err
+    assert err.strip().splitlines()[-1] == "interrupted"
+
+
 @pytest.mark.parametrize("flags, message", [
     (["--mode=generate", "--temperature=0"], r"temperature must be > 0"),
+    (["--mode=generate", "--seed=-9223372036854775809"], r"outside the 64-bit range"),
     (["--mode=generate", "--top_k=-1"], r"top_k must be an integer >= 0"),
     (["--mode=generate", "--num_words=0"], r"num_words must be a positive integer"),
     (["--mode=score"], r"--mode=score needs --input=FILE .* --input=- to read stdin"),

@@ -9,7 +9,6 @@ import io
 import os
 import pathlib
 import shutil
-import signal
 import socket
 import subprocess
 import sys

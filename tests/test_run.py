@@ -1,0 +1,256 @@
+"""In-process tests of run.train_and_evaluate: the tutorial's loop, resumes, refusals, faults."""
+
+import dataclasses
+import errno
+import json
+import math
+import os
+import re
+import signal
+
+import pytest
+
+import checkpoints
+import configs
+import monitoring
+import reader
+import run
+import training
+from errors import UserError
+from helpers import grammar_text, tree_digest
+
+OPTIONS = run.RunOptions(rnn_mode="basic", xla=False)
+
+
+def _config(corpus, **changes):
+    """The test config at a small, fast size, with the corpus's vocabulary."""
+    fields = dict(batch_size=4, num_steps=5, hidden_size=16, vocab_size=corpus.vocab_size)
+    return dataclasses.replace(configs.TEST, **{**fields, **changes})
+
+
+@pytest.fixture
+def corpus(make_corpus):
+    return reader.load_corpus(str(make_corpus(grammar_text(400), grammar_text(60, seed=1),
+                                              grammar_text(60, seed=2))))
+
+
+def _lines(text, pattern):
+    return [float(v) for v in re.findall(pattern, text, re.M)]
+
+
+def test_run_trains_and_reports_like_the_tutorial(corpus, tmp_path, capsys):
+    save = tmp_path / "run"
+    config = _config(corpus, max_max_epoch=3, max_epoch=3)
+    metrics = run.train_and_evaluate(config, corpus, str(save), OPTIONS)
+    out = capsys.readouterr().out
+    assert re.search(r"^Config: \{.*\"hidden_size\": 16", out, re.M)
+    assert re.search(r"^rnn_mode: basic  xla: False  parameters: [\d,]+$", out, re.M)
+    assert re.search(r"^Epoch: 1 Learning rate: 1\.000$", out, re.M)
+    assert len(re.findall(r"^0\.\d{3} perplexity: [\d.]+ speed: \d+ wps$", out, re.M)) >= 3
+    train = _lines(out, r"^Epoch: \d Train Perplexity: ([\d.]+)$")
+    valid = _lines(out, r"^Epoch: \d Valid Perplexity: ([\d.]+)$")
+    test = _lines(out, r"^Test Perplexity: ([\d.]+)$")
+    assert len(train) == len(valid) == 3 and len(test) == 1
+    assert train[2] < 0.7 * train[0] and valid[2] < valid[0]
+    assert json.loads((save / run.METRICS_FILE).read_text()) == json.loads(json.dumps(metrics))
+    assert [e["epoch"] for e in metrics["epochs"]] == [1, 2, 3]
+    assert metrics["epochs"][2]["valid_perplexity"] == pytest.approx(valid[2], abs=1e-3)
+    assert metrics["test_perplexity"] == pytest.approx(test[0], abs=1e-3)
+    assert (save / "vocab.txt").read_text().split("\n")[0] == "the"
+    assert list((save / "best").glob("ckpt-*.index"))
+
+
+def test_run_rerun_of_finished_run_trains_nothing_and_tests_again(corpus, tmp_path, capsys):
+    save = str(tmp_path / "run")
+    first = run.train_and_evaluate(_config(corpus), corpus, save, OPTIONS)
+    capsys.readouterr()
+    again = run.train_and_evaluate(_config(corpus), corpus, save, OPTIONS)
+    out = capsys.readouterr().out
+    assert "Resuming from" in out and "Train Perplexity" not in out
+    assert again["test_perplexity"] == pytest.approx(first["test_perplexity"], rel=1e-6)
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(config=dict(hidden_size=8)), r"belongs to another run \(config\.hidden_size: 16 -> 8\)"),
+    (dict(options=dict(seed=7)), r"seed: 0 -> 7"),
+])
+def test_run_refuses_checkpoint_of_another_run_and_keeps_it(corpus, tmp_path, change, message):
+    save = tmp_path / "run"
+    run.train_and_evaluate(_config(corpus), corpus, str(save), OPTIONS)
+    before = tree_digest(save)
+    config = _config(corpus, **change.get("config", {}))
+    options = dataclasses.replace(OPTIONS, **change.get("options", {}))
+    with pytest.raises(checkpoints.CheckpointError, match=message):
+        run.train_and_evaluate(config, corpus, str(save), options)
+    assert tree_digest(save) == before
+
+
+def test_run_refuses_checkpoint_of_another_vocabulary(make_corpus, tmp_path):
+    save = tmp_path / "run"
+    text = grammar_text(400)
+    first = reader.load_corpus(str(make_corpus(text)))
+    run.train_and_evaluate(_config(first), first, str(save), OPTIONS)
+    before = tree_digest(save)
+    # One word swapped for another: same vocab_size, another vocabulary.
+    other = reader.load_corpus(str(make_corpus(text.replace("fish", "bird"))))
+    with pytest.raises(checkpoints.CheckpointError,
+                       match=r"belongs to another run \(vocab_hash: '[0-9a-f]+' -> '[0-9a-f]+'\)"):
+        run.train_and_evaluate(_config(other), other, str(save), OPTIONS)
+    assert tree_digest(save) == before
+
+
+def test_run_unwritable_save_path_fails_before_training(corpus, tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    with pytest.raises(checkpoints.CheckpointError, match=r"cannot write to save_path .*file/run"):
+        run.train_and_evaluate(_config(corpus), corpus, str(blocker / "run"), OPTIONS)
+    assert "Epoch:" not in capsys.readouterr().out
+    assert blocker.read_text() == "not a directory"
+
+
+@pytest.mark.parametrize("options, message", [
+    (dict(keep_checkpoints=0), r"keep_checkpoints must be >= 1"),
+    (dict(keep_checkpoints=-3), r"keep_checkpoints must be >= 1"),
+    (dict(checkpoint_every_minutes=-1.0), r"checkpoint_every_minutes must be >= 0 \(0: off\)"),
+    (dict(checkpoint_every_minutes=math.nan), r"checkpoint_every_minutes must be >= 0"),
+    (dict(checkpoint_every_steps=-5), r"checkpoint_every_steps must be >= 0 \(0: off\)"),
+    (dict(seed=2**63), r"seed 9223372036854775808 is outside the 64-bit range"),
+    (dict(seed=-2**63 - 1), r"outside the 64-bit range"),
+    (dict(progress="fancy"), r"progress must be one of plain, tty"),
+    (dict(rnn_mode="block", xla=True), r"--rnn_mode=block cannot run under --xla"),
+])
+def test_run_options_refuse_values_that_cannot_work(options, message):
+    with pytest.raises(UserError, match=message):
+        run.RunOptions(**options)
+
+
+def test_run_options_accept_the_int64_range_and_off_values():
+    for seed in (-2**63, 2**63 - 1):
+        assert run.RunOptions(seed=seed, checkpoint_every_minutes=0,
+                              checkpoint_every_steps=0).seed == seed
+
+
+def test_run_refuses_a_model_too_big_for_memory_before_building_it(corpus, tmp_path):
+    config = _config(corpus, hidden_size=60000)
+    with pytest.raises(run.RunError, match=r"needs at least [\d,.]+ GiB to train .* this machine "
+                                           r"has [\d,.]+ GiB; lower hidden_size"):
+        run.train_and_evaluate(config, corpus, str(tmp_path / "run"), OPTIONS)
+    assert not (tmp_path / "run").exists()
+
+
+def test_training_memory_estimate_counts_weights_and_the_logits():
+    config = dataclasses.replace(configs.SMALL)
+    # 2 x 6.6M parameters (weights and gradients), 3 x 400 words x 10,000 logits, LSTM activations.
+    parameters = 2 * 10000 * 200 + 10000 + 2 * (8 * 200 * 200 + 4 * 200)
+    assert run.training_memory_bytes(config) == 4 * (2 * parameters + 3 * 400 * 10000
+                                                     + 12 * 2 * 400 * 200)
+    run.check_memory(config)  # the small model fits anywhere
+    with pytest.raises(run.RunError, match="this machine has 0.1 GiB"):
+        run.check_memory(config, available=2**26)
+
+
+def _no_space(*args, **kwargs):
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+def test_run_full_disk_writing_the_vocabulary_is_one_error(corpus, tmp_path, monkeypatch):
+    monkeypatch.setattr(reader, "save_vocab", _no_space)
+    with pytest.raises(run.RunError, match=r"cannot write .*vocab\.txt: No space left on device"):
+        run.train_and_evaluate(_config(corpus), corpus, str(tmp_path / "run"), OPTIONS)
+
+
+def test_run_full_disk_writing_metrics_keeps_the_last_good_state(corpus, tmp_path, monkeypatch):
+    save = tmp_path / "run"
+    config = _config(corpus, max_max_epoch=2, max_epoch=2)
+    real_dump, calls = json.dump, []
+
+    def fail_from_the_second_write(obj, f, **kwargs):
+        calls.append(1)
+        real_dump(obj, f, **kwargs)
+        if len(calls) > 1:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(json, "dump", fail_from_the_second_write)
+    with pytest.raises(run.RunError, match=r"cannot write .*metrics\.json: No space left"):
+        run.train_and_evaluate(config, corpus, str(save), OPTIONS)
+    epochs = json.loads((save / run.METRICS_FILE).read_text())["epochs"]
+    assert [e["epoch"] for e in epochs] == [1]  # the last good file, not a half-written one
+    assert not (save / f"{run.METRICS_FILE}.tmp").exists()
+    # Epoch 2's checkpoint was written before its metrics: the rerun only tests.
+    monkeypatch.setattr(json, "dump", real_dump)
+    metrics = run.train_and_evaluate(config, corpus, str(save), OPTIONS)
+    assert [e["epoch"] for e in metrics["epochs"]] == [1, 2]
+    assert math.isfinite(metrics["test_perplexity"])
+
+
+def test_run_full_disk_writing_tensorboard_is_one_error(corpus, tmp_path, monkeypatch):
+    def failing_writer(log_dir):
+        raise training.tf.errors.ResourceExhaustedError(None, None, "No space left on device")
+
+    monkeypatch.setattr(monitoring.tf.summary, "create_file_writer", failing_writer)
+    with pytest.raises(monitoring.SummaryError,
+                       match=r"cannot write TensorBoard scalars in .*tensorboard: No space left"):
+        run.train_and_evaluate(_config(corpus), corpus, str(tmp_path / "run"), OPTIONS)
+
+
+@pytest.mark.parametrize("changes", [dict(init_scale=1e30), dict(learning_rate=1e4)])
+def test_run_huge_finite_cost_reports_inf_perplexity(corpus, tmp_path, capsys, changes):
+    metrics = run.train_and_evaluate(_config(corpus, **changes), corpus, str(tmp_path / "run"),
+                                     OPTIONS)
+    out = capsys.readouterr().out
+    for line in ("Epoch: 1 Train Perplexity: inf", "Epoch: 1 Valid Perplexity: inf",
+                 "Test Perplexity: inf"):
+        assert re.search(rf"^{line}$", out, re.M), out
+    assert metrics["test_perplexity"] == math.inf
+    # metrics.json stays valid JSON: a non-finite number is written as null.
+    assert json.loads((tmp_path / "run" / run.METRICS_FILE).read_text())["test_perplexity"] is None
+
+
+def test_perplexity_of_a_huge_finite_cost_is_inf():
+    assert training.perplexity(1e6) == math.inf
+    assert training.perplexity(math.log(50.0)) == pytest.approx(50.0)
+
+
+def test_run_sigterm_during_the_test_stops_at_once_and_the_rerun_tests(corpus, tmp_path,
+                                                                       monkeypatch, capsys):
+    save = tmp_path / "run"
+    real = training.stream_perplexity
+    calls = []
+
+    def test_then_signal(*args, **kwargs):
+        calls.append(1)
+        os.kill(os.getpid(), signal.SIGTERM)
+        return real(*args, **kwargs)  # a real test would still be running; it must not finish
+
+    monkeypatch.setattr(training, "stream_perplexity", test_then_signal)
+    with pytest.raises(run.Stopped, match=r"Stopped by signal 15 after training; the trained "
+                                          r"weights are saved in .*run the same command"):
+        run.train_and_evaluate(_config(corpus), corpus, str(save), OPTIONS)
+    assert "test_perplexity" not in json.loads((save / run.METRICS_FILE).read_text())
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handlers were put back
+    monkeypatch.setattr(training, "stream_perplexity", real)
+    capsys.readouterr()
+    metrics = run.train_and_evaluate(_config(corpus), corpus, str(save), OPTIONS)
+    out = capsys.readouterr().out
+    assert "Train Perplexity" not in out and "Test Perplexity" in out
+    assert math.isfinite(metrics["test_perplexity"]) and len(calls) == 1
+
+
+def test_run_holds_the_run_directory_lock(corpus, tmp_path, monkeypatch):
+    save = tmp_path / "run"
+    held = []
+    real_open_run = run._open_run
+
+    def open_run_and_try_another(*args, **kwargs):
+        with pytest.raises(checkpoints.CheckpointError, match=rf"in use by another training "
+                                                              rf"\(pid {os.getpid()}\)"):
+            with checkpoints.lock(str(save)):
+                pass
+        held.append(True)
+        return real_open_run(*args, **kwargs)
+
+    monkeypatch.setattr(run, "_open_run", open_run_and_try_another)
+    run.train_and_evaluate(_config(corpus), corpus, str(save), OPTIONS)
+    assert held
+    with checkpoints.lock(str(save)):  # released when the run ended
+        pass
