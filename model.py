@@ -75,6 +75,15 @@ class PTBModel(tf.Module):
             masks.append(uniform >= rate)
         return tuple(masks)
 
+    @staticmethod
+    def mask_rows(keep_masks, start, stop):
+        """The masks of batch rows [start, stop) out of dropout_masks(...) of the whole batch.
+
+        A data-parallel replica that owns those rows draws the whole batch's
+        masks and keeps its rows, so it drops exactly what one device would.
+        """
+        return tuple(mask[:, start:stop] for mask in keep_masks)  # [T, rows, H] each
+
     def _dropout(self, x, keep):
         if keep is None:
             return x

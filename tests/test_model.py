@@ -140,3 +140,15 @@ def test_word_losses_equal_stock_op_in_value_and_gradient(jit_compile):
     np.testing.assert_allclose(ours[0], stock[0], rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(ours[1], stock[1], rtol=1e-5, atol=1e-6)
     assert np.all(np.isfinite(ours[0])) and np.all(np.isfinite(ours[1]))
+
+
+def test_mask_rows_are_the_rows_of_the_whole_batch_masks():
+    model = model_lib.PTBModel(vocab_size=11, hidden_size=6, num_layers=2, init_scale=0.1,
+                               keep_prob=0.5, rnn_mode="basic")
+    seed = tf.constant([3, 9], tf.int64)
+    whole = model.dropout_masks(seed, batch_size=4, num_steps=5)
+    halves = [model_lib.PTBModel.mask_rows(whole, 0, 2), model_lib.PTBModel.mask_rows(whole, 2, 4)]
+    for site, mask in enumerate(whole):
+        assert mask.shape == (5, 4, 6)
+        np.testing.assert_array_equal(
+            np.concatenate([halves[0][site], halves[1][site]], axis=1), mask.numpy())
