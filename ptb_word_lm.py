@@ -75,6 +75,17 @@ flags.DEFINE_enum("progress", "auto", ["auto", *run.PROGRESS],
                   "Training progress: plain prints the tutorial's lines each tenth of an epoch; "
                   "tty redraws one line (fraction, perplexity, speed, ETA); auto: tty on a "
                   "terminal.")
+# Data-parallel training (distribute.py): the global batch stays batch_size, split by rows.
+flags.DEFINE_enum("strategy", "auto", list(run.STRATEGIES),
+                  "none: one device; mirrored: the local GPUs (or --num_cpu_replicas logical CPUs); "
+                  "multi_worker: one process per worker, cluster from TF_CONFIG; auto: "
+                  "multi_worker when TF_CONFIG is set, else none.")
+flags.DEFINE_integer("num_cpu_replicas", 0, "--strategy=mirrored over N logical CPU devices "
+                     "(for testing; they share the CPU's cores); 0: the GPUs.")
+flags.DEFINE_float("collective_timeout_seconds", 300.0, "Fail the run when a worker waits this "
+                   "long for the others in an all-reduce (a hung peer).")
+flags.DEFINE_float("connect_timeout_seconds", 120.0, "--strategy=multi_worker: wait this long for "
+                   "every worker of TF_CONFIG to join, then fail naming the unreachable ones.")
 # Other corpora: the vocabulary is built from the training file and saved beside the checkpoint.
 flags.DEFINE_string("train_file", "ptb.train.txt", "Training text file inside --data_path.")
 flags.DEFINE_string("valid_file", "ptb.valid.txt", "Validation text file inside --data_path.")
@@ -131,7 +142,10 @@ def _run_options():
         checkpoint_every_minutes=FLAGS.checkpoint_every_minutes,
         checkpoint_every_steps=FLAGS.checkpoint_every_steps,
         keep_checkpoints=FLAGS.keep_checkpoints, progress="tty" if tty else "plain",
-        export_dir=FLAGS.export_dir)
+        export_dir=FLAGS.export_dir, strategy=FLAGS.strategy,
+        num_cpu_replicas=FLAGS.num_cpu_replicas,
+        collective_timeout_seconds=FLAGS.collective_timeout_seconds,
+        connect_timeout_seconds=FLAGS.connect_timeout_seconds)
 
 
 def _check_mode_flags():

@@ -6,6 +6,7 @@ The driver (ptb_word_lm.py) and the tests call train_and_evaluate in-process.
 Rerunning it on the same save_path resumes from the newest checkpoint.
 """
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -17,6 +18,7 @@ from typing import Optional
 
 import checkpoints
 import configs
+import distribute
 import export
 import monitoring
 import reader
@@ -26,6 +28,7 @@ from rnn import kernels
 
 _INT64_RANGE = (-(1 << 63), (1 << 63) - 1)
 PROGRESS = ("plain", "tty")
+STRATEGIES = distribute.STRATEGIES
 METRICS_FILE = "metrics.json"
 
 
@@ -58,6 +61,12 @@ class RunOptions:
     keep_checkpoints: int = 3  # newest checkpoints kept (the best is kept apart)
     progress: str = "plain"  # plain: the tutorial's lines; tty: one redrawn line
     export_dir: Optional[str] = None  # write a SavedModel here after the test
+    # Data parallel (distribute.py): none, mirrored, multi_worker (TF_CONFIG), or auto
+    # (multi_worker when TF_CONFIG is set, else none). The global batch stays batch_size.
+    strategy: str = "none"
+    num_cpu_replicas: int = 0  # mirrored over N logical CPU devices (tests); 0: the GPUs
+    collective_timeout_seconds: float = 300.0  # a collective waiting longer fails the run
+    connect_timeout_seconds: float = 120.0  # multi_worker: wait this long for every worker
 
     def __post_init__(self):
         check_seed(self.seed)
@@ -76,6 +85,8 @@ class RunOptions:
             raise RunError(f"progress must be one of {', '.join(PROGRESS)}, got "
                            f"{self.progress!r}")
         kernels.jit_compile(kernels.resolve(self.rnn_mode), self.xla)
+        distribute.check_options(self.strategy, self.num_cpu_replicas,
+                                 self.collective_timeout_seconds, self.connect_timeout_seconds)
 
 
 def _physical_memory_bytes():
@@ -148,7 +159,8 @@ class _Interrupts:
 
     def __exit__(self, *exc):
         for signum, handler in self._previous.items():
-            signal.signal(signum, handler)
+            # None: a handler set outside Python (TensorFlow's multi-worker SIGTERM notifier).
+            signal.signal(signum, signal.SIG_DFL if handler is None else handler)
 
     def _handle(self, signum, frame):
         self.signum = signum
@@ -163,7 +175,8 @@ class _Interrupts:
 class _RunHooks(training.EpochHooks):
     """Between the steps of an epoch: progress, TensorBoard, periodic checkpoints, signals."""
 
-    def __init__(self, progress, summaries, checkpointer, interrupts, options):
+    def __init__(self, progress, summaries, checkpointer, interrupts, options, train_step):
+        self.train_step = train_step
         self.progress = progress
         self.summaries = summaries
         self.checkpointer = checkpointer
@@ -180,17 +193,33 @@ class _RunHooks(training.EpochHooks):
 
     def after_step(self, ts, outputs):
         self.progress.tick(ts)
-        if self._save_due(ts):
+        # With several workers, all save and stop at the same step (see distribute.py).
+        save, stop = self.train_step.agree(outputs, self._save_due(ts),
+                                           self.interrupts.signum is not None)
+        if save or stop:
             ts.check_finite()
             self.checkpointer.save()
             self._last_save = time.time()
-        return self.interrupts.signum is not None
+        return stop
 
     def report(self, ts, fraction, words_per_second, outputs):
         self.progress.report(ts, fraction, words_per_second)
         self.summaries.write(int(ts.global_step.numpy()), {
             "train/perplexity": ts.epoch_perplexity(), "train/learning_rate": ts.lr.numpy(),
             "train/grad_norm": outputs[1], "train/words_per_second": words_per_second})
+
+
+class _NoSummaries:
+    """A non-chief worker's TensorBoard: nothing written."""
+
+    def write(self, step, values):
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return None
 
 
 @dataclasses.dataclass
@@ -204,6 +233,7 @@ class _Run:
     ts: training.TrainState
     checkpointer: checkpoints.Checkpointer
     jit_compile: bool
+    replicas: distribute.Replicas
     summaries: monitoring.Summaries = None
     history: list = None
 
@@ -212,34 +242,45 @@ class _Run:
         return os.path.join(self.save_path, METRICS_FILE)
 
     def write_metrics(self, **extra):
+        if not self.replicas.is_chief:
+            return
         write_json(self.metrics_path, {"config": configs.to_dict(self.config),
                                        "epochs": self.history, **extra})
 
 
-def _open_run(config, corpus, save_path, options, epoch_size):
-    """Builds the TrainState and restores this run's newest checkpoint in save_path."""
+def _open_run(config, corpus, save_path, options, epoch_size, replicas):
+    """Builds the TrainState and restores this run's newest checkpoint in save_path.
+
+    With several workers the chief restores and the others receive its values.
+    """
     rnn_mode = kernels.resolve(options.rnn_mode)
     jit_compile = kernels.jit_compile(rnn_mode, options.xla)
-    ts = training.TrainState(config, rnn_mode=rnn_mode, seed=options.seed)
-    checkpointer = checkpoints.Checkpointer(
+    with replicas.scope():
+        ts = training.TrainState(config, rnn_mode=rnn_mode, seed=options.seed)
+    checkpointer = replicas.checkpointer(lambda: checkpoints.Checkpointer(
         save_path, ts, checkpoints.run_info(config, options.seed, corpus.word_to_id),
-        options.keep_checkpoints)
+        options.keep_checkpoints), ts)
     restored = checkpointer.restore()
+    if not restored:
+        ts.reset_epoch(0)
+    replicas.sync_from_chief(ts.variables)
     if restored:
         print(f"Resuming from {restored}: epoch {int(ts.epoch.numpy()) + 1}, "
               f"step {int(ts.step.numpy())} of {epoch_size}")
-    else:
-        ts.reset_epoch(0)
     vocab_path = os.path.join(save_path, checkpoints.VOCAB_FILE)
     try:
-        reader.save_vocab(corpus.word_to_id, vocab_path)
+        if replicas.is_chief:
+            reader.save_vocab(corpus.word_to_id, vocab_path)
     except OSError as e:
         raise RunError(f"cannot write {vocab_path}: {e.strerror}; free space or fix "
                        f"permissions and rerun") from None
     print(f"Config: {json.dumps(configs.to_dict(config))}")
     parameters = sum(int(v.shape.num_elements()) for v in ts.model.trainable_variables)
     print(f"rnn_mode: {rnn_mode}  xla: {jit_compile}  parameters: {parameters:,}")
-    return _Run(config, corpus, save_path, options, ts, checkpointer, jit_compile,
+    if replicas.strategy:
+        print(f"strategy: {replicas.name}  rows per replica: "
+              f"{config.batch_size // replicas.num_replicas} of {config.batch_size}")
+    return _Run(config, corpus, save_path, options, ts, checkpointer, jit_compile, replicas,
                 history=checkpointer.get_history())
 
 
@@ -247,10 +288,11 @@ def _train_epochs(run, train_batches, valid_batches, interrupts):
     """The tutorial's loop from wherever the run stands: train, validate, checkpoint, per epoch."""
     ts, config = run.ts, run.config
     progress = monitoring.make_progress(run.options.progress == "tty", train_batches, sys.stdout)
-    hooks = _RunHooks(progress, run.summaries, run.checkpointer, interrupts, run.options)
-    train_step = training.make_train_step(ts, jit_compile=run.jit_compile)
-    valid_step = training.make_eval_step(ts.model, config.batch_size, config.num_steps,
-                                         jit_compile=run.jit_compile)
+    train_step = run.replicas.make_train_step(ts, jit_compile=run.jit_compile)
+    hooks = _RunHooks(progress, run.summaries, run.checkpointer, interrupts, run.options,
+                      train_step)
+    evaluate = run.replicas.make_evaluate(ts.model, config.batch_size, config.num_steps,
+                                          jit_compile=run.jit_compile)
     while int(ts.epoch.numpy()) < config.max_max_epoch:
         epoch = int(ts.epoch.numpy())
         print(f"Epoch: {epoch + 1} Learning rate: {ts.lr.numpy():.3f}", flush=True)
@@ -266,7 +308,7 @@ def _train_epochs(run, train_batches, valid_batches, interrupts):
         seconds = time.time() - start
         train_ppl = ts.epoch_perplexity()
         print(f"Epoch: {epoch + 1} Train Perplexity: {train_ppl:.3f}", flush=True)
-        valid_ppl = training.evaluate(ts.model, valid_batches, valid_step)
+        valid_ppl = evaluate(valid_batches)
         print(f"Epoch: {epoch + 1} Valid Perplexity: {valid_ppl:.3f}", flush=True)
         run.summaries.write(int(ts.global_step.numpy()), {"valid/perplexity": valid_ppl})
         best = all(valid_ppl < h["valid_perplexity"] for h in run.history)
@@ -277,13 +319,21 @@ def _train_epochs(run, train_batches, valid_batches, interrupts):
         ts.reset_epoch(epoch + 1)  # the snapshot resumes at the start of the next epoch
         run.checkpointer.save(best=best)
         run.write_metrics()
-        if interrupts.signum is not None:
+        if run.replicas.any_worker(interrupts.signum is not None):
             raise Stopped(f"Stopped after epoch {epoch + 1}; checkpoint saved in "
                           f"{run.save_path}: run the same command to resume.")
 
 
 def _test(run):
-    """The tutorial's test perplexity (one stream, state carried), recorded; then the export."""
+    """The tutorial's test perplexity (one stream, state carried), recorded; then the export.
+
+    One stream cannot be split across replicas: the chief runs it, the other
+    workers wait for it (and return None).
+    """
+    if not run.replicas.is_chief:
+        print("(test perplexity: one stream, computed by the chief, worker 0)", flush=True)
+        run.replicas.wait_for_chief()
+        return None
     start = time.time()
     test_ppl = training.stream_perplexity(run.ts.model, run.corpus.test,
                                           jit_compile=run.jit_compile)
@@ -295,6 +345,7 @@ def _test(run):
         path = export.export_saved_model(run.ts.model, run.corpus.word_to_id,
                                          run.options.export_dir, run.config)
         print(f"Exported SavedModel to {path}", flush=True)
+    run.replicas.wait_for_chief()
     return test_ppl
 
 
@@ -318,14 +369,28 @@ def train_and_evaluate(config, corpus, save_path, options=RunOptions()):
       Stopped: SIGINT/SIGTERM; what was kept is saved.
     """
     check_memory(config)
+    # First: logical devices and the multi-worker server must precede TensorFlow's start.
+    replicas = distribute.create(options.strategy, config.batch_size, options.num_cpu_replicas,
+                                 options.collective_timeout_seconds,
+                                 options.connect_timeout_seconds)
     train_batches = reader.ptb_producer(corpus.train, config.batch_size, config.num_steps)
     valid_batches = reader.ptb_producer(corpus.valid, config.batch_size, config.num_steps)
-    checkpoints.check_writable(save_path)
-    with checkpoints.lock(save_path), _Interrupts(save_path) as interrupts:
-        run = _open_run(config, corpus, save_path, options, train_batches.epoch_size)
-        with monitoring.Summaries(os.path.join(save_path, "tensorboard")) as run.summaries:
-            _train_epochs(run, train_batches, valid_batches, interrupts)
-            interrupts.stop_at_once = True
-            test_ppl = _test(run)
+    with replicas.lost_peers_as_errors():
+        replicas.check_agreement(checkpoints.run_info(config, options.seed, corpus.word_to_id),
+                                 corpus)
+        # Only the chief writes save_path; the other workers may not even see it.
+        chief = replicas.is_chief
+        if chief:
+            checkpoints.check_writable(save_path)
+        with (checkpoints.lock(save_path) if chief else contextlib.nullcontext()), \
+                _Interrupts(save_path) as interrupts:
+            run = _open_run(config, corpus, save_path, options, train_batches.epoch_size,
+                            replicas)
+            summaries = (monitoring.Summaries(os.path.join(save_path, "tensorboard")) if chief
+                         else _NoSummaries())
+            with summaries as run.summaries:
+                _train_epochs(run, train_batches, valid_batches, interrupts)
+                interrupts.stop_at_once = True
+                test_ppl = _test(run)
     return {"config": configs.to_dict(config), "epochs": run.history,
             "test_perplexity": test_ppl}

@@ -132,6 +132,68 @@ def clip_by_global_norm(grads, clip_norm, as_matvec=False):
     return [scaled(grad) for grad in grads], norm
 
 
+def batch_gradients(ts, x, y, state, keep_masks, global_batch_size):
+    """The forward and backward pass of `x`'s rows: (cost, grads, final state).
+
+    The cost is the rows' cross-entropy summed over time and divided by
+    `global_batch_size`, the whole batch's size: the tutorial's cost when the
+    rows are the whole batch, and a replica's share of it (the shares sum to
+    it) when they are a data-parallel replica's rows. Gradients are those of
+    that cost, the embedding's as IndexedSlices.
+
+    Args:
+      x, y: int32 [rows, num_steps].
+      state: as model.zero_state(rows): the state after the previous batch.
+      keep_masks: the rows' dropout masks, or None without dropout.
+      global_batch_size: int, the batch size the cost is averaged over.
+    """
+    variables = ts.model.trainable_variables
+    with tf.GradientTape() as tape:
+        logits, final = ts.model(x, state, training=True, keep_masks=keep_masks)
+        cost = tf.reduce_sum(model_lib.word_losses(logits, y)) / global_batch_size
+    return cost, tape.gradient(cost, variables), final
+
+
+def apply_gradients(ts, cost, grads, final, as_matvec=False):
+    """Clips `grads` by global norm and applies SGD; writes `final` into ts.carried; counts.
+
+    Given the whole batch's cost, gradients and final state (on one device,
+    or after the replicas' all-reduce), so every replica applies the same
+    update. A non-finite cost or norm leaves every variable untouched and
+    records the step in ts.bad_step. Returns the global norm before clipping.
+    """
+    grads, grad_norm = clip_by_global_norm(grads, ts.config.max_grad_norm, as_matvec)
+    finite = tf.math.is_finite(cost) & tf.math.is_finite(grad_norm)
+
+    def apply():
+        _apply_sgd(ts.model.trainable_variables, grads, ts.lr)
+        tf.nest.map_structure(lambda v, t: v.assign(t), ts.carried, final)
+        ts.epoch_cost.assign_add(tf.cast(cost, tf.float64))
+        ts.epoch_iters.assign_add(ts.config.num_steps)
+        return tf.constant(True)
+
+    def record():
+        ts.bad_step.assign(tf.where(ts.bad_step < 0, ts.global_step, ts.bad_step))
+        return tf.constant(False)
+
+    tf.cond(finite, apply, record)
+    ts.step.assign_add(1)
+    ts.global_step.assign_add(1)
+    return grad_norm
+
+
+def draw_masks(ts):
+    """The whole batch's dropout masks from (seed, global step), or None without dropout.
+
+    Drawn by the plain kernels (outside XLA, whose Philox is ~3x slower and
+    draws other numbers), so XLA on or off trains on the same masks.
+    """
+    if not ts.model.uses_dropout:
+        return None
+    return ts.model.dropout_masks(tf.stack([ts.seed, ts.global_step]),
+                                  ts.config.batch_size, ts.config.num_steps)
+
+
 def make_train_step(ts, jit_compile=False):
     """A tf.function that trains on one [batch_size, num_steps] batch, traced once.
 
@@ -139,48 +201,20 @@ def make_train_step(ts, jit_compile=False):
     the state flows from batch to batch, but each call is its own gradient tape,
     so gradients stop at the batch boundary (truncated backprop). A non-finite
     cost leaves every variable untouched and records the step in ts.bad_step.
-    No Python side effects happen inside, so it can run under a tf.distribute
-    strategy.
+    Returns (cost, grad_norm). (distribute.py builds the data-parallel step
+    from the same two halves, batch_gradients and apply_gradients.)
     """
-    config, model = ts.config, ts.model
+    config = ts.config
     spec = tf.TensorSpec([config.batch_size, config.num_steps], tf.int32)
-    variables = model.trainable_variables
 
     @tf.function(jit_compile=jit_compile)
     def compiled_step(x, y, keep_masks):
-        with tf.GradientTape() as tape:
-            logits, final = model(x, ts.carried, training=True, keep_masks=keep_masks)
-            cost = model_lib.sequence_cost(logits, y)
-        grads = tape.gradient(cost, variables)
-        grads, grad_norm = clip_by_global_norm(grads, config.max_grad_norm, jit_compile)
-        finite = tf.math.is_finite(cost) & tf.math.is_finite(grad_norm)
-
-        def apply():
-            _apply_sgd(variables, grads, ts.lr)
-            tf.nest.map_structure(lambda v, t: v.assign(t), ts.carried, final)
-            ts.epoch_cost.assign_add(tf.cast(cost, tf.float64))
-            ts.epoch_iters.assign_add(config.num_steps)
-            return tf.constant(True)
-
-        def record():
-            ts.bad_step.assign(tf.where(ts.bad_step < 0, ts.global_step, ts.bad_step))
-            return tf.constant(False)
-
-        tf.cond(finite, apply, record)
-        ts.step.assign_add(1)
-        ts.global_step.assign_add(1)
-        return cost, grad_norm
+        cost, grads, final = batch_gradients(ts, x, y, ts.carried, keep_masks, config.batch_size)
+        return cost, apply_gradients(ts, cost, grads, final, as_matvec=jit_compile)
 
     @tf.function(input_signature=[spec, spec])
     def train_step(x, y):
-        # Dropout masks come from (seed, global step), drawn by the plain
-        # kernels (outside XLA, whose Philox is ~3x slower and draws other
-        # numbers), so XLA on or off trains on the same masks.
-        keep_masks = None
-        if model.uses_dropout:
-            keep_masks = model.dropout_masks(tf.stack([ts.seed, ts.global_step]),
-                                             config.batch_size, config.num_steps)
-        return compiled_step(x, y, keep_masks)
+        return compiled_step(x, y, draw_masks(ts))
     return train_step
 
 

@@ -1,0 +1,538 @@
+"""Data-parallel training on tf.distribute: the strategy, the row sharding, the all-reduce; the one place that knows replicas exist.
+
+    strategy none          one device: training.make_train_step as it is
+    strategy mirrored      MirroredStrategy over the local GPUs (or N logical CPUs, for tests)
+    strategy multi_worker  MultiWorkerMirroredStrategy from TF_CONFIG, one process per worker
+
+The global batch stays config.batch_size (B); N replicas split its rows, and
+each replica keeps its rows from batch to batch, so its carried state
+continues them (replica r owns rows r*B/N .. (r+1)*B/N - 1):
+
+    batch rows   0 .. B/N-1 | B/N .. 2B/N-1 | ... | (N-1)B/N .. B-1
+    replica           0     |       1       | ... |       N-1
+
+Each replica's cost is its rows' loss summed over time divided by the GLOBAL
+B, so the replicas' costs and gradients sum to the one-device ones: the
+gradients are summed by all-reduce (the embedding's IndexedSlices are
+all-gathered, not densified, so the clipping norm counts the rows as one
+device does), clipped on the global norm and applied identically on every
+replica. Each replica's dropout masks are its rows of the whole batch's masks
+drawn from (seed, global step). The final states are all-gathered into the
+[B, H] variables ts.carried on every replica, so a checkpoint has the
+one-device layout whatever N is, and a resume with any N slices its rows.
+"""
+
+import contextlib
+import functools
+import hashlib
+import json
+import os
+import re
+import shutil
+import socket
+import sys
+import tempfile
+import threading
+
+import numpy as np
+import tensorflow as tf
+
+import model as model_lib
+import training
+from errors import UserError
+
+STRATEGIES = ("auto", "none", "mirrored", "multi_worker")
+SUM = tf.distribute.ReduceOp.SUM
+_TF_CONFIG_EXAMPLE = ('{"cluster": {"worker": ["host0:port", "host1:port"]}, '
+                      '"task": {"type": "worker", "index": 0}}')
+# What TensorFlow raises when a peer dies or a collective times out.
+_LOST_PEER = (tf.errors.UnavailableError, tf.errors.DeadlineExceededError,
+              tf.errors.CancelledError, tf.errors.AbortedError)
+# Waiting for the chief's single-stream test perplexity: a dead chief is seen
+# by the heartbeats within seconds, so this bound only caps a hung one.
+_TEST_WAIT_SECONDS = 4 * 3600
+
+
+class DistributeError(UserError):
+    """A strategy that cannot run here, a bad TF_CONFIG, workers that disagree or lost a peer."""
+
+
+def check_options(strategy, num_cpu_replicas, collective_timeout_seconds, connect_timeout_seconds):
+    """Raises DistributeError for option values that cannot work (nothing is started)."""
+    if strategy not in STRATEGIES:
+        raise DistributeError(f"strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
+    if isinstance(num_cpu_replicas, bool) or not isinstance(num_cpu_replicas, int) \
+            or num_cpu_replicas < 0:
+        raise DistributeError(f"num_cpu_replicas must be an integer >= 0 (0: off), got "
+                              f"{num_cpu_replicas!r}")
+    if num_cpu_replicas and strategy != "mirrored":
+        raise DistributeError(f"num_cpu_replicas={num_cpu_replicas} needs strategy mirrored "
+                              f"(it splits this CPU into logical devices), got {strategy!r}")
+    for name, value in (("collective_timeout_seconds", collective_timeout_seconds),
+                        ("connect_timeout_seconds", connect_timeout_seconds)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+            raise DistributeError(f"{name} must be > 0, got {value!r}")
+
+
+class Cluster:
+    """The workers of a TF_CONFIG and this process's index among them."""
+
+    def __init__(self, workers, index):
+        self.workers = tuple(workers)  # "host:port" each
+        self.index = index
+
+
+def _fail_tf_config(reason):
+    raise DistributeError(f"TF_CONFIG {reason}; expected e.g. {_TF_CONFIG_EXAMPLE}")
+
+
+def parse_tf_config(text):
+    """TF_CONFIG's JSON as a Cluster: one `worker` job, this task's index in it.
+
+    Raises:
+      DistributeError: not JSON, no worker list, a malformed address, another
+        job type (chief, ps, evaluator), or an index outside the list.
+    """
+    try:
+        spec = json.loads(text)
+    except ValueError as e:
+        _fail_tf_config(f"is not valid JSON ({e})")
+    if not isinstance(spec, dict) or not isinstance(spec.get("cluster"), dict):
+        _fail_tf_config("has no \"cluster\" object")
+    cluster, task = spec["cluster"], spec.get("task")
+    others = sorted(set(cluster) - {"worker"})
+    if others:
+        _fail_tf_config(f"has job(s) {', '.join(others)}: only a \"worker\" job is supported "
+                        f"(worker 0 is the chief)")
+    workers = cluster.get("worker")
+    if not isinstance(workers, list) or not workers:
+        _fail_tf_config("has no non-empty \"worker\" list in \"cluster\"")
+    for address in workers:
+        host, _, port = address.rpartition(":") if isinstance(address, str) else ("", "", "")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            _fail_tf_config(f"worker address {address!r} is not host:port")
+    if len(set(workers)) != len(workers):
+        _fail_tf_config("lists a worker address twice")
+    if not isinstance(task, dict) or task.get("type") != "worker":
+        _fail_tf_config("needs \"task\": {\"type\": \"worker\", \"index\": I}")
+    index = task.get("index")
+    if isinstance(index, bool) or not isinstance(index, int):
+        _fail_tf_config(f"task index {index!r} is not an integer")
+    if not 0 <= index < len(workers):
+        raise DistributeError(f"TF_CONFIG task index {index} is out of range: the cluster has "
+                              f"{len(workers)} worker(s), indices 0..{len(workers) - 1}")
+    return Cluster(workers, index)
+
+
+def resolve(strategy, environ=None):
+    """`auto` -> multi_worker when TF_CONFIG is set, else none; other names as they are."""
+    environ = os.environ if environ is None else environ
+    if strategy == "auto":
+        return "multi_worker" if environ.get("TF_CONFIG") else "none"
+    return strategy
+
+
+def check_divides(batch_size, num_replicas):
+    """Raises DistributeError unless the replicas can split batch_size's rows evenly."""
+    if batch_size % num_replicas:
+        raise DistributeError(f"batch_size {batch_size} is not divisible by the {num_replicas} "
+                              f"replicas; use a batch_size that is a multiple of {num_replicas} "
+                              f"or another number of replicas")
+
+
+def _digest(value):
+    """A JSON value's sha256 as a float64 that holds it exactly (48 bits)."""
+    text = json.dumps(value, sort_keys=True).encode()
+    return float(int.from_bytes(hashlib.sha256(text).digest()[:6], "big"))
+
+
+def _data_digest(corpus):
+    digest = hashlib.sha256()
+    for split in (corpus.train, corpus.valid, corpus.test):
+        digest.update(np.ascontiguousarray(split, np.int32).tobytes())
+    return digest.hexdigest()
+
+
+def _reachable(address, seconds=2.0):
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host, int(port)), timeout=seconds):
+            return True
+    except OSError:
+        return False
+
+
+class Replicas:
+    """The strategy, the rows each replica owns, and the data-parallel steps.
+
+    Attributes:
+      strategy: tf.distribute.Strategy, or None for one device.
+      num_replicas: replicas in sync (1 without a strategy).
+      is_chief: this process writes the run directory and runs the test.
+      cluster: Cluster for multi_worker, else None.
+    """
+
+    def __init__(self, strategy=None, cluster=None, collective_timeout_seconds=300.0):
+        self.strategy = strategy
+        self.num_replicas = strategy.num_replicas_in_sync if strategy else 1
+        self.cluster = cluster
+        self.is_chief = cluster is None or cluster.index == 0
+        self.timeout = collective_timeout_seconds
+        self.options = tf.distribute.experimental.CommunicationOptions(
+            timeout_seconds=collective_timeout_seconds)
+
+    @property
+    def name(self):
+        if self.cluster:
+            return f"multi_worker ({len(self.cluster.workers)} workers, this is worker " \
+                   f"{self.cluster.index})"
+        return f"mirrored ({self.num_replicas} replicas)" if self.strategy else "none"
+
+    def scope(self):
+        """Variables created inside are mirrored on every replica."""
+        return self.strategy.scope() if self.strategy else contextlib.nullcontext()
+
+    def rows(self, replica, batch_size):
+        """(start, stop): the batch rows replica `replica` owns."""
+        rows = batch_size // self.num_replicas
+        return replica * rows, (replica + 1) * rows
+
+    @staticmethod
+    def _replica(ctx):
+        replica = tf.get_static_value(ctx.replica_id_in_sync_group)
+        if replica is None:  # MirroredStrategy and MWMS make it a constant
+            raise RuntimeError("the replica id is not known when tracing")
+        return int(replica)
+
+    # ---- training
+
+    def make_train_step(self, ts, jit_compile=False):
+        """The step for run_epoch: (x, y) int32 [batch_size, num_steps] -> (cost, grad_norm, ...).
+
+        With a strategy, a _DataParallelStep; without, training.make_train_step's.
+        Either has agree(outputs, save, stop) (see there).
+        """
+        if not self.strategy:
+            return _OneDeviceStep(training.make_train_step(ts, jit_compile))
+        return _DataParallelStep(self, ts, jit_compile)
+
+    def any_worker(self, flag):
+        """True if `flag` is True on any worker (a collective: every worker must call it)."""
+        if not self.cluster:
+            return bool(flag)
+        value = self.strategy.experimental_distribute_values_from_function(
+            lambda ctx: tf.constant(float(flag)))
+        return float(self.strategy.reduce(SUM, value, axis=None).numpy()) > 0
+
+    # ---- evaluation
+
+    def make_evaluate(self, model, batch_size, num_steps, jit_compile=False):
+        """A function batches -> perplexity: validation at the training batch shape.
+
+        With N replicas each runs its rows with its state carried, and the
+        loss sums are added once at the end: the number one device gives.
+        """
+        if not self.strategy:
+            step = training.make_eval_step(model, batch_size, num_steps, jit_compile)
+            return functools.partial(training.evaluate, model, eval_step=step)
+        strategy, rows = self.strategy, batch_size // self.num_replicas
+        eval_step = training.make_eval_step(model, rows, num_steps, jit_compile)
+
+        def replica_eval(x, y, state, total):
+            start, stop = self.rows(self._replica(tf.distribute.get_replica_context()),
+                                    batch_size)
+            losses, final = eval_step(x[start:stop], y[start:stop], state)
+            return final, total + tf.reduce_sum(tf.cast(losses, tf.float64))
+
+        @tf.function
+        def step(x, y, state, total):
+            return strategy.run(replica_eval, args=(x, y, state, total))
+
+        def evaluate(batches):
+            state = strategy.experimental_distribute_values_from_function(
+                lambda ctx: model.zero_state(rows))
+            total = strategy.experimental_distribute_values_from_function(
+                lambda ctx: tf.constant(0.0, tf.float64))
+            for x, y in batches.dataset():
+                state, total = step(x, y, state, total)
+            total = strategy.reduce(SUM, total, axis=None)
+            words = batches.epoch_size * batches.batch_size * batches.num_steps
+            return training.perplexity(float(total.numpy()) / words)
+        return evaluate
+
+    # ---- multi-worker: agreement, the chief's state, checkpoints, waiting
+
+    def check_agreement(self, run_info, corpus):
+        """Refuses, before training, workers whose config, seed, vocabulary or data differ.
+
+        A collective: every worker calls it. Raises DistributeError naming the
+        first worker that differs from worker 0 and in what.
+        """
+        if not self.cluster:
+            return
+        names = ("config", "seed", "vocabulary", "data")
+        mine = [_digest(run_info["config"]), _digest(run_info["seed"]),
+                _digest(run_info["vocab_hash"]), _digest(_data_digest(corpus))]
+        value = self.strategy.experimental_distribute_values_from_function(
+            lambda ctx: tf.constant([mine], tf.float64))
+        table = self.strategy.gather(value, axis=0).numpy()  # [workers, 4]
+        for worker, row in enumerate(table):
+            differ = [name for name, a, b in zip(names, table[0], row) if a != b]
+            if differ:
+                raise DistributeError(
+                    f"workers disagree before training: worker {worker} "
+                    f"({self.cluster.workers[worker]}) has another {' and '.join(differ)} than "
+                    f"worker 0 ({self.cluster.workers[0]}); start every worker with the same "
+                    f"flags, seed and data")
+
+    def sync_from_chief(self, variables):
+        """Gives every worker the chief's values of `variables` (after the chief restored)."""
+        if not self.cluster:
+            return
+        variables = list(variables)
+
+        @tf.function
+        def sync():
+            def replica_fn():
+                ctx = tf.distribute.get_replica_context()
+                chief = tf.equal(ctx.replica_id_in_sync_group, 0)
+                for dtype in {v.dtype for v in variables}:  # one all-reduce per dtype
+                    group = [v for v in variables if v.dtype == dtype]
+                    values = [tf.where(chief, v.read_value(), tf.zeros_like(v)) for v in group]
+                    for var, value in zip(group, ctx.all_reduce(SUM, values,
+                                                                options=self.options)):
+                        var.assign(value)
+            self.strategy.run(replica_fn)
+        sync()
+
+    def checkpointer(self, make_chief_checkpointer, ts):
+        """The chief's Checkpointer (made by the callable); other workers' _WorkerCheckpointer."""
+        return make_chief_checkpointer() if self.is_chief else _WorkerCheckpointer(ts)
+
+    def wait_for_chief(self):
+        """Every worker meets here: the chief after its test, the others waiting for it."""
+        if not self.cluster:
+            return
+        options = tf.distribute.experimental.CommunicationOptions(
+            timeout_seconds=_TEST_WAIT_SECONDS)
+        value = self.strategy.experimental_distribute_values_from_function(
+            lambda ctx: tf.constant(0.0))
+        self.strategy.extended.reduce_to(SUM, value, "/cpu:0", options=options)
+
+    @contextlib.contextmanager
+    def lost_peers_as_errors(self):
+        """A dead or silent peer's TensorFlow error as one DistributeError line."""
+        if not self.cluster:
+            yield
+            return
+        try:
+            yield
+        except _LOST_PEER as e:
+            raise DistributeError(self._describe_lost_peer(e)) from None
+
+    def _describe_lost_peer(self, error):
+        text = str(error)
+        tasks = sorted({int(t) for t in re.findall(r"/job:worker/(?:replica:\d+/)?task:(\d+)",
+                                                   text)} - {self.cluster.index})
+        if tasks:
+            who = ", ".join(f"worker {t} ({self.cluster.workers[t]})" for t in tasks)
+            what = f"lost {who}"
+        elif isinstance(error, tf.errors.DeadlineExceededError):
+            what = f"a collective got no answer from the other workers in {self.timeout:g} s"
+        else:
+            what = "lost contact with another worker"
+        return (f"{what} (worker {self.cluster.index} stops); rerun every worker to resume from "
+                f"the last checkpoint")
+
+
+class _OneDeviceStep:
+    """training.make_train_step's step with the agree() of a data-parallel one."""
+
+    def __init__(self, step):
+        self._step = step
+
+    def __call__(self, x, y):
+        return self._step(x, y)
+
+    def agree(self, outputs, save, stop):
+        return save, stop
+
+
+class _DataParallelStep:
+    """One data-parallel training step, traced once.
+
+    Per replica: its rows' forward and backward pass (under XLA when asked:
+    the part XLA can compile on CPU, with no collective inside), then the
+    all-reduce of the gradients and of the cost, the all-gather of the final
+    states, and training.apply_gradients, identical on every replica.
+
+    agree(): signals and periodic saves must happen at the same step on every
+    worker, or one would wait for the others in a collective. So each step
+    also sums every worker's (save, stop) requests, sent with the step after
+    they were made, and agree() returns the sums of the step just run.
+    """
+
+    def __init__(self, replicas, ts, jit_compile):
+        strategy, config = replicas.strategy, ts.config
+        batch_size = config.batch_size
+        options = replicas.options
+        spec = tf.TensorSpec([batch_size, config.num_steps], tf.int32)
+        grads_fn = tf.function(functools.partial(training.batch_gradients, ts,
+                                                 global_batch_size=batch_size),
+                               jit_compile=jit_compile)
+        self._requests = np.zeros([2], np.float32)
+
+        def replica_step(x, y, masks, requests):
+            ctx = tf.distribute.get_replica_context()
+            start, stop = replicas.rows(replicas._replica(ctx), batch_size)
+            state = tf.nest.map_structure(lambda v: v[start:stop], ts.carried)
+            keep = None if masks is None else model_lib.PTBModel.mask_rows(masks, start, stop)
+            cost, grads, final = grads_fn(x[start:stop], y[start:stop], state, keep)
+            grads = ctx.all_reduce(SUM, grads, options=options)
+            summed = ctx.all_reduce(SUM, tf.concat([cost[None], requests], 0), options=options)
+            final = ctx.all_gather(final, axis=0, options=options)  # [batch_size, H], row order
+            grad_norm = training.apply_gradients(ts, summed[0], grads, final)
+            return summed[0], grad_norm, summed[1:]
+
+        @tf.function(input_signature=[spec, spec, tf.TensorSpec([2], tf.float32)])
+        def step(x, y, requests):
+            masks = training.draw_masks(ts)
+            outputs = strategy.run(replica_step, args=(x, y, masks, requests))
+            return tf.nest.map_structure(
+                lambda v: strategy.experimental_local_results(v)[0], outputs)
+        self._step = step
+
+    def __call__(self, x, y):
+        outputs = self._step(x, y, tf.constant(self._requests))
+        self._requests[:] = 0
+        return outputs
+
+    def agree(self, outputs, save, stop):
+        """This worker's wishes go with the next step; returns (save, stop) agreed for this one."""
+        self._requests[:] = np.maximum(self._requests, [float(save), float(stop)])
+        agreed = outputs[2].numpy()
+        return bool(agreed[0] > 0), bool(agreed[1] > 0)
+
+
+class _WorkerCheckpointer:
+    """A non-chief worker's checkpoints: written where TF's multi-worker checkpointing wants
+    every worker to write (for variables that aggregate when saved), then deleted.
+
+    The chief's snapshot is the run's; a non-chief restores nothing (it gets
+    the chief's values through Replicas.sync_from_chief).
+    """
+
+    def __init__(self, ts):
+        self._checkpoint = tf.train.Checkpoint(state=ts)
+
+    def save(self, best=False):
+        directory = tempfile.mkdtemp(prefix="ptb-worker-checkpoint-")
+        try:
+            self._checkpoint.write(os.path.join(directory, "ckpt"))
+        finally:
+            shutil.rmtree(directory, ignore_errors=True)
+
+    def restore(self):
+        return None
+
+    def get_history(self):
+        return []
+
+    def set_history(self, history):
+        pass
+
+
+# ---- building the strategy
+
+def _logical_cpus(count):
+    """Splits the CPU into `count` logical devices; their names."""
+    cpus = tf.config.list_physical_devices("CPU")
+    try:
+        tf.config.set_logical_device_configuration(
+            cpus[0], [tf.config.LogicalDeviceConfiguration()] * count)
+    except RuntimeError:  # TensorFlow's devices are up already
+        if len(tf.config.list_logical_devices("CPU")) != count:
+            raise DistributeError(
+                f"num_cpu_replicas={count} must be set before TensorFlow starts its devices; "
+                f"set it in a fresh process (the driver does)") from None
+    return [device.name for device in tf.config.list_logical_devices("CPU")]
+
+
+def _mirrored(num_cpu_replicas):
+    if num_cpu_replicas:
+        return tf.distribute.MirroredStrategy(_logical_cpus(num_cpu_replicas))
+    gpus = tf.config.list_physical_devices("GPU")
+    if not gpus:
+        raise DistributeError("strategy mirrored found no GPU; pass num_cpu_replicas=N "
+                              "(--num_cpu_replicas) to split the CPU for a test, or use "
+                              "strategy none")
+    return tf.distribute.MirroredStrategy()
+
+
+class _Deadline:
+    """Exits the process with one error line unless cancelled within `seconds`.
+
+    Joining the cluster blocks inside TensorFlow (C++), which no Python
+    timeout can interrupt; this names the workers that cannot be reached.
+    """
+
+    def __init__(self, seconds, cluster):
+        self._timer = threading.Timer(seconds, self._expire, args=(seconds, cluster))
+        self._timer.daemon = True
+
+    def _expire(self, seconds, cluster):
+        peers = [(i, a) for i, a in enumerate(cluster.workers) if i != cluster.index]
+        down = [f"worker {i} at {a}" for i, a in peers if not _reachable(a)]
+        who = ", ".join(down) if down else ", ".join(f"worker {i} at {a}" for i, a in peers)
+        state = "unreachable" if down else "reachable but did not join"
+        print(f"error: worker {cluster.index} waited {seconds:g} s for the cluster: {who} "
+              f"{state}; start every worker (same TF_CONFIG cluster) or fix the addresses",
+              file=sys.stderr, flush=True)
+        os._exit(2)
+
+    def __enter__(self):
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._timer.cancel()
+
+
+def create(strategy, batch_size, num_cpu_replicas=0, collective_timeout_seconds=300.0,
+           connect_timeout_seconds=120.0, environ=None):
+    """The Replicas of `strategy`, checked against batch_size before TensorFlow starts.
+
+    Call before anything else initialises TensorFlow's devices (logical CPUs
+    and the multi-worker server must come first).
+
+    Raises:
+      DistributeError: bad TF_CONFIG, no GPU for mirrored, batch_size not
+        divisible by the replicas, devices already initialised.
+    """
+    environ = os.environ if environ is None else environ
+    strategy = resolve(strategy, environ)
+    if strategy == "none":
+        return Replicas()
+    if strategy == "mirrored":
+        if num_cpu_replicas:
+            check_divides(batch_size, num_cpu_replicas)
+        replicas = Replicas(_mirrored(num_cpu_replicas), None, collective_timeout_seconds)
+        check_divides(batch_size, replicas.num_replicas)
+        return replicas
+    if not environ.get("TF_CONFIG"):
+        raise DistributeError(f"strategy multi_worker needs TF_CONFIG in the environment, "
+                              f"e.g. {_TF_CONFIG_EXAMPLE}")
+    cluster = parse_tf_config(environ["TF_CONFIG"])
+    check_divides(batch_size, len(cluster.workers))
+    options = tf.distribute.experimental.CommunicationOptions(
+        timeout_seconds=collective_timeout_seconds)
+    with _Deadline(connect_timeout_seconds, cluster):
+        resolver = tf.distribute.cluster_resolver.SimpleClusterResolver(
+            tf.train.ClusterSpec({"worker": list(cluster.workers)}), task_type="worker",
+            task_id=cluster.index, rpc_layer="grpc")
+        mwms = tf.distribute.MultiWorkerMirroredStrategy(cluster_resolver=resolver,
+                                                         communication_options=options)
+        replicas = Replicas(mwms, cluster, collective_timeout_seconds)
+        replicas.any_worker(False)  # every worker has joined
+    check_divides(batch_size, replicas.num_replicas)
+    return replicas
