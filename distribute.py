@@ -29,10 +29,9 @@ import json
 import os
 import re
 import shutil
-import socket
+import subprocess
 import sys
 import tempfile
-import threading
 
 import numpy as np
 import tensorflow as tf
@@ -151,15 +150,6 @@ def _data_digest(corpus):
     for split in (corpus.train, corpus.valid, corpus.test):
         digest.update(np.ascontiguousarray(split, np.int32).tobytes())
     return digest.hexdigest()
-
-
-def _reachable(address, seconds=2.0):
-    host, _, port = address.rpartition(":")
-    try:
-        with socket.create_connection((host, int(port)), timeout=seconds):
-            return True
-    except OSError:
-        return False
 
 
 class Replicas:
@@ -469,33 +459,43 @@ def _mirrored(num_cpu_replicas):
     return tf.distribute.MirroredStrategy()
 
 
-class _Deadline:
-    """Exits the process with one error line unless cancelled within `seconds`.
+# The watchdog of joining the cluster, run in its own Python process: TensorFlow
+# blocks in C++ holding the GIL while it waits for the workers, so no thread or
+# signal handler of ours could run. If the parent has not closed our stdin
+# within the deadline, name the workers that do not answer and SIGKILL it.
+_WATCHDOG = r"""
+import os, select, signal, socket, sys
+pid, seconds, index, workers = int(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3]), sys.argv[4:]
+if select.select([sys.stdin], [], [], seconds)[0]:
+    sys.exit(0)  # the parent joined (or ended): its end of the pipe closed
+def reachable(address):
+    host, _, port = address.rpartition(":")
+    try:
+        socket.create_connection((host, int(port)), timeout=2).close()
+        return True
+    except OSError:
+        return False
+peers = [(i, a) for i, a in enumerate(workers) if i != index]
+down = [f"worker {i} at {a}" for i, a in peers if not reachable(a)]
+who = ", ".join(down or [f"worker {i} at {a}" for i, a in peers])
+state = "unreachable" if down else "reachable but did not join"
+print(f"error: worker {index} waited {seconds:g} s for the cluster: {who} {state}; start every "
+      f"worker (same TF_CONFIG cluster) or fix the addresses", file=sys.stderr, flush=True)
+os.kill(pid, signal.SIGKILL)
+"""
 
-    Joining the cluster blocks inside TensorFlow (C++), which no Python
-    timeout can interrupt; this names the workers that cannot be reached.
-    """
 
-    def __init__(self, seconds, cluster):
-        self._timer = threading.Timer(seconds, self._expire, args=(seconds, cluster))
-        self._timer.daemon = True
-
-    def _expire(self, seconds, cluster):
-        peers = [(i, a) for i, a in enumerate(cluster.workers) if i != cluster.index]
-        down = [f"worker {i} at {a}" for i, a in peers if not _reachable(a)]
-        who = ", ".join(down) if down else ", ".join(f"worker {i} at {a}" for i, a in peers)
-        state = "unreachable" if down else "reachable but did not join"
-        print(f"error: worker {cluster.index} waited {seconds:g} s for the cluster: {who} "
-              f"{state}; start every worker (same TF_CONFIG cluster) or fix the addresses",
-              file=sys.stderr, flush=True)
-        os._exit(2)
-
-    def __enter__(self):
-        self._timer.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._timer.cancel()
+@contextlib.contextmanager
+def _deadline(seconds, cluster):
+    """Kills this process with one error line unless the block ends within `seconds`."""
+    watchdog = subprocess.Popen(
+        [sys.executable, "-c", _WATCHDOG, str(os.getpid()), str(seconds), str(cluster.index),
+         *cluster.workers], stdin=subprocess.PIPE)
+    try:
+        yield
+    finally:
+        watchdog.stdin.close()
+        watchdog.wait()
 
 
 def create(strategy, batch_size, num_cpu_replicas=0, collective_timeout_seconds=300.0,
@@ -526,7 +526,7 @@ def create(strategy, batch_size, num_cpu_replicas=0, collective_timeout_seconds=
     check_divides(batch_size, len(cluster.workers))
     options = tf.distribute.experimental.CommunicationOptions(
         timeout_seconds=collective_timeout_seconds)
-    with _Deadline(connect_timeout_seconds, cluster):
+    with _deadline(connect_timeout_seconds, cluster):
         resolver = tf.distribute.cluster_resolver.SimpleClusterResolver(
             tf.train.ClusterSpec({"worker": list(cluster.workers)}), task_type="worker",
             task_id=cluster.index, rpc_layer="grpc")

@@ -85,8 +85,12 @@ class RunOptions:
             raise RunError(f"progress must be one of {', '.join(PROGRESS)}, got "
                            f"{self.progress!r}")
         kernels.jit_compile(kernels.resolve(self.rnn_mode), self.xla)
-        distribute.check_options(self.strategy, self.num_cpu_replicas,
-                                 self.collective_timeout_seconds, self.connect_timeout_seconds)
+        try:
+            distribute.check_options(self.strategy, self.num_cpu_replicas,
+                                     self.collective_timeout_seconds,
+                                     self.connect_timeout_seconds)
+        except distribute.DistributeError as e:
+            raise RunError(str(e)) from None
 
 
 def _physical_memory_bytes():
@@ -238,6 +242,11 @@ class _Run:
     history: list = None
 
     @property
+    def saved_in(self):
+        """Where the run's checkpoints are, as the stop message says it."""
+        return self.save_path if self.replicas.is_chief else "the chief's save_path (worker 0)"
+
+    @property
     def metrics_path(self):
         return os.path.join(self.save_path, METRICS_FILE)
 
@@ -304,7 +313,7 @@ def _train_epochs(run, train_batches, valid_batches, interrupts):
             progress.end_epoch()
         if not finished:
             raise Stopped(f"Stopped at epoch {epoch + 1} step {int(ts.step.numpy())}; checkpoint "
-                          f"saved in {run.save_path}: run the same command to resume.")
+                          f"saved in {run.saved_in}: run the same command to resume.")
         seconds = time.time() - start
         train_ppl = ts.epoch_perplexity()
         print(f"Epoch: {epoch + 1} Train Perplexity: {train_ppl:.3f}", flush=True)
@@ -321,7 +330,7 @@ def _train_epochs(run, train_batches, valid_batches, interrupts):
         run.write_metrics()
         if run.replicas.any_worker(interrupts.signum is not None):
             raise Stopped(f"Stopped after epoch {epoch + 1}; checkpoint saved in "
-                          f"{run.save_path}: run the same command to resume.")
+                          f"{run.saved_in}: run the same command to resume.")
 
 
 def _test(run):
