@@ -203,3 +203,179 @@ def test_mirrored_two_cpus_trains_as_one_device(make_corpus, tmp_path):
         assert f"{a:.4g}" == f"{b:.4g}", field
     assert f"{mirrored['metrics']['test_perplexity']:.4g}" == \
         f"{one['metrics']['test_perplexity']:.4g}"
+
+
+# -------------------- multi_worker: worker processes on loopback ports
+
+def _free_ports(count):
+    sockets = [socket.socket() for _ in range(count)]
+    for sock in sockets:
+        sock.bind(("127.0.0.1", 0))
+    ports = [sock.getsockname()[1] for sock in sockets]
+    for sock in sockets:
+        sock.close()
+    return ports
+
+
+def _driver_args(data, save, *extra):
+    return ["--model=test", "--override=batch_size=4", "--override=num_steps=5",
+            "--override=hidden_size=16", "--override=keep_prob=0.5", "--override=max_epoch=1",
+            "--override=max_max_epoch=2", f"--data_path={data}", f"--save_path={save}",
+            "--progress=plain", "--collective_timeout_seconds=60",
+            "--connect_timeout_seconds=60", *extra]
+
+
+class _Process:
+    """The driver in a child process, its output in files (read while it runs)."""
+
+    def __init__(self, args, log, tf_config=None):
+        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+        env.pop("TF_CONFIG", None)
+        if tf_config:
+            env["TF_CONFIG"] = json.dumps(tf_config)
+        self.out, self.err = f"{log}.out", f"{log}.err"
+        self.tf_address = (tf_config["cluster"]["worker"][tf_config["task"]["index"]]
+                           if tf_config else None)
+        with open(self.out, "w") as out, open(self.err, "w") as err:
+            self.proc = subprocess.Popen([sys.executable, str(REPO / "ptb_word_lm.py"), *args],
+                                         cwd=REPO, env=env, stdout=out, stderr=err, text=True)
+
+    def stdout(self):
+        with open(self.out) as f:
+            return f.read()
+
+    def wait(self, timeout=300):
+        """(returncode, stdout, stderr) once it ends."""
+        try:
+            self.proc.wait(timeout)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+        with open(self.err) as f:
+            return self.proc.returncode, self.stdout(), f.read()
+
+    def wait_for(self, pattern, timeout=120):
+        deadline = time.time() + timeout
+        while not re.search(pattern, self.stdout(), re.M):
+            assert self.proc.poll() is None and time.time() < deadline, self.wait(1)
+            time.sleep(0.05)
+
+
+def _workers(args_of, tmp_path, tag):
+    """Two worker processes of one cluster; args_of(index) gives each its driver flags."""
+    ports = _free_ports(2)
+    cluster = {"worker": [f"127.0.0.1:{port}" for port in ports]}
+    return [_Process(args_of(i), tmp_path / f"{tag}{i}",
+                     {"cluster": cluster, "task": {"type": "worker", "index": i}})
+            for i in range(2)]
+
+
+@pytest.fixture(scope="module")
+def mw_data(tmp_path_factory):
+    """A corpus of 60 training steps of 4 x 5, and one process's perplexity lines on it."""
+    data = tmp_path_factory.mktemp("mw_data")
+    for name, text in (("train", _train_text(4 * 5 * 60 + 4)), ("valid", grammar_text(40, 1)),
+                       ("test", grammar_text(40, 2))):
+        (data / f"ptb.{name}.txt").write_text(text)
+    save = tmp_path_factory.mktemp("mw_reference") / "run"
+    code, out, err = _Process(_driver_args(data, save), save).wait()
+    assert code == 0, err[-3000:]
+    reference = _perplexities(out)
+    assert len(reference) == 5, out
+    return data, reference
+
+
+def test_multi_worker_two_processes_train_as_one(mw_data, tmp_path):
+    data, reference = mw_data
+    workers = _workers(lambda i: _driver_args(data, tmp_path / f"save{i}"), tmp_path, "w")
+    (code0, out0, err0), (code1, out1, err1) = [w.wait() for w in workers]
+    assert code0 == 0 and code1 == 0, err0[-2000:] + err1[-2000:]
+    assert "strategy: multi_worker (2 workers, this is worker 0)" in out0
+    assert _perplexities(out0) == reference
+    assert "computed by the chief, worker 0" in out1 and "Test Perplexity" not in out1
+    assert list((tmp_path / "save0").glob("ckpt-*.index"))
+    assert not (tmp_path / "save1").exists()  # a non-chief writes nothing of the run
+
+
+def test_multi_worker_sigterm_stops_all_and_resumes_on_one_process(mw_data, tmp_path):
+    data, reference = mw_data
+    save = tmp_path / "run"
+    workers = _workers(lambda i: _driver_args(data, save), tmp_path, "w")
+    workers[0].wait_for(r"^0\.\d+ perplexity")
+    workers[1].proc.send_signal(signal.SIGTERM)  # to the non-chief: the chief stops too
+    for code, out, err in [w.wait() for w in workers]:
+        assert code == 1 and re.search(r"^Stopped at epoch 1 step \d+; checkpoint saved in", err,
+                                       re.M), err[-2000:]
+    code, out, err = _Process(_driver_args(data, save), tmp_path / "one").wait()
+    assert code == 0, err[-2000:]
+    assert re.search(r"^Resuming from .*ckpt-\d+: epoch 1, step \d+ of \d+", out, re.M)
+    assert _perplexities(out) == reference
+
+
+def test_one_process_checkpoint_resumes_on_two_workers(mw_data, tmp_path):
+    data, reference = mw_data
+    save = tmp_path / "run"
+    one = _Process(_driver_args(data, save), tmp_path / "one")
+    one.wait_for(r"^0\.\d+ perplexity")
+    one.proc.send_signal(signal.SIGTERM)
+    code, _, err = one.wait()
+    assert code == 1 and "Stopped at epoch 1" in err
+    workers = _workers(lambda i: _driver_args(data, save), tmp_path, "w")
+    (code0, out0, err0), (code1, _, err1) = [w.wait() for w in workers]
+    assert code0 == 0 and code1 == 0, err0[-2000:] + err1[-2000:]
+    assert re.search(r"^Resuming from .*ckpt-\d+: epoch 1, step \d+ of \d+", out0, re.M)
+    assert _perplexities(out0) == reference
+
+
+def test_killed_worker_stops_the_other_in_one_line_and_rerun_resumes(mw_data, tmp_path):
+    data, reference = mw_data
+    save = tmp_path / "run"
+    args = lambda i: _driver_args(data, save, "--checkpoint_every_steps=20")  # noqa: E731
+    workers = _workers(args, tmp_path, "w")
+    workers[0].wait_for(r"^0\.[4-9]\d+ perplexity")  # past the checkpoint of step 20
+    workers[1].proc.kill()
+    start = time.time()
+    code, out, err = workers[0].wait(timeout=120)
+    assert time.time() - start < 90
+    assert code != 0 and "Traceback" not in err
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, err[-2000:]
+    assert errors[0].startswith(f"error: lost worker 1 ({workers[1].tf_address})"), errors[0]
+    workers = _workers(args, tmp_path, "again")
+    (code0, out0, err0), (code1, _, err1) = [w.wait() for w in workers]
+    assert code0 == 0 and code1 == 0, err0[-2000:] + err1[-2000:]
+    assert re.search(r"^Resuming from .*ckpt-\d+: epoch 1, step [2-9]\d of \d+", out0, re.M)
+    assert _perplexities(out0) == reference
+
+
+@pytest.mark.parametrize("flag, what", [("--seed=1", "seed"),
+                                        ("--override=hidden_size=8", "config")])
+def test_workers_that_disagree_are_refused_before_training(mw_data, tmp_path, flag, what):
+    data, _ = mw_data
+    workers = _workers(lambda i: _driver_args(data, tmp_path / f"save{i}", *[flag] * i),
+                       tmp_path, "w")
+    for code, out, err in [w.wait() for w in workers]:
+        assert code != 0 and "Traceback" not in err
+        errors = [line for line in err.splitlines() if line.startswith("error:")]
+        assert errors == [f"error: workers disagree before training: worker 1 "
+                          f"({workers[1].tf_address}) has another {what} than worker 0 "
+                          f"({workers[0].tf_address}); start every worker with the same flags, "
+                          f"seed and data"], err[-2000:]
+        assert "Epoch: 1" not in out
+    assert not (tmp_path / "save0").exists() and not (tmp_path / "save1").exists()
+
+
+def test_unreachable_peer_fails_in_one_line_naming_it(tiny_corpus, tmp_path):
+    port0, port1 = _free_ports(2)
+    lone = _Process(["--model=test", f"--data_path={tiny_corpus}",
+                     f"--save_path={tmp_path / 'run'}", "--connect_timeout_seconds=3"],
+                    tmp_path / "lone",
+                    {"cluster": {"worker": [f"127.0.0.1:{port0}", f"127.0.0.1:{port1}"]},
+                     "task": {"type": "worker", "index": 0}})
+    code, out, err = lone.wait(timeout=120)
+    assert code != 0 and "Traceback" not in err
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert errors == [f"error: worker 0 waited 3 s for the cluster: worker 1 at "
+                      f"127.0.0.1:{port1} unreachable; start every worker (same TF_CONFIG "
+                      f"cluster) or fix the addresses"], err[-2000:]
+    assert tree_digest(tmp_path / "run") is None
