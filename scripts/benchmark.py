@@ -11,12 +11,16 @@ The command line of the benchmarks/ package: flags in, one call of a tool out.
         --root=runs --rnn_mode=block              # unknown flags go to ptb_word_lm.py
     python scripts/benchmark.py perplexity --data_path=/path/to/ptb --configs=small --collect_only
     python scripts/benchmark.py ceiling --configs=small,medium,large
+    python scripts/benchmark.py scaling --data_path=/path/to/ptb --configs=small,medium,large
 
 throughput (benchmarks/throughput.py): words/s and peak memory of each (config,
 mode), each measured in its own process (benchmarks/measure.py), beside the
 peers and with --ceiling the config's ceiling; a table, then one JSON line.
 ceiling (benchmarks/ceiling.py): the words/s of a step that did nothing but its
 matrix products, each timed alone under XLA.
+scaling (benchmarks/scaling.py): 1 worker on one core against 2 workers on one
+core each (multi_worker on loopback ports), the efficiency, the all-reduce's
+share of a step and the arithmetic for --workers on a --gbps network.
 perplexity (benchmarks/perplexity.py): runs ptb_word_lm.py for each config into
 <root>/<config> (rerunning resumes), then tabulates each metrics.json.
 """
@@ -34,7 +38,7 @@ import benchmarks  # noqa: E402,F401
 import configs  # noqa: E402
 import errors  # noqa: E402
 import reader  # noqa: E402
-from benchmarks import ceiling, measure, perplexity, throughput  # noqa: E402
+from benchmarks import ceiling, measure, perplexity, scaling, throughput  # noqa: E402
 
 
 def _add_common(parser):
@@ -98,6 +102,29 @@ def _add_ceiling(sub):
                     help="sweeps through every product; each product's fastest counts")
 
 
+def _add_scaling(sub):
+    sp = sub.add_parser("scaling", allow_abbrev=False,
+                        help="words/s of 1 worker on one core against 2 workers on one core "
+                             "each; the all-reduce's share; a projection to --workers")
+    _add_common(sp)
+    sp.add_argument("--configs", default=scaling.DEFAULT_CONFIGS,
+                    help=f"comma list of {','.join(configs.CONFIGS)}")
+    sp.add_argument("--warmup", type=int, default=10, help="untimed steps first (tracing)")
+    sp.add_argument("--steps", type=int, default=50, help="timed training steps")
+    sp.add_argument("--override", action="append", default=[], help="config key=value, repeatable")
+    sp.add_argument("--workers", type=int, default=8, help="project to this many workers")
+    sp.add_argument("--gbps", type=float, default=10.0, help="... on a network of this many Gb/s")
+
+
+def _add_scaling_worker(sub):
+    wp = sub.add_parser("_scaling_worker", allow_abbrev=False)  # one measuring process
+    wp.add_argument("--config", required=True)
+    wp.add_argument("--warmup", type=int, required=True)
+    wp.add_argument("--steps", type=int, required=True)
+    wp.add_argument("--data_path", required=True)
+    wp.add_argument("--override", action="append", default=[])
+
+
 def _add_measure(sub):
     mp = sub.add_parser("_measure", allow_abbrev=False)  # one measurement, in the child process
     mp.add_argument("--config", required=True)
@@ -115,11 +142,13 @@ def _add_measure(sub):
 def build_parser():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0], allow_abbrev=False)
     sub = parser.add_subparsers(dest="command", required=True,
-                                metavar="{throughput,perplexity,ceiling}")
+                                metavar="{throughput,perplexity,ceiling,scaling}")
     _add_throughput(sub)
     _add_perplexity(sub)
     _add_ceiling(sub)
+    _add_scaling(sub)
     _add_measure(sub)
+    _add_scaling_worker(sub)
     return parser
 
 
@@ -130,11 +159,18 @@ def main(argv=None):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if args.command == "_measure":
         return measure.run(args)  # prints its own error line: the parent reads it
+    if args.command == "_scaling_worker":
+        try:
+            return scaling.measure_worker(args)
+        except errors.UserError as e:
+            sys.exit(f"error: {e}")  # the parent shows this line
     try:
         if args.command == "throughput":
             return throughput.run(args)
         if args.command == "ceiling":
             return ceiling.run(args)
+        if args.command == "scaling":
+            return scaling.run(args)
         return perplexity.run(args, [a for a in extra if a != "--"])
     except errors.UserError as e:
         print(f"error: {e}", file=sys.stderr)
