@@ -1,10 +1,11 @@
-"""Tests for rnn/cells.py: one step against NumPy, stacking, dropout."""
+"""Tests for rnn/cells.py: one step against NumPy, stacking, dropout, masked recurrence."""
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from rnn import cells
+from rnn.dynamic_rnn import dynamic_rnn
 
 BATCH, INPUT, UNITS = 3, 4, 5
 
@@ -268,3 +269,69 @@ def test_dropout_wrapper_masks_resume_from_checkpoint(tmp_path):
     tf.train.Checkpoint(cell=wrapped).restore(path)
     resumed, _ = wrapped(x, state, training=True)
     np.testing.assert_array_equal(resumed, first)
+
+
+def _np_masked_steps(kind, cell, x_seq, state, recurrent_mask, weight_mask):
+    """NumPy: every step's h_{t-1} * recurrent_mask meets W_h * weight_mask; the same masks
+    at every step; the carried state is not masked."""
+    n = INPUT
+    outputs = []
+    for x in x_seq:
+        if kind == "lstm":
+            kernel = cell.kernel.numpy().copy()
+            kernel[n:] *= weight_mask
+            c, h = state
+            gates = x @ kernel[:n] + (h * recurrent_mask) @ kernel[n:] + cell.bias.numpy()
+            i, j, f, o = np.split(gates, 4, axis=1)
+            c = _sigmoid(f + cell.forget_bias) * c + _sigmoid(i) * np.tanh(j)
+            h = _sigmoid(o) * np.tanh(c)
+            state, out = (c, h), h
+        elif kind == "gru":
+            gk, ck = cell.gates_kernel.numpy().copy(), cell.candidate_kernel.numpy().copy()
+            gk[n:] *= weight_mask[:, :2 * UNITS]
+            ck[n:] *= weight_mask[:, 2 * UNITS:]
+            dropped = state * recurrent_mask
+            r, u = np.split(_sigmoid(x @ gk[:n] + dropped @ gk[n:] + cell.gates_bias.numpy()), 2,
+                            axis=1)
+            cand = np.tanh(x @ ck[:n] + (r * dropped) @ ck[n:] + cell.candidate_bias.numpy())
+            state = out = u * state + (1 - u) * cand
+        else:
+            kernel = cell.kernel.numpy().copy()
+            kernel[n:] *= weight_mask
+            state = out = np.tanh(x @ kernel[:n] + (state * recurrent_mask) @ kernel[n:]
+                                  + cell.bias.numpy())
+        outputs.append(out)
+    return np.stack(outputs), state
+
+
+@pytest.mark.parametrize("mode", ["eager", "function"])
+@pytest.mark.parametrize("kind", ["lstm", "gru", "rnn"])
+def test_masked_recurrence_matches_numpy_with_masks_held_over_time(kind, mode):
+    cell = {"lstm": _lstm, "gru": _gru, "rnn": _basic}[kind]()
+    rng = np.random.default_rng(7)
+    # Masks as the model hands them over: 0 or 1/keep.
+    recurrent_mask = (rng.random([BATCH, UNITS]) < 0.6) / 0.6
+    weight_mask = (rng.random(cell.recurrent_shape) < 0.5) / 0.5
+    x_seq = _random([4, BATCH, INPUT], 8)  # [time, batch, in], time-major
+    state = cell.zero_state(BATCH)
+    state = tf.nest.map_structure(lambda s: s + _random(s.shape, 9), state)
+    masked = cells.MaskedRecurrence(cell, tf.constant(recurrent_mask), tf.constant(weight_mask))
+    run = _maybe_function(lambda x, s: dynamic_rnn(masked, x, s, time_major=True), mode)
+    outputs, final = run(tf.constant(x_seq), state)
+    want_outputs, want_final = _np_masked_steps(
+        kind, cell, x_seq, tf.nest.map_structure(np.asarray, state), recurrent_mask, weight_mask)
+    np.testing.assert_allclose(outputs, want_outputs, rtol=1e-10, atol=1e-12)
+    for got, want in zip(tf.nest.flatten(final), tf.nest.flatten(want_final)):
+        np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("make_cell", [_lstm, _gru, _basic])
+def test_masked_recurrence_without_masks_is_the_cell(make_cell):
+    cell = make_cell()
+    x = tf.constant(_random([BATCH, INPUT], 10))
+    state = cell.zero_state(BATCH)
+    want = cell(x, state)
+    got = cells.MaskedRecurrence(cell)(x, state)
+    for a, b in zip(tf.nest.flatten(got), tf.nest.flatten(want)):
+        np.testing.assert_array_equal(a, b)
+    assert cell.recurrent_shape[0] == UNITS

@@ -1,4 +1,4 @@
-"""Tests for rnn/kernels.py and rnn/fused_lstm.py: the kernel table; BlockLSTM and fused_lstm vs dynamic_rnn; cuDNN."""
+"""Tests for rnn/kernels.py and rnn/fused_lstm.py: the kernel table; BlockLSTM and fused_lstm vs dynamic_rnn (with recurrent and weight masks too); cuDNN."""
 
 import numpy as np
 import pytest
@@ -456,3 +456,105 @@ def test_cudnn_lstm_matches_dynamic_rnn_values_and_gradients():
                   _gradients(_reference, cell, inputs, state),
                   rtol=1e-3, atol=1e-3)
     assert kernels.resolve("auto") == "cudnn"
+
+
+def _masks(seed, weight_shape=(UNITS, 4 * UNITS), dtype=tf.float64, recurrent=True,
+           weights=True):
+    """Keep masks as the model hands them over: 0 or 1/keep."""
+    rng = np.random.default_rng(seed)
+    recurrent_mask = (rng.random([BATCH, UNITS]) < 0.6) / 0.6
+    weight_mask = (rng.random(weight_shape) < 0.5) / 0.5
+    return (tf.constant(recurrent_mask, dtype) if recurrent else None,
+            tf.constant(weight_mask, dtype) if weights else None)
+
+
+def _masked_reference(recurrent_mask, weight_mask):
+    def run(cell, inputs, state):
+        masked = cells.MaskedRecurrence(cell, recurrent_mask, weight_mask)
+        return dynamic_rnn(masked, inputs, state, time_major=True)
+    return run
+
+
+@pytest.mark.parametrize("mode", ["eager", "function", "jit"])
+@pytest.mark.parametrize("unroll", [False, True])
+@pytest.mark.parametrize("recurrent, weights", [(True, False), (False, True), (True, True)])
+def test_fused_lstm_with_masks_matches_dynamic_rnn_values_and_gradients(recurrent, weights,
+                                                                       unroll, mode):
+    cell = _lstm(dtype=tf.float64)
+    inputs, state = _sequence_and_state(tf.float64)
+    recurrent_mask, weight_mask = _masks(3, recurrent=recurrent, weights=weights)
+
+    def fused(cell, x, s):
+        return fused_lstm.fused_lstm(cell, x, s, unroll=unroll, recurrent_mask=recurrent_mask,
+                                     weight_mask=weight_mask)
+    reference = _masked_reference(recurrent_mask, weight_mask)
+    _assert_close(_maybe_function(lambda x, s: fused(cell, x, s), mode)(inputs, state),
+                  reference(cell, inputs, state), rtol=1e-10, atol=1e-10)
+    got = _maybe_function(_gradients, mode)(fused, cell, inputs, state)
+    assert all(g is not None for g in tf.nest.flatten(got))
+    _assert_close(got, _gradients(reference, cell, inputs, state), rtol=1e-10, atol=1e-10)
+
+
+def test_masks_change_the_lstm_and_ones_do_not():
+    cell = _lstm(dtype=tf.float64)
+    inputs, state = _sequence_and_state(tf.float64)
+    ones = tf.ones([BATCH, UNITS], tf.float64), tf.ones([UNITS, 4 * UNITS], tf.float64)
+    plain = _reference(cell, inputs, state)
+    _assert_close(fused_lstm.fused_lstm(cell, inputs, state, recurrent_mask=ones[0],
+                                        weight_mask=ones[1]), plain, rtol=1e-12, atol=1e-12)
+    recurrent_mask, weight_mask = _masks(4)
+    for masks in ({"recurrent_mask": recurrent_mask}, {"weight_mask": weight_mask}):
+        outputs, _ = fused_lstm.fused_lstm(cell, inputs, state, **masks)
+        assert not np.allclose(outputs, plain[0])
+
+
+@pytest.mark.parametrize("name", ["block"])
+def test_library_kernels_take_the_weight_mask_but_not_the_recurrent_one(name):
+    cell = _lstm()
+    inputs, state = _sequence_and_state()
+    recurrent_mask, weight_mask = _masks(5, dtype=tf.float32)
+    run = kernels.KERNELS[name].run
+    _assert_close(run(cell, inputs, state, True, weight_mask=weight_mask),
+                  _masked_reference(None, weight_mask)(cell, inputs, state), rtol=1e-5, atol=1e-5)
+    got = _gradients(lambda c, x, s: run(c, x, s, True, weight_mask=weight_mask), cell, inputs,
+                     state)
+    _assert_close(got, _gradients(_masked_reference(None, weight_mask), cell, inputs, state),
+                  rtol=1e-4, atol=1e-4)
+    with pytest.raises(kernels.UnsupportedError, match="cannot mask the recurrent h"):
+        run(cell, inputs, state, True, recurrent_mask=recurrent_mask)
+
+
+@pytest.mark.skipif(kernels.gpu_available(), reason="this machine has a GPU")
+def test_kernels_resolve_auto_by_cell_and_recurrent_mask():
+    assert kernels.resolve("auto", cell="lstm") == "fused"
+    assert kernels.resolve("auto", cell="lstm", recurrent_mask=True) == "fused"
+    assert kernels.resolve("auto", cell="gru") == "basic"
+    assert kernels.resolve("auto", cell="rnn", recurrent_mask=True) == "basic"
+    assert kernels.resolve("basic", cell="gru") == "basic"
+    assert {n for n, k in kernels.KERNELS.items() if "gru" in k.cells} == {"basic"}
+
+
+@pytest.mark.parametrize("name, kwargs, message", [
+    ("fused", {"cell": "gru"}, "rnn_mode fused runs only lstm cells, not cell=gru; use rnn_mode "
+                               "basic"),
+    ("block", {"cell": "rnn"}, "rnn_mode block runs only lstm cells, not cell=rnn"),
+    ("cudnn", {"cell": "gru"}, "rnn_mode cudnn runs only lstm cells, not cell=gru"),
+    ("block", {"recurrent_mask": True}, r"rnn_mode block cannot drop the recurrent h \("
+                                        r"recurrent_keep_prob < 1\); use rnn_mode fused"),
+])
+def test_kernels_resolve_refuses_what_a_kernel_cannot_run_in_one_line(name, kwargs, message):
+    with pytest.raises(kernels.UnsupportedError, match=message) as info:
+        kernels.resolve(name, **kwargs)
+    assert "\n" not in str(info.value)
+    assert issubclass(kernels.UnsupportedError, errors.UserError)
+
+
+@pytest.mark.parametrize("kind", ["gru", "rnn"])
+def test_basic_kernel_runs_gru_and_rnn_cells_with_masks(kind):
+    make = {"gru": cells.GRUCell, "rnn": cells.BasicRNNCell}[kind]
+    cell = make(UNITS, INPUT, kernel_initializer=_numpy_initializer(1), dtype=tf.float64)
+    inputs, _ = _sequence_and_state(tf.float64)
+    state = cell.zero_state(BATCH)
+    recurrent_mask, weight_mask = _masks(6, weight_shape=cell.recurrent_shape)
+    got = kernels.KERNELS["basic"].run(cell, inputs, state, True, recurrent_mask, weight_mask)
+    _assert_close(got, _masked_reference(recurrent_mask, weight_mask)(cell, inputs, state))
