@@ -267,6 +267,21 @@ def _scaled(keep, keep_prob, dtype):
     return tf.cast(keep, dtype) * tf.constant(1 / keep_prob, dtype)
 
 
+def resolve_rnn_mode(config, rnn_mode="auto"):
+    """The kernel that runs config's model (a name of rnn/kernels.py's table) for rnn_mode.
+
+    "auto" picks by the config's cell and recurrent dropout (basic for a GRU or
+    RNN cell); PTBModel resolves the same way, so the run and the driver report
+    the kernel the model runs.
+
+    Raises:
+      kernels.UnsupportedError: rnn_mode cannot run the cell or the recurrent mask.
+      kernels.NoGPUError, ValueError: as kernels.resolve.
+    """
+    return kernels.resolve(rnn_mode, cell=config.cell,
+                           recurrent_mask=config.recurrent_keep_prob < 1.0)
+
+
 def sequence_cost(logits, targets):
     """The tutorial's cost: cross-entropy summed over time steps, averaged over the batch.
 

@@ -414,3 +414,16 @@ def test_block_mode_runs_weight_drop_like_basic():
     np.testing.assert_allclose(block(x, block.zero_state(2), training=True, seed=seed)[0],
                                basic(x, basic.zero_state(2), training=True, seed=seed)[0],
                                atol=1e-5)
+
+
+@pytest.mark.skipif(kernels.gpu_available(), reason="this machine has a GPU")
+def test_resolve_rnn_mode_is_the_kernel_the_model_runs():
+    for config in (configs.SMALL, configs.AWD, configs.MEDIUM_TIED_VD,
+                   dataclasses.replace(configs.SMALL, cell="gru")):
+        small = dataclasses.replace(config, vocab_size=VOCAB, hidden_size=HIDDEN)
+        for rnn_mode in ("auto", "basic"):
+            assert (model_lib.resolve_rnn_mode(small, rnn_mode)
+                    == model_lib.PTBModel.from_config(small, rnn_mode).rnn_mode)
+    assert model_lib.resolve_rnn_mode(dataclasses.replace(configs.SMALL, cell="rnn")) == "basic"
+    with pytest.raises(kernels.UnsupportedError, match="cannot drop the recurrent h"):
+        model_lib.resolve_rnn_mode(configs.MEDIUM_TIED_VD, "block")
