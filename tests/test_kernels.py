@@ -1,4 +1,5 @@
-"""Tests for rnn/kernels.py and rnn/fused_lstm.py: the kernel table; BlockLSTM and fused_lstm vs dynamic_rnn (with recurrent and weight masks too); cuDNN."""
+"""Tests for rnn/kernels.py and rnn/fused_lstm.py: the kernel table; BlockLSTM and fused_lstm vs
+dynamic_rnn, with recurrent and weight masks too; cuDNN."""
 
 import numpy as np
 import pytest

@@ -1,4 +1,4 @@
-"""Tests of PTBModel: initialisation, state carrying, modes, dropout, the cost; the options beyond the tutorial."""
+"""Tests of PTBModel: initialisation, state carrying, modes, dropout, the cost, issue 16's options."""
 
 import dataclasses
 
