@@ -36,6 +36,7 @@ os.environ.setdefault("TF_CPU_ALLOCATOR_USE_BFC", "true")
 from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 from absl import logging  # noqa: E402
+import tensorflow as tf  # noqa: E402
 
 import checkpoints  # noqa: E402
 import configs  # noqa: E402
@@ -240,7 +241,6 @@ def _train(save_path):
 def _dispatch():
     _check_mode_flags()
     if FLAGS.deterministic:
-        import tensorflow as tf
         tf.config.experimental.enable_op_determinism()
     save_path = FLAGS.save_path or os.path.join("runs", FLAGS.model)
     if FLAGS.mode == "train":
