@@ -10,7 +10,8 @@ class ConfigError(UserError, ValueError):
 
 
 _POSITIVE = ("init_scale", "learning_rate", "max_grad_norm", "num_layers", "num_steps",
-             "hidden_size", "max_epoch", "max_max_epoch", "lr_decay", "batch_size")
+             "hidden_size", "max_epoch", "max_max_epoch", "lr_decay", "batch_size", "asgd_nonmono")
+OPTIMIZERS = ("sgd", "asgd")
 
 
 def validate(config):
@@ -27,6 +28,9 @@ def validate(config):
         raise ConfigError(f"config field keep_prob must be in (0, 1], got {config.keep_prob!r}")
     if config.vocab_size < 2:
         raise ConfigError(f"config field vocab_size must be >= 2, got {config.vocab_size!r}")
+    if config.optimizer not in OPTIMIZERS:
+        raise ConfigError(f"config field optimizer must be one of {', '.join(OPTIMIZERS)}, got "
+                          f"{config.optimizer!r}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,6 +49,12 @@ class Config:
     lr_decay: float = 0.5  # LR multiplier per epoch after max_epoch
     batch_size: int = 20  # rows of the batch layout (independent streams)
     vocab_size: int = 10000  # words in the vocabulary
+    # After the tutorial: NT-ASGD (Merity et al. 2018, "Regularizing and Optimizing LSTM
+    # Language Models"): plain SGD until validation stops improving, then the same SGD
+    # steps while an average of the weights since then is kept; evaluation, the best
+    # checkpoint and export use the average.
+    optimizer: str = "sgd"  # sgd (the tutorial's) or asgd
+    asgd_nonmono: int = 5  # asgd: average once validation is worse than the best before the last N
 
     def __post_init__(self):
         validate(self)
@@ -79,6 +89,8 @@ def get_config(name):
 
 
 def _parse_value(name, field_type, text):
+    if field_type is str:
+        return text
     try:
         if field_type is int:
             return int(text)
