@@ -13,7 +13,8 @@ CELLS = ("lstm", "gru", "rnn")  # rnn/cells.py's LSTMCell, GRUCell, BasicRNNCell
 _KEEP_PROBS = ("keep_prob", "recurrent_keep_prob", "embedding_dropout", "weight_drop")
 _BOOLS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 _POSITIVE = ("init_scale", "learning_rate", "max_grad_norm", "num_layers", "num_steps",
-             "hidden_size", "max_epoch", "max_max_epoch", "lr_decay", "batch_size")
+             "hidden_size", "max_epoch", "max_max_epoch", "lr_decay", "batch_size", "asgd_nonmono")
+OPTIMIZERS = ("sgd", "asgd")
 
 
 def validate(config):
@@ -39,6 +40,9 @@ def validate(config):
                           f"mask held over the time steps)")
     if config.vocab_size < 2:
         raise ConfigError(f"config field vocab_size must be >= 2, got {config.vocab_size!r}")
+    if config.optimizer not in OPTIMIZERS:
+        raise ConfigError(f"config field optimizer must be one of {', '.join(OPTIMIZERS)}, got "
+                          f"{config.optimizer!r}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,6 +61,12 @@ class Config:
     lr_decay: float = 0.5  # LR multiplier per epoch after max_epoch
     batch_size: int = 20  # rows of the batch layout (independent streams)
     vocab_size: int = 10000  # words in the vocabulary
+    # After the tutorial: NT-ASGD (Merity et al. 2018, "Regularizing and Optimizing LSTM
+    # Language Models"): plain SGD until validation stops improving, then the same SGD
+    # steps while an average of the weights since then is kept; evaluation, the best
+    # checkpoint and export use the average.
+    optimizer: str = "sgd"  # sgd (the tutorial's) or asgd
+    asgd_nonmono: int = 5  # asgd: average once validation is worse than the best before the last N
     # Beyond the tutorial (issue 16): each default is the tutorial's model.
     cell: str = "lstm"  # recurrent cell: lstm, gru or rnn (gru and rnn run in rnn_mode basic only)
     # Softmax weights are the embedding's transpose (Press & Wolf 2017; Inan et al. 2017). It
@@ -117,15 +127,14 @@ MEDIUM_TIED_VD = dataclasses.replace(
 # embedding dropout 0.1, variational dropout, tied embeddings, BPTT 70. What differs: every
 # layer and the embedding are hidden_size = 1150 here (AWD: embedding and last layer 400, so
 # 43M parameters here against its 24M); one keep_prob (0.6, AWD's 0.4 on the input and the
-# output) also between layers, where AWD drops 0.25; no AR/TAR activation penalties; plain
-# SGD at a constant rate (AWD switches to averaged SGD: an optimizer option, not a model
-# one). AWD's lr 30 and clip 0.25 are for a cost averaged over the 70 steps; this cost sums
-# over them, so both scale by 70.
+# output) also between layers, where AWD drops 0.25; no AR/TAR activation penalties; the
+# learning rate stays constant (lr_decay 1.0) as in AWD. AWD's lr 30 and clip 0.25 are for a cost averaged over the 70 steps; this cost sums
+# over them, so both scale by 70. NT-ASGD as AWD's (optimizer asgd, nonmono 5).
 AWD = dataclasses.replace(
     SMALL, init_scale=0.1, learning_rate=30 / 70, max_grad_norm=0.25 * 70, num_layers=3,
     num_steps=70, hidden_size=1150, max_epoch=500, max_max_epoch=500, keep_prob=0.6,
     lr_decay=1.0, tie_embeddings=True, variational_dropout=True, embedding_dropout=0.9,
-    weight_drop=0.5)
+    weight_drop=0.5, optimizer="asgd", asgd_nonmono=5)
 
 CONFIGS = {"small": SMALL, "medium": MEDIUM, "large": LARGE, "test": TEST,
            "small_tied": SMALL_TIED, "medium_tied_vd": MEDIUM_TIED_VD, "awd": AWD}

@@ -36,6 +36,7 @@ os.environ.setdefault("TF_CPU_ALLOCATOR_USE_BFC", "true")
 from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 from absl import logging  # noqa: E402
+import tensorflow as tf  # noqa: E402
 
 import checkpoints  # noqa: E402
 import configs  # noqa: E402
@@ -65,6 +66,9 @@ flags.DEFINE_float("checkpoint_every_minutes", 10.0, "Also save a checkpoint thi
                    "(0: only at epoch ends and on SIGINT/SIGTERM).")
 flags.DEFINE_integer("checkpoint_every_steps", 0, "Also save a checkpoint every N training steps "
                      "(0: off).")
+flags.DEFINE_float("max_minutes", None, "Stop training after this many minutes of epochs (with a "
+                   "checkpoint), then validate and test as at the end of a run, so runs of equal "
+                   "cost compare; a rerun with a larger budget goes on. Default: no limit.")
 flags.DEFINE_integer("keep_checkpoints", 3, "How many of the newest checkpoints to keep "
                      "(the best by validation perplexity is kept apart).")
 flags.DEFINE_bool("deterministic", False, "Enable TensorFlow op determinism (bitwise-repeatable "
@@ -131,7 +135,7 @@ def _run_options():
         checkpoint_every_minutes=FLAGS.checkpoint_every_minutes,
         checkpoint_every_steps=FLAGS.checkpoint_every_steps,
         keep_checkpoints=FLAGS.keep_checkpoints, progress="tty" if tty else "plain",
-        export_dir=FLAGS.export_dir)
+        export_dir=FLAGS.export_dir, max_minutes=FLAGS.max_minutes)
 
 
 def _check_mode_flags():
@@ -240,7 +244,6 @@ def _train(save_path):
 def _dispatch():
     _check_mode_flags()
     if FLAGS.deterministic:
-        import tensorflow as tf
         tf.config.experimental.enable_op_determinism()
     save_path = FLAGS.save_path or os.path.join("runs", FLAGS.model)
     if FLAGS.mode == "train":

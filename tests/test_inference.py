@@ -13,7 +13,7 @@ import errors
 import inference
 import reader
 import training
-from helpers import TINY_TEXT
+from helpers import TINY_TEXT, write_corpus
 
 EOS = reader.EOS
 
@@ -21,9 +21,7 @@ EOS = reader.EOS
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     """A tiny model trained two epochs on TINY_TEXT (checkpoints are tests/test_checkpoints.py's)."""
-    data_path = tmp_path_factory.mktemp("corpus")
-    for name in ("ptb.train.txt", "ptb.valid.txt", "ptb.test.txt"):
-        (data_path / name).write_text(TINY_TEXT * 8)
+    data_path = write_corpus(tmp_path_factory.mktemp("corpus"), TINY_TEXT * 8)
     corpus = reader.load_corpus(str(data_path))
     config = dataclasses.replace(configs.TEST, vocab_size=corpus.vocab_size, hidden_size=16,
                                  batch_size=4, num_steps=5, max_max_epoch=2)
