@@ -119,8 +119,9 @@ class PTBModel(tf.Module):
     @property
     def _beyond_tutorial(self):
         """Whether training draws masks the tutorial's dropout did not (then as KeepMasks)."""
-        return (self.variational_dropout or self.recurrent_keep_prob < 1.0
-                or self.embedding_dropout < 1.0 or self.weight_drop < 1.0)
+        return ((self.variational_dropout and self.keep_prob < 1.0)
+                or self.recurrent_keep_prob < 1.0 or self.embedding_dropout < 1.0
+                or self.weight_drop < 1.0)
 
     def dropout_masks(self, seed, batch_size, num_steps):
         """The keep masks of one training batch.

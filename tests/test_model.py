@@ -234,6 +234,10 @@ def test_model_options_draw_masks_and_change_only_training(name):
     np.testing.assert_allclose(model(x, zero)[0], plain(x, zero)[0], atol=1e-6)
 
 
+def test_variational_dropout_without_dropout_draws_no_masks():
+    assert not _options_model(variational_dropout=True, tie_embeddings=True).uses_dropout
+
+
 def test_keep_masks_shapes_and_keep_fractions():
     model = _options_model(**OPTIONS["all"])
     masks = model.dropout_masks(tf.constant([1, 2], tf.int64), batch_size=400, num_steps=5)
