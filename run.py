@@ -19,6 +19,7 @@ import averaging
 import checkpoints
 import configs
 import export
+import model as model_lib
 import monitoring
 import reader
 import training
@@ -241,7 +242,7 @@ class _Run:
 
 def _open_run(config, corpus, save_path, options, epoch_size):
     """Builds the TrainState and restores this run's newest checkpoint in save_path."""
-    rnn_mode = kernels.resolve(options.rnn_mode)
+    rnn_mode = model_lib.resolve_rnn_mode(config, options.rnn_mode)  # auto: by the cell
     jit_compile = kernels.jit_compile(rnn_mode, options.xla)
     ts = training.TrainState(config, rnn_mode=rnn_mode, seed=options.seed)
     checkpointer = checkpoints.Checkpointer(
