@@ -220,6 +220,23 @@ def _find_vocab(save_path, path, expected_hash):
                           f"with (hash differs); use the vocab.txt of that run")
 
 
+_AVERAGE_COUNT_KEY = "state/average/count/.ATTRIBUTES/VARIABLE_VALUE"
+
+
+def _weights_checkpoint(model, path):
+    """A Checkpoint that restores into `model` the weights to evaluate from snapshot `path`.
+
+    The snapshot's object graph is Checkpoint(state=TrainState(model=...), ...):
+    this mirrors the path to the model, or, once NT-ASGD averages (asgd runs),
+    the path to the average, whose variables follow the model's in order.
+    """
+    snapshot = tf.train.load_checkpoint(path)
+    if snapshot.has_tensor(_AVERAGE_COUNT_KEY) and snapshot.get_tensor(_AVERAGE_COUNT_KEY) > 0:
+        average = tf.train.Checkpoint(averages=list(model.trainable_variables))
+        return tf.train.Checkpoint(state=tf.train.Checkpoint(average=average))
+    return tf.train.Checkpoint(state=tf.train.Checkpoint(model=model))
+
+
 def _load(save_path, path, rnn_mode):
     """(model, word_to_id, config) of snapshot `path`; _Unreadable if its files fail."""
     info = read_run_info(path)
@@ -231,11 +248,9 @@ def _load(save_path, path, rnn_mode):
     word_to_id = _find_vocab(save_path, path, info.get("vocab_hash"))
     _verify(path)
     model = model_lib.PTBModel.from_config(config, rnn_mode=rnn_mode)
-    # The checkpoint's object graph is Checkpoint(state=TrainState(model=...), ...):
-    # mirror just the path to the model.
     try:
         with _quiet_tensorflow():
-            status = tf.train.Checkpoint(state=tf.train.Checkpoint(model=model)).restore(path)
+            status = _weights_checkpoint(model, path).restore(path)
             status.expect_partial().assert_existing_objects_matched()
     except AssertionError as e:
         raise CheckpointError(f"checkpoint {path} does not hold this model's weights: "
@@ -248,7 +263,8 @@ def _load(save_path, path, rnn_mode):
 def load_model(save_path, checkpoint=None, rnn_mode="auto"):
     """Rebuilds a trained model from a checkpoint, with its config and vocabulary.
 
-    Only the model's weights are read; the optimizer state, history and carried
+    Only the weights to evaluate are read (NT-ASGD's average once an asgd run
+    keeps one, else the weights); the optimizer state, history and carried
     state of the TrainState checkpoint are left unread. Without `checkpoint`,
     a newest snapshot that cannot be read (corrupt, or deleted meanwhile by a
     training that is still running) gives way to the next newest, with a

@@ -9,8 +9,12 @@ class ConfigError(UserError, ValueError):
     """A config value or override the user gave is invalid; the message says how to fix it."""
 
 
+CELLS = ("lstm", "gru", "rnn")  # rnn/cells.py's LSTMCell, GRUCell, BasicRNNCell
+_KEEP_PROBS = ("keep_prob", "recurrent_keep_prob", "embedding_dropout", "weight_drop")
+_BOOLS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 _POSITIVE = ("init_scale", "learning_rate", "max_grad_norm", "num_layers", "num_steps",
-             "hidden_size", "max_epoch", "max_max_epoch", "lr_decay", "batch_size")
+             "hidden_size", "max_epoch", "max_max_epoch", "lr_decay", "batch_size", "asgd_nonmono")
+OPTIMIZERS = ("sgd", "asgd")
 
 
 def validate(config):
@@ -23,10 +27,22 @@ def validate(config):
     for name in _POSITIVE:
         if not getattr(config, name) > 0:
             raise ConfigError(f"config field {name} must be > 0, got {getattr(config, name)!r}")
-    if not 0.0 < config.keep_prob <= 1.0:
-        raise ConfigError(f"config field keep_prob must be in (0, 1], got {config.keep_prob!r}")
+    for name in _KEEP_PROBS:
+        if not 0.0 < getattr(config, name) <= 1.0:
+            raise ConfigError(f"config field {name} must be in (0, 1], got "
+                              f"{getattr(config, name)!r}")
+    if config.cell not in CELLS:
+        raise ConfigError(f"config field cell must be one of {', '.join(CELLS)}, got "
+                          f"{config.cell!r}")
+    if config.recurrent_keep_prob < 1.0 and not config.variational_dropout:
+        raise ConfigError(f"recurrent_keep_prob={config.recurrent_keep_prob} needs "
+                          f"variational_dropout=true (the recurrent h is dropped only with one "
+                          f"mask held over the time steps)")
     if config.vocab_size < 2:
         raise ConfigError(f"config field vocab_size must be >= 2, got {config.vocab_size!r}")
+    if config.optimizer not in OPTIMIZERS:
+        raise ConfigError(f"config field optimizer must be one of {', '.join(OPTIMIZERS)}, got "
+                          f"{config.optimizer!r}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,6 +61,29 @@ class Config:
     lr_decay: float = 0.5  # LR multiplier per epoch after max_epoch
     batch_size: int = 20  # rows of the batch layout (independent streams)
     vocab_size: int = 10000  # words in the vocabulary
+    # After the tutorial: NT-ASGD (Merity et al. 2018, "Regularizing and Optimizing LSTM
+    # Language Models"): plain SGD until validation stops improving, then the same SGD
+    # steps while an average of the weights since then is kept; evaluation, the best
+    # checkpoint and export use the average.
+    optimizer: str = "sgd"  # sgd (the tutorial's) or asgd
+    asgd_nonmono: int = 5  # asgd: average once validation is worse than the best before the last N
+    # Beyond the tutorial (issue 16): each default is the tutorial's model.
+    cell: str = "lstm"  # recurrent cell: lstm, gru or rnn (gru and rnn run in rnn_mode basic only)
+    # Softmax weights are the embedding's transpose (Press & Wolf 2017; Inan et al. 2017). It
+    # needs the last layer's size to equal the embedding's: both are hidden_size here, always.
+    tie_embeddings: bool = False
+    # keep_prob's masks held over the time steps of a batch, one per sequence row and
+    # site (Gal & Ghahramani 2016), instead of a fresh mask every step.
+    variational_dropout: bool = False
+    # keep probability of the recurrent h_{t-1} before its matmul, one mask per row held
+    # over the batch's steps (Gal's p_h); needs variational_dropout. 1.0: h is not dropped.
+    recurrent_keep_prob: float = 1.0
+    # keep probability of whole embedding rows, one draw per word type per batch, kept
+    # rows scaled by 1/keep (Merity et al. 2018, AWD-LSTM). 1.0: off.
+    embedding_dropout: float = 1.0
+    # keep probability of each weight of every layer's recurrent matrix W_h, one mask
+    # per batch (DropConnect; Merity et al. 2018). 1.0: off.
+    weight_drop: float = 1.0
 
     def __post_init__(self):
         validate(self)
@@ -68,7 +107,37 @@ TEST = dataclasses.replace(
     SMALL, max_grad_norm=1.0, num_layers=1, num_steps=2, hidden_size=2,
     max_epoch=1, max_max_epoch=1)
 
-CONFIGS = {"small": SMALL, "medium": MEDIUM, "large": LARGE, "test": TEST}
+# Beyond the tutorial: later papers' regularised models as diffs of the tutorial's.
+
+# The small model with tied input and output embeddings (Press & Wolf 2017; Inan et al. 2017):
+# one [vocab, hidden] matrix fewer, 2M of its 4.6M parameters.
+SMALL_TIED = dataclasses.replace(SMALL, tie_embeddings=True)
+
+# The medium model with Gal & Ghahramani's (2016) variational dropout and tied embeddings
+# (Press & Wolf 2017 tie Gal's model too). The keep probabilities are those of Gal's released
+# script for the large model (BayesianRNN, main_new_dropout_SOTA.lua: dropout 0.5 on inputs
+# and outputs, 0.3 on the recurrent h and on words, found by grid search). Gal draws a
+# separate mask per gate and drops a word type per row; here one mask per unit feeds all
+# gates and a word type is dropped for the whole batch (as AWD-LSTM does).
+MEDIUM_TIED_VD = dataclasses.replace(
+    MEDIUM, tie_embeddings=True, variational_dropout=True, keep_prob=0.5,
+    recurrent_keep_prob=0.7, embedding_dropout=0.7)
+
+# AWD-LSTM (Merity et al. 2018) in this model's shape: 3 layers, weight drop 0.5 on W_h,
+# embedding dropout 0.1, variational dropout, tied embeddings, BPTT 70. What differs: every
+# layer and the embedding are hidden_size = 1150 here (AWD: embedding and last layer 400, so
+# 43M parameters here against its 24M); one keep_prob (0.6, AWD's 0.4 on the input and the
+# output) also between layers, where AWD drops 0.25; no AR/TAR activation penalties; the
+# learning rate stays constant (lr_decay 1.0) as in AWD. AWD's lr 30 and clip 0.25 are for a cost averaged over the 70 steps; this cost sums
+# over them, so both scale by 70. NT-ASGD as AWD's (optimizer asgd, nonmono 5).
+AWD = dataclasses.replace(
+    SMALL, init_scale=0.1, learning_rate=30 / 70, max_grad_norm=0.25 * 70, num_layers=3,
+    num_steps=70, hidden_size=1150, max_epoch=500, max_max_epoch=500, keep_prob=0.6,
+    lr_decay=1.0, tie_embeddings=True, variational_dropout=True, embedding_dropout=0.9,
+    weight_drop=0.5, optimizer="asgd", asgd_nonmono=5)
+
+CONFIGS = {"small": SMALL, "medium": MEDIUM, "large": LARGE, "test": TEST,
+           "small_tied": SMALL_TIED, "medium_tied_vd": MEDIUM_TIED_VD, "awd": AWD}
 
 
 def get_config(name):
@@ -79,6 +148,12 @@ def get_config(name):
 
 
 def _parse_value(name, field_type, text):
+    if field_type is str:
+        return text
+    if field_type is bool:
+        if text.lower() not in _BOOLS:
+            raise ConfigError(f"override {name}={text!r}: expected bool (true or false)")
+        return _BOOLS[text.lower()]
     try:
         if field_type is int:
             return int(text)

@@ -50,6 +50,8 @@ _LOST_PEER = (tf.errors.UnavailableError, tf.errors.DeadlineExceededError,
 # Waiting for the chief's single-stream test perplexity: a dead chief is seen
 # by the heartbeats within seconds, so this bound only caps a hung one.
 _TEST_WAIT_SECONDS = 4 * 3600
+# How many wishes (save, stop on a signal, out of time) the steps agree on.
+_WISHES = 3
 
 
 class DistributeError(UserError):
@@ -196,14 +198,18 @@ class Replicas:
 
     # ---- training
 
-    def make_train_step(self, ts, jit_compile=False):
+    def make_train_step(self, ts, jit_compile=False, wrap=None):
         """The step for run_epoch: (x, y) int32 [batch_size, num_steps] -> (cost, grad_norm, ...).
 
-        With a strategy, a _DataParallelStep; without, training.make_train_step's.
-        Either has agree(outputs, save, stop) (see there).
+        With a strategy, a _DataParallelStep; without, training.make_train_step's
+        (passed through `wrap`, a step -> step function, if given: one device only).
+        Either has agree(outputs, *wishes) (see _DataParallelStep).
         """
         if not self.strategy:
-            return _OneDeviceStep(training.make_train_step(ts, jit_compile))
+            step = training.make_train_step(ts, jit_compile)
+            return _OneDeviceStep(wrap(step) if wrap else step)
+        if wrap:
+            raise DistributeError("this training step cannot be wrapped under a strategy")
         return _DataParallelStep(self, ts, jit_compile)
 
     def any_worker(self, flag):
@@ -344,8 +350,8 @@ class _OneDeviceStep:
     def __call__(self, x, y):
         return self._step(x, y)
 
-    def agree(self, outputs, save, stop):
-        return save, stop
+    def agree(self, outputs, *wishes):
+        return wishes
 
 
 class _DataParallelStep:
@@ -356,10 +362,11 @@ class _DataParallelStep:
     all-reduce of the gradients and of the cost, the all-gather of the final
     states, and training.apply_gradients, identical on every replica.
 
-    agree(): signals and periodic saves must happen at the same step on every
-    worker, or one would wait for the others in a collective. So each step
-    also sums every worker's (save, stop) requests, sent with the step after
-    they were made, and agree() returns the sums of the step just run.
+    agree(): signals, periodic saves and the time budget must act at the same
+    step on every worker, or one would wait for the others in a collective. So
+    each step also sums every worker's wishes (booleans: save, stop on a
+    signal, out of time), sent with the step after they were made, and agree()
+    returns for each whether any worker wished it in the step just run.
     """
 
     def __init__(self, replicas, ts, jit_compile):
@@ -370,7 +377,7 @@ class _DataParallelStep:
         grads_fn = tf.function(functools.partial(training.batch_gradients, ts,
                                                  global_batch_size=batch_size),
                                jit_compile=jit_compile)
-        self._requests = np.zeros([2], np.float32)
+        self._requests = np.zeros([_WISHES], np.float32)
 
         def replica_step(x, y, masks, requests):
             ctx = tf.distribute.get_replica_context()
@@ -384,7 +391,7 @@ class _DataParallelStep:
             grad_norm = training.apply_gradients(ts, summed[0], grads, final)
             return summed[0], grad_norm, summed[1:]
 
-        @tf.function(input_signature=[spec, spec, tf.TensorSpec([2], tf.float32)])
+        @tf.function(input_signature=[spec, spec, tf.TensorSpec([_WISHES], tf.float32)])
         def step(x, y, requests):
             masks = training.draw_masks(ts)
             outputs = strategy.run(replica_step, args=(x, y, masks, requests))
@@ -397,11 +404,10 @@ class _DataParallelStep:
         self._requests[:] = 0
         return outputs
 
-    def agree(self, outputs, save, stop):
-        """This worker's wishes go with the next step; returns (save, stop) agreed for this one."""
-        self._requests[:] = np.maximum(self._requests, [float(save), float(stop)])
-        agreed = outputs[2].numpy()
-        return bool(agreed[0] > 0), bool(agreed[1] > 0)
+    def agree(self, outputs, *wishes):
+        """This worker's wishes go with the next step; returns those agreed for this one."""
+        self._requests[:] = np.maximum(self._requests, [float(w) for w in wishes])
+        return tuple(bool(v > 0) for v in outputs[2].numpy()[:len(wishes)])
 
 
 class _WorkerCheckpointer:
@@ -448,15 +454,27 @@ def _logical_cpus(count):
     return [device.name for device in tf.config.list_logical_devices("CPU")]
 
 
+# One strategy per devices (or cluster) and process: two strategies in one process
+# would hand out the same collective keys, and their collectives would collide.
+_made = {}
+
+
+def _once(key, make):
+    if key not in _made:
+        _made[key] = make()
+    return _made[key]
+
+
 def _mirrored(num_cpu_replicas):
     if num_cpu_replicas:
-        return tf.distribute.MirroredStrategy(_logical_cpus(num_cpu_replicas))
+        devices = tuple(_logical_cpus(num_cpu_replicas))
+        return _once(("mirrored", devices), lambda: tf.distribute.MirroredStrategy(devices))
     gpus = tf.config.list_physical_devices("GPU")
     if not gpus:
         raise DistributeError("strategy mirrored found no GPU; pass num_cpu_replicas=N "
                               "(--num_cpu_replicas) to split the CPU for a test, or use "
                               "strategy none")
-    return tf.distribute.MirroredStrategy()
+    return _once(("mirrored", "gpus"), tf.distribute.MirroredStrategy)
 
 
 # The watchdog of joining the cluster, run in its own Python process: TensorFlow
@@ -530,8 +548,9 @@ def create(strategy, batch_size, num_cpu_replicas=0, collective_timeout_seconds=
         resolver = tf.distribute.cluster_resolver.SimpleClusterResolver(
             tf.train.ClusterSpec({"worker": list(cluster.workers)}), task_type="worker",
             task_id=cluster.index, rpc_layer="grpc")
-        mwms = tf.distribute.MultiWorkerMirroredStrategy(cluster_resolver=resolver,
-                                                         communication_options=options)
+        mwms = _once(("multi_worker", cluster.workers, cluster.index),
+                     lambda: tf.distribute.MultiWorkerMirroredStrategy(
+                         cluster_resolver=resolver, communication_options=options))
         replicas = Replicas(mwms, cluster, collective_timeout_seconds)
         replicas.any_worker(False)  # every worker has joined
     check_divides(batch_size, replicas.num_replicas)

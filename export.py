@@ -8,6 +8,7 @@ A consumer needs only TensorFlow, not this repository:
     zero = tf.zeros([1, int(lm.hidden_size)])
     out = lm.signatures["next_word"](ids=ids, c0=zero, h0=zero, c1=zero, h1=zero)
     out["log_probs"]  # [1, vocab_size]; out["c0"], out["h0"], ... carry the state on
+    # (a GRU or RNN model has no c: its state is h0, h1, ...)
     lm.signatures["sequence_log_prob"](ids=ids)["log_prob"]    # [1]
 
 The vocabulary file is assets/vocab.txt (also `lm.vocab_file.asset_path`).
@@ -31,7 +32,6 @@ import configs
 import errors
 import model as model_lib
 import reader
-from rnn import cells
 
 SIGNATURES = ("next_word", "sequence_log_prob", "vocab", "word_ids")
 # What tf.saved_model.save writes for our module: anything else in export_dir is someone's.
@@ -47,9 +47,11 @@ class ExportError(errors.UserError, ValueError):
     """The export directory cannot be written; the message says why."""
 
 
-def state_names(num_layers):
-    """Names of the flat state tensors, layer by layer: c0, h0, c1, h1, ..."""
-    return [f"{part}{layer}" for layer in range(num_layers) for part in ("c", "h")]
+def state_names(num_layers, cell="lstm"):
+    """Names of the flat state tensors, layer by layer: c0, h0, c1, h1, ... (h0, h1, ... for a
+    GRU or RNN cell, whose state is h alone)."""
+    parts = ("c", "h") if cell == "lstm" else ("h",)
+    return [f"{part}{layer}" for layer in range(num_layers) for part in parts]
 
 
 def _foreign_files(export_dir):
@@ -95,16 +97,20 @@ def check_export_dir(export_dir):
     return export_dir
 
 
-def _block_lstm_copy(model):
-    """The model with rnn_mode "block": the BlockLSTM kernel runs on CPU and GPU alike.
+def _serving_copy(model):
+    """The model in a kernel that runs on CPU and GPU alike: BlockLSTM for an LSTM, basic
+    (the only kernel they have) for a GRU or RNN.
 
-    A cuDNN export would need a GPU to serve; the weights are the same in every mode.
+    A cuDNN export would need a GPU to serve; the weights are the same in every mode. The
+    copy has the model's cell and tying; the training-only options (dropouts) it needs not.
     """
-    if model.rnn_mode == "block":
+    rnn_mode = "block" if model.cell == "lstm" else "basic"
+    if model.rnn_mode == rnn_mode:
         return model
     copy = model_lib.PTBModel(model.vocab_size, model.hidden_size, model.num_layers,
-                              init_scale=0.0, keep_prob=model.keep_prob, rnn_mode="block")
-    for target, source in zip(copy.trainable_variables, model.trainable_variables):
+                              init_scale=0.0, keep_prob=model.keep_prob, rnn_mode=rnn_mode,
+                              cell=model.cell, tie_embeddings=model.tie_embeddings)
+    for target, source in zip(copy.trainable_variables, model.trainable_variables, strict=True):
         target.assign(source)
     return copy
 
@@ -135,17 +141,18 @@ class _ServingModule(tf.Module):
 
     def _make_next_word(self):
         model = self.model
-        names = state_names(model.num_layers)
+        names = state_names(model.num_layers, model.cell)
         specs = [tf.TensorSpec([None, None], tf.int32, name="ids")] + [
             tf.TensorSpec([None, model.hidden_size], tf.float32, name=n) for n in names]
+        # The state's structure (a LSTMStateTuple(c, h) or an h per layer), in names' order.
+        structure = tf.nest.map_structure(lambda _: None, model.zero_state(1))
 
         @tf.function(input_signature=specs)
         def next_word(ids, *flat_state):
-            state = tuple(cells.LSTMStateTuple(flat_state[2 * i], flat_state[2 * i + 1])
-                          for i in range(model.num_layers))
+            state = tf.nest.pack_sequence_as(structure, list(flat_state))
             outputs, final = model.hidden(ids, state, training=False)
             result = {"log_probs": tf.nn.log_softmax(model.project(outputs[:, -1]))}
-            result.update(zip(names, (t for layer in final for t in layer)))
+            result.update(zip(names, tf.nest.flatten(final)))
             return result
         return next_word
 
@@ -168,6 +175,7 @@ def export_saved_model(model, word_to_id, export_dir, config=None):
 
     Signatures:
       next_word: ids int32 [batch, time >= 1] and the state c0, h0, c1, h1, ...
+        (h0, h1, ... for a GRU or RNN model)
         float32 [batch, hidden_size] each (zeros: the start of a text) ->
         log_probs float32 [batch, vocab_size], the next word's log-probabilities
         after the last position, and the new state under the same names.
@@ -220,7 +228,7 @@ def _save(model, word_to_id, export_dir, config_json):
         vocab_path = os.path.join(tmp, "vocab", checkpoints.VOCAB_FILE)
         os.makedirs(os.path.dirname(vocab_path))
         reader.save_vocab(word_to_id, vocab_path)
-        serving = _ServingModule(_block_lstm_copy(model), vocab_path,
+        serving = _ServingModule(_serving_copy(model), vocab_path,
                                  word_to_id.get(reader.UNK, -1), config_json)
         staged = os.path.join(tmp, "saved_model")
         signatures = {name: getattr(serving, name).get_concrete_function() for name in SIGNATURES}

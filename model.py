@@ -1,9 +1,24 @@
 """PTBModel: the paper's embedding -> stacked LSTM -> softmax word model, and its cost."""
 
+from typing import NamedTuple
+
 import tensorflow as tf
 
 from rnn import cells
 from rnn import kernels
+
+# The recurrent cell of each configs.CELLS name; the tutorial's LSTM has forget bias 0.
+_CELLS = {
+    "lstm": lambda hidden, init, name: cells.LSTMCell(
+        hidden, hidden, forget_bias=0.0, kernel_initializer=init, name=name),
+    "gru": lambda hidden, init, name: cells.GRUCell(
+        hidden, hidden, kernel_initializer=init, name=name),
+    "rnn": lambda hidden, init, name: cells.BasicRNNCell(
+        hidden, hidden, kernel_initializer=init, name=name),
+}
+# Seed streams of the masks beyond the tutorial's: site streams are 0..num_layers.
+_RECURRENT_STREAM, _WEIGHT_STREAM, _EMBEDDING_STREAM = 1 << 20, 2 << 20, 3 << 20
+
 
 def _uniform(init_scale, seed):
     """A seeded initializer uniform in [-init_scale, init_scale]; variable k gets seed (seed, k)."""
@@ -15,6 +30,28 @@ def _uniform(init_scale, seed):
     return initializer
 
 
+class KeepMasks(NamedTuple):
+    """The keep masks (bool) of one training batch with the regularisation beyond the tutorial.
+
+    Per row of the batch (mask_rows slices them):
+      sites: one per dropout site (the embeddings, then each layer's output):
+        [num_steps, batch_size, hidden_size], or [batch_size, hidden_size]
+        held over the steps with variational_dropout; () when keep_prob is 1.
+      recurrent: one per layer, [batch_size, hidden_size]: h_{t-1} before
+        W_h at every step (recurrent_keep_prob < 1); else ().
+    Per batch (mask_rows keeps them whole):
+      weights: one per layer, the cell's recurrent_shape ([hidden_size,
+        4 * hidden_size] for an LSTM): weight drop (weight_drop < 1); else ().
+      embedding: ([vocab_size],): whole embedding rows, one per word type
+        (embedding_dropout < 1); else ().
+    """
+
+    sites: tuple = ()
+    recurrent: tuple = ()
+    weights: tuple = ()
+    embedding: tuple = ()
+
+
 class PTBModel(tf.Module):
     """Embedding [vocab, hidden] -> num_layers LSTMs -> softmax [hidden, vocab].
 
@@ -23,57 +60,103 @@ class PTBModel(tf.Module):
     forget bias is 0.0, and dropout (keep_prob) is applied to the embeddings
     and to every layer's output when training. The variables are the same in
     every rnn_mode, so a checkpoint moves between modes.
+
+    Beyond the tutorial (configs.Config says what each option is; every default
+    is the tutorial's model, with the same variables, seeds and masks): a GRU
+    or plain RNN cell, tied embeddings (no softmax_w: the logits use the
+    embedding's transpose), variational dropout with a recurrent mask,
+    embedding dropout and weight drop. Every mask is drawn by dropout_masks
+    from a seed and handed back to the model, as the tutorial's are.
     """
 
     def __init__(self, vocab_size, hidden_size, num_layers, init_scale, keep_prob=1.0,
-                 rnn_mode="auto", seed=0, name="ptb_model"):
+                 rnn_mode="auto", seed=0, name="ptb_model", cell="lstm", tie_embeddings=False,
+                 variational_dropout=False, recurrent_keep_prob=1.0, embedding_dropout=1.0,
+                 weight_drop=1.0):
         super().__init__(name=name)
-        rnn_mode = kernels.resolve(rnn_mode)
+        if cell not in _CELLS:
+            raise ValueError(f"unknown cell {cell!r}; choose one of {', '.join(_CELLS)}")
         self.vocab_size = vocab_size
         self.hidden_size = hidden_size
         self.num_layers = num_layers
         self.keep_prob = keep_prob
-        self.rnn_mode = rnn_mode
+        self.cell = cell
+        self.tie_embeddings = tie_embeddings
+        self.variational_dropout = variational_dropout
+        self.recurrent_keep_prob = recurrent_keep_prob
+        self.embedding_dropout = embedding_dropout
+        self.weight_drop = weight_drop
+        self.rnn_mode = kernels.resolve(rnn_mode, cell=cell,
+                                        recurrent_mask=recurrent_keep_prob < 1.0)
         init = _uniform(init_scale, seed)
         with self.name_scope:
             self.embedding = tf.Variable(init([vocab_size, hidden_size]), name="embedding")
-            self.cells = [
-                cells.LSTMCell(hidden_size, hidden_size, forget_bias=0.0,
-                               kernel_initializer=init, name=f"lstm_{layer}")
-                for layer in range(num_layers)]
-            self.softmax_w = tf.Variable(init([hidden_size, vocab_size]), name="softmax_w")
+            self.cells = [_CELLS[cell](hidden_size, init, f"{cell}_{layer}")
+                          for layer in range(num_layers)]
+            # Tied: the logits use the embedding's transpose, so there is no softmax_w.
+            self.softmax_w = (None if tie_embeddings else
+                              tf.Variable(init([hidden_size, vocab_size]), name="softmax_w"))
             self.softmax_b = tf.Variable(init([vocab_size]), name="softmax_b")
 
     @classmethod
     def from_config(cls, config, rnn_mode="auto", seed=0):
         return cls(config.vocab_size, config.hidden_size, config.num_layers, config.init_scale,
-                   config.keep_prob, rnn_mode=rnn_mode, seed=seed)
+                   config.keep_prob, rnn_mode=rnn_mode, seed=seed, cell=config.cell,
+                   tie_embeddings=config.tie_embeddings,
+                   variational_dropout=config.variational_dropout,
+                   recurrent_keep_prob=config.recurrent_keep_prob,
+                   embedding_dropout=config.embedding_dropout, weight_drop=config.weight_drop)
 
     def zero_state(self, batch_size):
-        """A tuple of num_layers LSTMStateTuple(c, h), each float32 [batch_size, hidden_size]."""
+        """A tuple of num_layers states: LSTMStateTuple(c, h) for an LSTM, h for a GRU or an
+        RNN, each float32 [batch_size, hidden_size]."""
         return tuple(cell.zero_state(batch_size, tf.float32) for cell in self.cells)
 
     @property
     def uses_dropout(self):
-        return self.keep_prob < 1.0
+        return self.keep_prob < 1.0 or self._beyond_tutorial
+
+    @property
+    def _beyond_tutorial(self):
+        """Whether training draws masks the tutorial's dropout did not (then as KeepMasks)."""
+        return ((self.variational_dropout and self.keep_prob < 1.0)
+                or self.recurrent_keep_prob < 1.0 or self.embedding_dropout < 1.0
+                or self.weight_drop < 1.0)
 
     def dropout_masks(self, seed, batch_size, num_steps):
-        """The keep masks of one training batch: bool [num_steps, batch_size, hidden_size],
-        one per dropout site (the embeddings, then each layer's output).
+        """The keep masks of one training batch.
+
+        The tutorial's dropout: a tuple of bool [num_steps, batch_size,
+        hidden_size], one per dropout site (the embeddings, then each layer's
+        output). With variational dropout, embedding dropout or weight drop: a
+        KeepMasks (see there for its masks' shapes).
 
         Stateless: they depend only on `seed` (int [2]) and the site, so a resumed
         run draws exactly the masks an uninterrupted one would. Drawn with Philox
         as tf.nn.experimental.stateless_dropout draws them; the step function
         draws them outside XLA, whose Philox is slower and draws other numbers.
         """
-        rate = 1.0 - self.keep_prob
-        masks = []
-        for site in range(self.num_layers + 1):
-            site_seed = tf.random.experimental.stateless_fold_in(seed, site, alg="philox")
-            uniform = tf.random.stateless_uniform(
-                [num_steps, batch_size, self.hidden_size], seed=site_seed, alg="philox")
-            masks.append(uniform >= rate)
-        return tuple(masks)
+        # One mask per row and site held over the steps, or a fresh one every step.
+        site_shape = ([batch_size, self.hidden_size] if self.variational_dropout
+                      else [num_steps, batch_size, self.hidden_size])
+        sites = tuple(_keep_mask(seed, site, site_shape, self.keep_prob)
+                      for site in range(self.num_layers + 1)) if self.keep_prob < 1.0 else ()
+        if not self._beyond_tutorial:
+            return sites
+        layers = range(self.num_layers)
+        return KeepMasks(
+            sites=sites,
+            recurrent=tuple(
+                _keep_mask(seed, _RECURRENT_STREAM + layer, [batch_size, self.hidden_size],
+                           self.recurrent_keep_prob)
+                for layer in layers) if self.recurrent_keep_prob < 1.0 else (),
+            weights=tuple(
+                _keep_mask(seed, _WEIGHT_STREAM + layer, self.cells[layer].recurrent_shape,
+                           self.weight_drop)
+                for layer in layers) if self.weight_drop < 1.0 else (),
+            embedding=(_keep_mask(seed, _EMBEDDING_STREAM, [self.vocab_size],
+                                  self.embedding_dropout),)
+            if self.embedding_dropout < 1.0 else ())
 
     @staticmethod
     def mask_rows(keep_masks, start, stop):
@@ -81,15 +164,47 @@ class PTBModel(tf.Module):
 
         A data-parallel replica that owns those rows draws the whole batch's
         masks and keeps its rows, so it drops exactly what one device would.
+        Per-row masks are sliced by rows; the per-batch ones of KeepMasks
+        (weight drop, embedding dropout) are kept whole: every replica drops
+        the same weights and words.
         """
-        return tuple(mask[:, start:stop] for mask in keep_masks)  # [T, rows, H] each
+        if not isinstance(keep_masks, KeepMasks):
+            return tuple(mask[:, start:stop] for mask in keep_masks)  # [T, rows, H] each
+        return keep_masks._replace(
+            # [T, rows, H], or [rows, H] for variational masks held over time
+            sites=tuple(mask[:, start:stop] if mask.shape.rank == 3 else mask[start:stop]
+                        for mask in keep_masks.sites),
+            recurrent=tuple(mask[start:stop] for mask in keep_masks.recurrent))  # [rows, H]
 
     def _dropout(self, x, keep):
         if keep is None:
             return x
-        # stateless_dropout's arithmetic: x / keep_prob where kept, else 0.
+        # stateless_dropout's arithmetic: x / keep_prob where kept, else 0. A variational
+        # keep [batch, hidden] broadcasts over the steps of x [steps, batch, hidden].
         scale = tf.constant(1 / (1 - (1.0 - self.keep_prob)), x.dtype)
         return tf.where(keep, x * scale, tf.zeros([], x.dtype))
+
+    def _training_masks(self, inputs, training, seed, keep_masks):
+        """The masks this call applies, as KeepMasks (all empty when not training)."""
+        if not (training and self.uses_dropout):
+            return KeepMasks()
+        if keep_masks is None and seed is None:
+            raise ValueError("training with dropout needs a seed")
+        if keep_masks is None:
+            batch_size, num_steps = tf.unstack(tf.shape(inputs))
+            keep_masks = self.dropout_masks(seed, batch_size, num_steps)
+        return keep_masks if isinstance(keep_masks, KeepMasks) else KeepMasks(sites=keep_masks)
+
+    def _embed(self, inputs, masks):
+        """Embedding rows of inputs [batch, steps] -> float32 [steps, batch, hidden], time-major."""
+        ids = tf.transpose(inputs)
+        x = tf.nn.embedding_lookup(self.embedding, ids)
+        if masks.embedding:
+            # Whole rows dropped, kept ones scaled: the lookup of (embedding * row_scale[:, None]),
+            # done on the looked-up rows only, so the gradient stays sparse.
+            row_scale = _scaled(masks.embedding[0], self.embedding_dropout, x.dtype)  # [vocab]
+            x = x * tf.gather(row_scale, ids)[..., None]
+        return x
 
     def hidden(self, inputs, state, training=False, seed=None, keep_masks=None):
         """The last layer's outputs, before the softmax.
@@ -100,25 +215,26 @@ class PTBModel(tf.Module):
           training: apply dropout (when keep_prob < 1).
           seed: int [2] seed of the dropout masks; with dropout, it or keep_masks
             is required.
-          keep_masks: dropout_masks(seed, batch_size, num_steps), drawn beforehand.
+          keep_masks: dropout_masks(seed, batch_size, num_steps), drawn beforehand
+            (or their mask_rows for this call's rows).
         Returns:
           (outputs float32 [batch_size, num_steps, hidden_size], final state).
         """
-        masks = [None] * (self.num_layers + 1)
-        if training and self.uses_dropout:
-            if keep_masks is None and seed is None:
-                raise ValueError("training with dropout needs a seed")
-            if keep_masks is None:
-                batch_size, num_steps = tf.unstack(tf.shape(inputs))
-                keep_masks = self.dropout_masks(seed, batch_size, num_steps)
-            masks = keep_masks
+        masks = self._training_masks(inputs, training, seed, keep_masks)
+        sites = masks.sites or (None,) * (self.num_layers + 1)
         # [num_steps, batch, hidden], time-major: what the fused kernels take.
-        x = tf.nn.embedding_lookup(self.embedding, tf.transpose(inputs))
-        x = self._dropout(x, masks[0])
+        x = self._dropout(self._embed(inputs, masks), sites[0])
         final = []
         for layer, (cell, layer_state) in enumerate(zip(self.cells, state)):
-            x, layer_final = kernels.KERNELS[self.rnn_mode].run(cell, x, layer_state, training)
-            x = self._dropout(x, masks[layer + 1])
+            recurrent_mask = weight_mask = None
+            if masks.recurrent:
+                recurrent_mask = _scaled(masks.recurrent[layer], self.recurrent_keep_prob, x.dtype)
+            if masks.weights:
+                weight_mask = _scaled(masks.weights[layer], self.weight_drop, x.dtype)
+            x, layer_final = kernels.KERNELS[self.rnn_mode].run(
+                cell, x, layer_state, training, recurrent_mask=recurrent_mask,
+                weight_mask=weight_mask)
+            x = self._dropout(x, sites[layer + 1])
             final.append(layer_final)
         # [batch, num_steps, hidden]: transpose the small tensor, not the logits.
         return tf.transpose(x, [1, 0, 2]), tuple(final)
@@ -130,7 +246,41 @@ class PTBModel(tf.Module):
 
     def project(self, outputs):
         """Softmax logits of hidden outputs: [..., hidden_size] -> [..., vocab_size]."""
-        return tf.tensordot(outputs, self.softmax_w, 1) + self.softmax_b
+        if self.softmax_w is not None:
+            return tf.tensordot(outputs, self.softmax_w, 1) + self.softmax_b
+        # Tied: outputs @ embedding^T as one [words, hidden] x [vocab, hidden]^T product, so
+        # the [vocab, hidden] matrix is read in place (no transposed copy, no batched matmul).
+        flat = tf.reshape(outputs, [-1, self.hidden_size])
+        logits = tf.matmul(flat, self.embedding, transpose_b=True) + self.softmax_b
+        shape = tf.concat([tf.shape(outputs)[:-1], [self.vocab_size]], axis=0)
+        return tf.ensure_shape(tf.reshape(logits, shape), outputs.shape[:-1] + [self.vocab_size])
+
+
+def _keep_mask(seed, stream, shape, keep_prob):
+    """bool `shape`, True with probability keep_prob, from stream `stream` of stateless `seed`."""
+    stream_seed = tf.random.experimental.stateless_fold_in(seed, stream, alg="philox")
+    uniform = tf.random.stateless_uniform(shape, seed=stream_seed, alg="philox")
+    return uniform >= 1.0 - keep_prob
+
+
+def _scaled(keep, keep_prob, dtype):
+    """bool keep mask -> float 0 or 1/keep_prob (inverted dropout: no rescaling at test time)."""
+    return tf.cast(keep, dtype) * tf.constant(1 / keep_prob, dtype)
+
+
+def resolve_rnn_mode(config, rnn_mode="auto"):
+    """The kernel that runs config's model (a name of rnn/kernels.py's table) for rnn_mode.
+
+    "auto" picks by the config's cell and recurrent dropout (basic for a GRU or
+    RNN cell); PTBModel resolves the same way, so the run and the driver report
+    the kernel the model runs.
+
+    Raises:
+      kernels.UnsupportedError: rnn_mode cannot run the cell or the recurrent mask.
+      kernels.NoGPUError, ValueError: as kernels.resolve.
+    """
+    return kernels.resolve(rnn_mode, cell=config.cell,
+                           recurrent_mask=config.recurrent_keep_prob < 1.0)
 
 
 def sequence_cost(logits, targets):

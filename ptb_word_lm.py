@@ -36,6 +36,7 @@ os.environ.setdefault("TF_CPU_ALLOCATOR_USE_BFC", "true")
 from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 from absl import logging  # noqa: E402
+import tensorflow as tf  # noqa: E402
 
 import checkpoints  # noqa: E402
 import configs  # noqa: E402
@@ -47,7 +48,8 @@ from errors import UserError  # noqa: E402
 from rnn import kernels  # noqa: E402
 
 FLAGS = flags.FLAGS
-flags.DEFINE_enum("model", "small", list(configs.CONFIGS), "Model config (the tutorial's table).")
+flags.DEFINE_enum("model", "small", list(configs.CONFIGS), "Model config: the tutorial's small, "
+                  "medium, large, test; later papers' small_tied, medium_tied_vd, awd (configs.py).")
 flags.DEFINE_string("data_path", reader.DEFAULT_DATA_PATH,
                     "Directory with the train/valid/test text files (scripts/get_ptb.sh puts PTB here).")
 flags.DEFINE_string("save_path", None,
@@ -59,12 +61,15 @@ flags.DEFINE_enum("rnn_mode", kernels.AUTO, [kernels.AUTO, *kernels.NAMES],
                   "kernel), cudnn (GPU only); auto: cudnn on a GPU, else fused under XLA.")
 flags.DEFINE_integer("seed", 0, "Seed of the initial weights and the dropout masks; in "
                      "--mode=generate, of the sampling (same seed, same text).")
-flags.DEFINE_multi_string("override", [], "Config override key=value, e.g. --override=num_steps=35; "
-                          "repeatable.")
+flags.DEFINE_multi_string("override", [], "Config override key=value, e.g. --override=num_steps=35, "
+                          "tie_embeddings=true, cell=gru, optimizer=asgd; repeatable.")
 flags.DEFINE_float("checkpoint_every_minutes", 10.0, "Also save a checkpoint this often mid-epoch "
                    "(0: only at epoch ends and on SIGINT/SIGTERM).")
 flags.DEFINE_integer("checkpoint_every_steps", 0, "Also save a checkpoint every N training steps "
                      "(0: off).")
+flags.DEFINE_float("max_minutes", None, "Stop training after this many minutes of epochs (with a "
+                   "checkpoint), then validate and test as at the end of a run, so runs of equal "
+                   "cost compare; a rerun with a larger budget goes on. Default: no limit.")
 flags.DEFINE_integer("keep_checkpoints", 3, "How many of the newest checkpoints to keep "
                      "(the best by validation perplexity is kept apart).")
 flags.DEFINE_bool("deterministic", False, "Enable TensorFlow op determinism (bitwise-repeatable "
@@ -142,7 +147,7 @@ def _run_options():
         checkpoint_every_minutes=FLAGS.checkpoint_every_minutes,
         checkpoint_every_steps=FLAGS.checkpoint_every_steps,
         keep_checkpoints=FLAGS.keep_checkpoints, progress="tty" if tty else "plain",
-        export_dir=FLAGS.export_dir, strategy=FLAGS.strategy,
+        export_dir=FLAGS.export_dir, max_minutes=FLAGS.max_minutes, strategy=FLAGS.strategy,
         num_cpu_replicas=FLAGS.num_cpu_replicas,
         collective_timeout_seconds=FLAGS.collective_timeout_seconds,
         connect_timeout_seconds=FLAGS.connect_timeout_seconds)
@@ -231,11 +236,13 @@ def _score(model, word_to_id):
 
 def _use_trained(save_path):
     """--mode=eval|generate|score|export: a checkpoint's model and vocabulary at work."""
-    rnn_mode = kernels.resolve(FLAGS.rnn_mode)
-    kernels.jit_compile(rnn_mode, FLAGS.xla)
+    kernels.jit_compile(kernels.resolve(FLAGS.rnn_mode), FLAGS.xla)  # fail before loading
     print(f"Loading {checkpoints.find_checkpoint(save_path, FLAGS.checkpoint)}", file=sys.stderr)
-    # Without --checkpoint, load_model falls back past a snapshot deleted meanwhile.
-    model, word_to_id, config = checkpoints.load_model(save_path, FLAGS.checkpoint, rnn_mode)
+    # Without --checkpoint, load_model falls back past a snapshot deleted meanwhile; the
+    # model resolves auto by its own cell.
+    model, word_to_id, config = checkpoints.load_model(save_path, FLAGS.checkpoint,
+                                                       FLAGS.rnn_mode)
+    kernels.jit_compile(model.rnn_mode, FLAGS.xla)
     if FLAGS.mode == "export":
         path = export.export_saved_model(model, word_to_id, FLAGS.export_dir, config)
         print(f"Exported SavedModel to {path}", flush=True)
@@ -254,7 +261,6 @@ def _train(save_path):
 def _dispatch():
     _check_mode_flags()
     if FLAGS.deterministic:
-        import tensorflow as tf
         tf.config.experimental.enable_op_determinism()
     save_path = FLAGS.save_path or os.path.join("runs", FLAGS.model)
     if FLAGS.mode == "train":

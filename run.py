@@ -16,10 +16,12 @@ import sys
 import time
 from typing import Optional
 
+import averaging
 import checkpoints
 import configs
 import distribute
 import export
+import model as model_lib
 import monitoring
 import reader
 import training
@@ -61,6 +63,7 @@ class RunOptions:
     keep_checkpoints: int = 3  # newest checkpoints kept (the best is kept apart)
     progress: str = "plain"  # plain: the tutorial's lines; tty: one redrawn line
     export_dir: Optional[str] = None  # write a SavedModel here after the test
+    max_minutes: Optional[float] = None  # stop training after this many minutes of epochs, then test
     # Data parallel (distribute.py): none, mirrored, multi_worker (TF_CONFIG), or auto
     # (multi_worker when TF_CONFIG is set, else none). The global batch stays batch_size.
     strategy: str = "none"
@@ -70,6 +73,11 @@ class RunOptions:
 
     def __post_init__(self):
         check_seed(self.seed)
+        if self.max_minutes is not None and not (
+                isinstance(self.max_minutes, (int, float)) and math.isfinite(self.max_minutes)
+                and self.max_minutes > 0):
+            raise RunError(f"max_minutes must be > 0 (leave it unset for no limit), got "
+                           f"{self.max_minutes!r}")
         if not (isinstance(self.checkpoint_every_minutes, (int, float))
                 and math.isfinite(self.checkpoint_every_minutes)
                 and self.checkpoint_every_minutes >= 0):
@@ -176,8 +184,14 @@ class _Interrupts:
               f"(send it again to exit at once).", file=sys.stderr, flush=True)
 
 
+def _trained_seconds(history):
+    """Seconds of training in the recorded epochs (time lost to a kill mid-epoch is not in it)."""
+    return sum(entry["train_seconds"] for entry in history)
+
+
 class _RunHooks(training.EpochHooks):
-    """Between the steps of an epoch: progress, TensorBoard, periodic checkpoints, signals."""
+    """Between the steps of an epoch: progress, TensorBoard, periodic checkpoints, signals,
+    the time budget."""
 
     def __init__(self, progress, summaries, checkpointer, interrupts, options, train_step):
         self.train_step = train_step
@@ -187,6 +201,18 @@ class _RunHooks(training.EpochHooks):
         self.interrupts = interrupts
         self.options = options
         self._last_save = time.time()
+        self._deadline = math.inf
+        self.stopped_by_signal = False  # a signal to this worker or (agreed) to another
+
+    def start_epoch(self, trained_seconds):
+        """The epoch starts now, after `trained_seconds` of training in earlier epochs."""
+        self.stopped_by_signal = False
+        if self.options.max_minutes is not None:
+            self._deadline = time.time() + 60 * self.options.max_minutes - trained_seconds
+
+    @property
+    def out_of_time(self):
+        return time.time() >= self._deadline
 
     def _save_due(self, ts):
         every_minutes, every_steps = (self.options.checkpoint_every_minutes,
@@ -198,13 +224,14 @@ class _RunHooks(training.EpochHooks):
     def after_step(self, ts, outputs):
         self.progress.tick(ts)
         # With several workers, all save and stop at the same step (see distribute.py).
-        save, stop = self.train_step.agree(outputs, self._save_due(ts),
-                                           self.interrupts.signum is not None)
-        if save or stop:
+        save, stop_by_signal, out_of_time = self.train_step.agree(
+            outputs, self._save_due(ts), self.interrupts.signum is not None, self.out_of_time)
+        if save or stop_by_signal:
             ts.check_finite()
             self.checkpointer.save()
             self._last_save = time.time()
-        return stop
+        self.stopped_by_signal = stop_by_signal
+        return stop_by_signal or out_of_time
 
     def report(self, ts, fraction, words_per_second, outputs):
         self.progress.report(ts, fraction, words_per_second)
@@ -262,7 +289,7 @@ def _open_run(config, corpus, save_path, options, epoch_size, replicas):
 
     With several workers the chief restores and the others receive its values.
     """
-    rnn_mode = kernels.resolve(options.rnn_mode)
+    rnn_mode = model_lib.resolve_rnn_mode(config, options.rnn_mode)  # auto: by the cell
     jit_compile = kernels.jit_compile(rnn_mode, options.xla)
     with replicas.scope():
         ts = training.TrainState(config, rnn_mode=rnn_mode, seed=options.seed)
@@ -293,16 +320,56 @@ def _open_run(config, corpus, save_path, options, epoch_size, replicas):
                 history=checkpointer.get_history())
 
 
+def _make_train_step(run):
+    """The training step; with NT-ASGD it also folds each step's weights into the average."""
+    ts = run.ts
+    wrap = None
+    if ts.average is not None:
+        wrap = lambda step: averaging.with_averaging(ts.average, ts.model, step)  # noqa: E731
+    return run.replicas.make_train_step(ts, jit_compile=run.jit_compile, wrap=wrap)
+
+
+def _record_epoch(run, epoch, fraction, train_ppl, valid_ppl, seconds):
+    """Appends the epoch to the history; a resumed partial epoch replaces its earlier entry."""
+    history = run.history
+    if history and history[-1]["epoch"] == epoch + 1 and history[-1].get("fraction", 1) < 1:
+        seconds += history.pop()["train_seconds"]
+    entry = {"epoch": epoch + 1, "learning_rate": float(run.ts.lr.numpy()),
+             "train_perplexity": train_ppl, "valid_perplexity": valid_ppl,
+             "train_seconds": seconds}
+    if fraction < 1:
+        entry["fraction"] = fraction  # stopped by --max_minutes
+    history.append(entry)
+
+
+def _maybe_start_averaging(run):
+    """NT-ASGD: averaging starts after the epoch validation stops improving."""
+    ts, config = run.ts, run.config
+    if ts.average is None or ts.average.active:
+        return
+    if averaging.should_start([h["valid_perplexity"] for h in run.history], config.asgd_nonmono):
+        ts.average.start(ts.model)
+        print(f"Averaging the weights from here on (NT-ASGD: validation worse than the best "
+              f"before the last {config.asgd_nonmono} epochs)", flush=True)
+
+
 def _train_epochs(run, train_batches, valid_batches, interrupts):
-    """The tutorial's loop from wherever the run stands: train, validate, checkpoint, per epoch."""
+    """The tutorial's loop from wherever the run stands: train, validate, checkpoint, per epoch.
+
+    Ends after max_max_epoch epochs, or mid-epoch once options.max_minutes of
+    training are spent (then validated and checkpointed as an epoch end).
+    """
     ts, config = run.ts, run.config
     progress = monitoring.make_progress(run.options.progress == "tty", train_batches, sys.stdout)
-    train_step = run.replicas.make_train_step(ts, jit_compile=run.jit_compile)
+    train_step = _make_train_step(run)
     hooks = _RunHooks(progress, run.summaries, run.checkpointer, interrupts, run.options,
                       train_step)
     evaluate = run.replicas.make_evaluate(ts.model, config.batch_size, config.num_steps,
                                           jit_compile=run.jit_compile)
     while int(ts.epoch.numpy()) < config.max_max_epoch:
+        hooks.start_epoch(_trained_seconds(run.history))
+        if run.replicas.any_worker(hooks.out_of_time):
+            break
         epoch = int(ts.epoch.numpy())
         print(f"Epoch: {epoch + 1} Learning rate: {ts.lr.numpy():.3f}", flush=True)
         start = time.time()
@@ -311,26 +378,34 @@ def _train_epochs(run, train_batches, valid_batches, interrupts):
             finished = training.run_epoch(ts, train_step, train_batches, hooks)
         finally:
             progress.end_epoch()
-        if not finished:
+        if not finished and hooks.stopped_by_signal:
             raise Stopped(f"Stopped at epoch {epoch + 1} step {int(ts.step.numpy())}; checkpoint "
                           f"saved in {run.saved_in}: run the same command to resume.")
         seconds = time.time() - start
+        fraction = int(ts.step.numpy()) / train_batches.epoch_size
+        finished = fraction == 1  # the budget may run out on the epoch's last step
+        if not finished:
+            print(f"Time budget of {run.options.max_minutes:g} minutes spent at epoch "
+                  f"{epoch + 1} ({100 * fraction:.1f}%): validating and testing now", flush=True)
         train_ppl = ts.epoch_perplexity()
         print(f"Epoch: {epoch + 1} Train Perplexity: {train_ppl:.3f}", flush=True)
-        valid_ppl = evaluate(valid_batches)
+        with ts.evaluation_weights():
+            valid_ppl = evaluate(valid_batches)
         print(f"Epoch: {epoch + 1} Valid Perplexity: {valid_ppl:.3f}", flush=True)
         run.summaries.write(int(ts.global_step.numpy()), {"valid/perplexity": valid_ppl})
         best = all(valid_ppl < h["valid_perplexity"] for h in run.history)
-        run.history.append({"epoch": epoch + 1, "learning_rate": float(ts.lr.numpy()),
-                            "train_perplexity": train_ppl, "valid_perplexity": valid_ppl,
-                            "train_seconds": seconds})
+        _record_epoch(run, epoch, fraction, train_ppl, valid_ppl, seconds)
+        _maybe_start_averaging(run)
         run.checkpointer.set_history(run.history)
-        ts.reset_epoch(epoch + 1)  # the snapshot resumes at the start of the next epoch
+        if finished:
+            ts.reset_epoch(epoch + 1)  # the snapshot resumes at the start of the next epoch
         run.checkpointer.save(best=best)
         run.write_metrics()
         if run.replicas.any_worker(interrupts.signum is not None):
             raise Stopped(f"Stopped after epoch {epoch + 1}; checkpoint saved in "
                           f"{run.saved_in}: run the same command to resume.")
+        if not finished:
+            break
 
 
 def _test(run):
@@ -378,6 +453,9 @@ def train_and_evaluate(config, corpus, save_path, options=RunOptions()):
       Stopped: SIGINT/SIGTERM; what was kept is saved.
     """
     check_memory(config)
+    if config.optimizer == "asgd" and distribute.resolve(options.strategy) != "none":
+        raise RunError("optimizer asgd (NT-ASGD's weight average) does not run under a "
+                       "distribute strategy yet; use strategy none (--strategy=none)")
     # First: logical devices and the multi-worker server must precede TensorFlow's start.
     replicas = distribute.create(options.strategy, config.batch_size, options.num_cpu_replicas,
                                  options.collective_timeout_seconds,
@@ -400,6 +478,7 @@ def train_and_evaluate(config, corpus, save_path, options=RunOptions()):
             with summaries as run.summaries:
                 _train_epochs(run, train_batches, valid_batches, interrupts)
                 interrupts.stop_at_once = True
-                test_ppl = _test(run)
+                with run.ts.evaluation_weights():
+                    test_ppl = _test(run)
     return {"config": configs.to_dict(config), "epochs": run.history,
             "test_perplexity": test_ppl}

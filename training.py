@@ -1,11 +1,13 @@
 """Training and evaluation: LR schedule, tf.function steps, run_epoch, exact stream evaluation."""
 
+import contextlib
 import math
 import time
 
 import numpy as np
 import tensorflow as tf
 
+import averaging
 import model as model_lib
 from errors import UserError
 
@@ -55,6 +57,15 @@ class TrainState(tf.Module):
         # Global step of the first non-finite cost, -1 while all is well.
         self.bad_step = tf.Variable(-1, dtype=tf.int64, trainable=False, name="bad_step")
         self.carried = _state_variables(self.model.zero_state(config.batch_size), "carried")
+        # NT-ASGD's average of the weights; only asgd runs have it (and its checkpoint entries).
+        self.average = (averaging.WeightAverage(self.model) if config.optimizer == "asgd"
+                        else None)
+
+    def evaluation_weights(self):
+        """A context in which the model holds the weights to evaluate: the average if one is kept."""
+        if self.average is None:
+            return contextlib.nullcontext()
+        return self.average.swapped_into(self.model)
 
     def reset_epoch(self, epoch):
         """Starts epoch `epoch` (0-based): schedule LR, zero state and sums."""

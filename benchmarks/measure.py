@@ -17,6 +17,7 @@ import tensorflow as tf
 
 import configs
 import errors
+import model as model_lib
 import reader
 import training
 from benchmarks import common
@@ -173,7 +174,7 @@ def measure(name, mode, data_path, overrides=(), warmup=20, steps=300, eval_step
     """
     corpus = reader.load_corpus(data_path)
     config = resolve_config(name, overrides, corpus.vocab_size)
-    rnn_mode = kernels.resolve(mode.rnn_mode)
+    rnn_mode = model_lib.resolve_rnn_mode(config, mode.rnn_mode)
     jit_compile = kernels.jit_compile(rnn_mode, mode.xla)
     ts = training.TrainState(config, rnn_mode=rnn_mode, seed=seed)
     ts.reset_epoch(0)

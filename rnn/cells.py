@@ -148,11 +148,22 @@ class _ProjectedCell(RNNCell):
         """
         raise NotImplementedError
 
-    def recurrent_weights(self):
-        """The recurrent (h-side) weight tensors, read once per sequence."""
+    @property
+    def recurrent_shape(self):
+        """[num_units, k * num_units]: the shape of the h rows of the kernel(s), all gates."""
         raise NotImplementedError
 
-    def step_projected(self, projected_t, state, recurrent_weights=None):
+    def recurrent_weights(self, weight_mask=None):
+        """The recurrent (h-side) weight tensors, read once per sequence.
+
+        Args:
+          weight_mask: optional float `recurrent_shape`, multiplied into the
+            weights (weight drop: DropConnect on W_h, already scaled by 1/keep).
+        """
+        raise NotImplementedError
+
+    def step_projected(self, projected_t, state, recurrent_weights=None,
+                       recurrent_mask=None):
         """One step given the projected input of that step.
 
         Args:
@@ -160,6 +171,10 @@ class _ProjectedCell(RNNCell):
           state: as in `__call__`.
           recurrent_weights: `self.recurrent_weights()` computed by the
             caller outside its loop; None reads them here.
+          recurrent_mask: optional float `[batch, num_units]`: h_{t-1} is
+            multiplied by it before the recurrent matmul(s) (variational
+            recurrent dropout, already scaled by 1/keep); the state carried
+            on is not.
 
         Returns:
           (output, new_state) as in `__call__`.
@@ -173,6 +188,11 @@ class _ProjectedCell(RNNCell):
 
 def _make_variable(initializer, shape, dtype, name):
     return tf.Variable(initializer(shape, dtype), name=name)
+
+
+def _masked(x, mask):
+    """x * mask, or x itself when there is no mask (the tutorial's graph unchanged)."""
+    return x if mask is None else x * mask
 
 
 class BasicRNNCell(_ProjectedCell):
@@ -208,15 +228,20 @@ class BasicRNNCell(_ProjectedCell):
         """inputs `[..., input_size]` -> `[..., num_units]` = x @ W_x + bias."""
         return _linear(inputs, self.kernel[:self._input_size]) + self.bias
 
-    def recurrent_weights(self):
-        """W_h `[num_units, num_units]`, the h rows of `kernel`."""
-        return self.kernel[self._input_size:]
+    @property
+    def recurrent_shape(self):
+        return [self._num_units, self._num_units]
 
-    def step_projected(self, projected_t, state, recurrent_weights=None):
+    def recurrent_weights(self, weight_mask=None):
+        """W_h `[num_units, num_units]`, the h rows of `kernel`."""
+        return _masked(self.kernel[self._input_size:], weight_mask)
+
+    def step_projected(self, projected_t, state, recurrent_weights=None,
+                       recurrent_mask=None):
         """projected_t `[batch, num_units]`, state `[batch, num_units]`."""
         w_h = (self.recurrent_weights() if recurrent_weights is None
                else recurrent_weights)
-        h = self._activation(projected_t + tf.matmul(state, w_h))
+        h = self._activation(projected_t + tf.matmul(_masked(state, recurrent_mask), w_h))
         return h, h
 
 
@@ -274,20 +299,33 @@ class GRUCell(_ProjectedCell):
         b = tf.concat([self.gates_bias, self.candidate_bias], axis=0)
         return _linear(inputs, w_x) + b
 
-    def recurrent_weights(self):
+    @property
+    def recurrent_shape(self):
+        """[H, 3H]: the gates' W_h columns, then the candidate's."""
+        return [self._num_units, 3 * self._num_units]
+
+    def recurrent_weights(self, weight_mask=None):
         """(gates W_h `[H, 2H]`, candidate W_h `[H, H]`), the h rows."""
         n = self._input_size
-        return self.gates_kernel[n:], self.candidate_kernel[n:]
+        gates_h, cand_h = self.gates_kernel[n:], self.candidate_kernel[n:]
+        if weight_mask is None:
+            return gates_h, cand_h
+        gates_mask, cand_mask = tf.split(weight_mask, [2 * self._num_units, self._num_units],
+                                         axis=1)
+        return gates_h * gates_mask, cand_h * cand_mask
 
-    def step_projected(self, projected_t, state, recurrent_weights=None):
+    def step_projected(self, projected_t, state, recurrent_weights=None,
+                       recurrent_mask=None):
         """projected_t `[batch, 3H]`, state `[batch, H]`."""
         gates_h, cand_h = (self.recurrent_weights() if recurrent_weights is None
                            else recurrent_weights)
         units = self._num_units
         gates_x, cand_x = tf.split(projected_t, [2 * units, units], axis=1)
-        gates = tf.sigmoid(gates_x + tf.matmul(state, gates_h))
+        # Both matmuls see the dropped h (Gal & Ghahramani's GRU); u * state carries it whole.
+        dropped = _masked(state, recurrent_mask)
+        gates = tf.sigmoid(gates_x + tf.matmul(dropped, gates_h))
         r, u = tf.split(gates, 2, axis=1)
-        c = self._activation(cand_x + tf.matmul(r * state, cand_h))
+        c = self._activation(cand_x + tf.matmul(r * dropped, cand_h))
         h = u * state + (1.0 - u) * c
         return h, h
 
@@ -341,21 +379,91 @@ class LSTMCell(_ProjectedCell):
         """inputs `[..., input_size]` -> `[..., 4H]` = x @ W_x + bias."""
         return _linear(inputs, self.kernel[:self._input_size]) + self.bias
 
-    def recurrent_weights(self):
-        """W_h `[num_units, 4 * num_units]`, the h rows of `kernel`."""
-        return self.kernel[self._input_size:]
+    @property
+    def recurrent_shape(self):
+        return [self._num_units, 4 * self._num_units]
 
-    def step_projected(self, projected_t, state, recurrent_weights=None):
+    def recurrent_weights(self, weight_mask=None):
+        """W_h `[num_units, 4 * num_units]`, the h rows of `kernel`."""
+        return _masked(self.kernel[self._input_size:], weight_mask)
+
+    def masked_kernel(self, weight_mask=None):
+        """`kernel` with its W_h rows multiplied by weight_mask (the variable itself if None).
+
+        For the kernels that read the whole [x, h] kernel (rnn/fused_lstm.py,
+        rnn/kernels.py): the gradient reaches the variable through the product.
+        """
+        if weight_mask is None:
+            return self.kernel
+        n = self._input_size
+        return tf.concat([self.kernel[:n], self.kernel[n:] * weight_mask], axis=0)
+
+    def step_projected(self, projected_t, state, recurrent_weights=None,
+                       recurrent_mask=None):
         """projected_t `[batch, 4H]`, state LSTMStateTuple of `[batch, H]`."""
         w_h = (self.recurrent_weights() if recurrent_weights is None
                else recurrent_weights)
         c, h = state
-        gates = projected_t + tf.matmul(h, w_h)
+        gates = projected_t + tf.matmul(_masked(h, recurrent_mask), w_h)
         i, j, f, o = tf.split(gates, 4, axis=1)
         new_c = (tf.sigmoid(f + self._forget_bias) * c
                  + tf.sigmoid(i) * self._activation(j))
         new_h = tf.sigmoid(o) * self._activation(new_c)
         return new_h, LSTMStateTuple(new_c, new_h)
+
+
+class MaskedRecurrence(RNNCell):
+    """A projected cell whose recurrent matmul sees h_{t-1} * recurrent_mask and W_h * weight_mask.
+
+    The same masks at every step of a sequence: variational recurrent dropout
+    (Gal & Ghahramani 2016) and weight drop (DropConnect on W_h, Merity et al.
+    2018). The masks are given (float, already scaled by 1/keep), not drawn:
+    whoever runs the batch draws them, so every kernel can apply the same ones.
+    dynamic_rnn reads `recurrent_weights()` once, so W_h is masked once per
+    sequence.
+    """
+
+    def __init__(self, cell, recurrent_mask=None, weight_mask=None, name=None):
+        """Args:
+          cell: a cell with project_inputs / recurrent_weights / step_projected.
+          recurrent_mask: optional float `[batch, num_units]`.
+          weight_mask: optional float `cell.recurrent_shape`.
+        """
+        super().__init__(name=name)
+        self.cell = cell
+        self._recurrent_mask = recurrent_mask
+        self._weight_mask = weight_mask
+
+    @property
+    def state_size(self):
+        return self.cell.state_size
+
+    @property
+    def output_size(self):
+        return self.cell.output_size
+
+    @property
+    def dtype(self):
+        return self.cell.dtype
+
+    def zero_state(self, batch_size, dtype=None):
+        return self.cell.zero_state(batch_size, dtype)
+
+    def project_inputs(self, inputs):
+        return self.cell.project_inputs(inputs)
+
+    def recurrent_weights(self):
+        return self.cell.recurrent_weights(self._weight_mask)
+
+    def step_projected(self, projected_t, state, recurrent_weights=None):
+        if recurrent_weights is None:
+            recurrent_weights = self.recurrent_weights()
+        return self.cell.step_projected(projected_t, state, recurrent_weights,
+                                        recurrent_mask=self._recurrent_mask)
+
+    def __call__(self, inputs, state, training=False):
+        del training  # the masks are on whenever given
+        return self.step_projected(self.project_inputs(inputs), state)
 
 
 class MultiRNNCell(RNNCell):

@@ -99,7 +99,7 @@ def _per_step_matmul(w, unroll):
     return lambda x: tf.matmul(x, w_t, transpose_b=True)
 
 
-def _lstm_forward(projected, c0, h0, w_h, forget_bias, unroll):
+def _lstm_forward(projected, c0, h0, w_h, forget_bias, unroll, recurrent_mask=None):
     """The recurrence given all steps' input projections.
 
     Args:
@@ -108,6 +108,8 @@ def _lstm_forward(projected, c0, h0, w_h, forget_bias, unroll):
       w_h: `[H, 4H]` recurrent weights.
       forget_bias: Python float added to f, as LSTMCell does.
       unroll: Python loop over a static T instead of a tf.while_loop.
+      recurrent_mask: optional `[batch, H]`: every step's h_{t-1} is multiplied
+        by it before @ W_h (variational recurrent dropout).
 
     Returns:
       (outputs h_1..h_T `[T, batch, H]`, cell states c_1..c_T `[T, batch, H]`,
@@ -119,7 +121,7 @@ def _lstm_forward(projected, c0, h0, w_h, forget_bias, unroll):
 
     def step(state, projected_t):
         c, h = state
-        gates = projected_t + times_w_h(h)
+        gates = projected_t + times_w_h(h if recurrent_mask is None else h * recurrent_mask)
         i, j, f, o = tf.split(gates, 4, axis=1)
         i, j, f, o = (tf.sigmoid(i), tf.tanh(j), tf.sigmoid(f + forget_bias),
                       tf.sigmoid(o))
@@ -133,7 +135,7 @@ def _lstm_forward(projected, c0, h0, w_h, forget_bias, unroll):
     return outputs, cs, acts, c, h
 
 
-def _lstm_backward(d_outputs, dc, dh, cs, c_prev, acts, w_h, unroll):
+def _lstm_backward(d_outputs, dc, dh, cs, c_prev, acts, w_h, unroll, recurrent_mask=None):
     """Reverse loop of the recurrence: only dgates_t @ W_h^T per step.
 
     Args:
@@ -143,6 +145,8 @@ def _lstm_backward(d_outputs, dc, dh, cs, c_prev, acts, w_h, unroll):
       acts: `[T, batch, 4H]` gate activations saved by `_lstm_forward`.
       w_h: `[H, 4H]`.
       unroll: Python loop over a static T instead of a tf.while_loop.
+      recurrent_mask: optional `[batch, H]`, as in `_lstm_forward`: the
+        gradient reaching h_{t-1} through W_h is multiplied by it.
 
     Returns:
       (dgates `[T, batch, 4H]` wrt the gate pre-activations, dc_0, dh_0).
@@ -162,6 +166,8 @@ def _lstm_backward(d_outputs, dc, dh, cs, c_prev, acts, w_h, unroll):
                             dc * c_prev * f * (1 - f),
                             dh * tanh_c * o * (1 - o)], axis=1)
         dh = times_w_h_t(dgates)
+        if recurrent_mask is not None:
+            dh = dh * recurrent_mask
         return (dc * f, dh), (dgates,)
 
     (dc, dh), (dgates,) = _scan(
@@ -175,7 +181,8 @@ def _flat(values):
     return tf.reshape(values, [-1, values.shape[-1]])
 
 
-def fused_lstm(cell, inputs, initial_state, unroll=False):
+def fused_lstm(cell, inputs, initial_state, unroll=False, recurrent_mask=None,
+               weight_mask=None):
     """Runs an LSTMCell over a sequence with a hand-written backward pass.
 
     Computes exactly what `dynamic_rnn` computes with the same `cell.kernel`,
@@ -203,6 +210,12 @@ def fused_lstm(cell, inputs, initial_state, unroll=False):
       initial_state: LSTMStateTuple of `[batch, num_units]`.
       unroll: unroll both loops over a static num_steps. Ignored (the
         while_loop runs) when num_steps is unknown until run time or 0.
+      recurrent_mask: optional float `[batch, num_units]`: h_{t-1} * mask
+        goes into the recurrent matmul at every step (variational recurrent
+        dropout, scaled by 1/keep already); the carried h is not masked.
+      weight_mask: optional float `[num_units, 4 * num_units]`: W_h * mask
+        replaces W_h (weight drop). Applied before the custom gradient, so the
+        gradient reaches the kernel through the product.
 
     Returns:
       (outputs `[num_steps, batch, num_units]` time-major,
@@ -216,25 +229,30 @@ def fused_lstm(cell, inputs, initial_state, unroll=False):
     static_steps, static_batch = inputs.shape[0], inputs.shape[1]
     # Read the variables here, so the gradient reaches them through the
     # reads and custom_gradient sees plain tensors (no `variables` argument).
-    kernel = tf.convert_to_tensor(cell.kernel)
+    kernel = tf.convert_to_tensor(cell.masked_kernel(weight_mask))
     bias = tf.convert_to_tensor(cell.bias)
+    if recurrent_mask is not None:
+        recurrent_mask = tf.convert_to_tensor(recurrent_mask, dtype=cell.dtype)
     outputs, c, h = _fused_lstm(inputs, initial_state.c, initial_state.h,
                                 kernel, bias, cell.input_size,
-                                cell.forget_bias, unroll)
+                                cell.forget_bias, unroll, recurrent_mask)
     outputs.set_shape([static_steps, static_batch, cell.num_units])
     return outputs, LSTMStateTuple(c, h)
 
 
 def _fused_lstm(inputs, c0, h0, kernel, bias, input_size, forget_bias,
-                unroll):
+                unroll, recurrent_mask=None):
     """custom_gradient core of `fused_lstm`; returns (outputs, c_T, h_T)."""
+    # The mask is an input only when there is one (no gradient: it is not trained).
+    masks = () if recurrent_mask is None else (recurrent_mask,)
 
     @tf.custom_gradient
-    def run(inputs, c0, h0, kernel, bias):
+    def run(inputs, c0, h0, kernel, bias, *masks):
+        mask = masks[0] if masks else None
         w_x, w_h = kernel[:input_size], kernel[input_size:]
         projected = tf.tensordot(inputs, w_x, axes=1) + bias  # [T, batch, 4H]
         outputs, cs, acts, c, h = _lstm_forward(
-            projected, c0, h0, w_h, forget_bias, unroll)
+            projected, c0, h0, w_h, forget_bias, unroll, mask)
 
         def grad(d_outputs, dc, dh):
             d_outputs, dc, dh = (
@@ -244,8 +262,10 @@ def _fused_lstm(inputs, c0, h0, kernel, bias, input_size, forget_bias,
             # T == 0 too.
             c_prev = tf.concat([c0[None], cs], axis=0)[:-1]
             h_prev = tf.concat([h0[None], outputs], axis=0)[:-1]
+            if mask is not None:
+                h_prev = h_prev * mask  # what met W_h: [T, batch, H] * [batch, H]
             dgates, dc0, dh0 = _lstm_backward(
-                d_outputs, dc, dh, cs, c_prev, acts, w_h, unroll)
+                d_outputs, dc, dh, cs, c_prev, acts, w_h, unroll, mask)
             flat_dgates = _flat(dgates)  # [T * batch, 4H]
             # [x_t, h_{t-1}] rows, as the kernel's: dW_x and dW_h in one GEMM
             # (measured a little faster than two at H=200 and H=650).
@@ -255,8 +275,8 @@ def _fused_lstm(inputs, c0, h0, kernel, bias, input_size, forget_bias,
             d_inputs = tf.reshape(
                 tf.matmul(flat_dgates, w_x, transpose_b=True),
                 tf.shape(inputs))
-            return d_inputs, dc0, dh0, d_kernel, d_bias
+            return (d_inputs, dc0, dh0, d_kernel, d_bias) + (None,) * len(masks)
 
         return (outputs, c, h), grad
 
-    return run(inputs, c0, h0, kernel, bias)
+    return run(inputs, c0, h0, kernel, bias, *masks)

@@ -1,10 +1,11 @@
-"""The one table of LSTM kernels (what each needs, whether it compiles under XLA) and the
-library kernels in it: TensorFlow's BlockLSTM and cuDNN over LSTMCell's variables.
+"""The one table of RNN kernels (what each needs, which cells it runs, whether it compiles
+under XLA) and the library kernels in it: TensorFlow's BlockLSTM and cuDNN over LSTMCell's
+variables.
 
-Every kernel runs one LSTMCell over a whole time-major sequence and reads the
-cell's own `kernel` and `bias`, so the variables (and checkpoints) are the
-same in every mode. The model, training, the driver and the benchmark all read
-KERNELS; nothing else names a mode.
+Every kernel runs one cell over a whole time-major sequence and reads the
+cell's own variables, so the variables (and checkpoints) are the same in every
+mode. The model, training, the driver and the benchmark all read KERNELS;
+nothing else names a mode.
 """
 
 import dataclasses
@@ -14,6 +15,7 @@ import tensorflow as tf
 
 from errors import UserError
 
+from . import cells as cells_lib
 from . import dynamic_rnn as dynamic_rnn_lib
 from .cells import LSTMStateTuple
 from .fused_lstm import fused_lstm, require_tanh
@@ -25,6 +27,10 @@ class NoGPUError(UserError):
 
 class XLAError(UserError):
     """XLA asked for with a kernel that has no XLA version."""
+
+
+class UnsupportedError(UserError, ValueError):
+    """A kernel asked for a cell or a regularisation it cannot run."""
 
 
 def gpu_available():
@@ -51,7 +57,7 @@ def _final_state(outputs_c, outputs_h, initial_state):
     return LSTMStateTuple(c, h)
 
 
-def block_lstm(cell, inputs, initial_state):
+def block_lstm(cell, inputs, initial_state, weight_mask=None):
     """Runs an LSTMCell over a whole sequence in the fused BlockLSTM kernel.
 
     Uses `tf.raw_ops.BlockLSTM` (V1): its gate layout is i, j(=ci), f, o and it
@@ -64,6 +70,8 @@ def block_lstm(cell, inputs, initial_state):
       cell: an LSTMCell with tanh activation.
       inputs: float32 `[num_steps, batch, input_size]`, time-major.
       initial_state: LSTMStateTuple of float32 `[batch, num_units]`.
+      weight_mask: optional float `[num_units, 4 * num_units]` multiplied
+        into W_h (weight drop).
 
     Returns:
       (outputs `[num_steps, batch, num_units]` time-major, LSTMStateTuple).
@@ -77,7 +85,7 @@ def block_lstm(cell, inputs, initial_state):
     result = tf.raw_ops.BlockLSTM(
         seq_len_max=tf.cast(tf.shape(inputs)[0], tf.int64),
         x=inputs, cs_prev=initial_state.c, h_prev=initial_state.h,
-        w=cell.kernel, wci=no_peephole, wcf=no_peephole, wco=no_peephole,
+        w=cell.masked_kernel(weight_mask), wci=no_peephole, wcf=no_peephole, wco=no_peephole,
         b=cell.bias, forget_bias=cell.forget_bias,
         cell_clip=-1.0,  # <= 0 disables clipping; LSTMCell never clips.
         use_peephole=False)
@@ -163,7 +171,7 @@ def cudnn_to_canonical(params, input_size, num_units, forget_bias):
     return kernel, tf.concat(_ijfo(biases), axis=0)
 
 
-def cudnn_lstm(cell, inputs, initial_state):
+def cudnn_lstm(cell, inputs, initial_state, weight_mask=None):
     """Runs an LSTMCell over a whole sequence in cuDNN (GPU only).
 
     The cuDNN params are built from `cell.kernel`/`cell.bias` on every call, so
@@ -174,6 +182,8 @@ def cudnn_lstm(cell, inputs, initial_state):
       cell: an LSTMCell with tanh activation.
       inputs: float32 `[num_steps, batch, input_size]`, time-major.
       initial_state: LSTMStateTuple of float32 `[batch, num_units]`.
+      weight_mask: optional float `[num_units, 4 * num_units]` multiplied
+        into W_h (weight drop).
 
     Returns:
       (outputs `[num_steps, batch, num_units]` time-major, LSTMStateTuple).
@@ -186,7 +196,7 @@ def cudnn_lstm(cell, inputs, initial_state):
         raise NoGPUError("cuDNN LSTM needs a GPU but TensorFlow sees none; "
                          "use the block or basic mode")
     _check_fusable(cell, "cudnn_lstm")
-    params = canonical_to_cudnn(cell.kernel, cell.bias, cell.input_size,
+    params = canonical_to_cudnn(cell.masked_kernel(weight_mask), cell.bias, cell.input_size,
                                 cell.num_units, cell.forget_bias)
     # cuDNN states carry a leading layer dimension: [1, batch, H].
     outputs, h, c, _ = tf.raw_ops.CudnnRNN(
@@ -200,14 +210,20 @@ def cudnn_lstm(cell, inputs, initial_state):
 
 @dataclasses.dataclass(frozen=True)
 class Kernel:
-    """One way to run an LSTM layer.
+    """One way to run an RNN layer.
 
-    run: (cell, inputs [T, batch, in] time-major, LSTMStateTuple, training) ->
-      (outputs [T, batch, H] time-major, LSTMStateTuple).
+    run: (cell, inputs [T, batch, in] time-major, state, training,
+      recurrent_mask=None, weight_mask=None) -> (outputs [T, batch, H]
+      time-major, final state). The masks are float, scaled by 1/keep:
+      recurrent_mask [batch, H] multiplies h_{t-1} before W_h at every step,
+      weight_mask (the cell's recurrent_shape) multiplies W_h.
     xla: it can run inside an XLA-compiled step (jit_compile=True).
     needs_gpu: it runs only where TensorFlow sees a GPU.
     default_jit: steps are compiled with XLA unless the user says otherwise
       (measured fastest that way on CPU for our own LSTMs).
+    cells: the cells it runs (configs.CELLS names).
+    recurrent_mask: it can mask h_{t-1} inside the recurrence (library
+      kernels cannot reach inside theirs; weight_mask every kernel takes).
     """
 
     name: str
@@ -216,56 +232,82 @@ class Kernel:
     needs_gpu: bool
     default_jit: bool
     summary: str
+    cells: tuple = ("lstm",)
+    recurrent_mask: bool = False
 
 
-def _basic(cell, inputs, state, training):
+def _basic(cell, inputs, state, training, recurrent_mask=None, weight_mask=None):
+    if recurrent_mask is not None or weight_mask is not None:
+        cell = cells_lib.MaskedRecurrence(cell, recurrent_mask, weight_mask)
     return dynamic_rnn_lib.dynamic_rnn(cell, inputs, state, time_major=True)
 
 
-def _fused(cell, inputs, state, training):
+def _fused(cell, inputs, state, training, recurrent_mask=None, weight_mask=None):
     # Forward-only passes unrolled: under XLA the static per-step slices
     # compile to vectorized code (about 2x faster at H=200 and 1.2x at
     # H=650); with a backward pass the while_loop measured as fast.
-    return fused_lstm(cell, inputs, state, unroll=not training)
+    return fused_lstm(cell, inputs, state, unroll=not training,
+                      recurrent_mask=recurrent_mask, weight_mask=weight_mask)
 
 
-def _block(cell, inputs, state, training):
-    return block_lstm(cell, inputs, state)
-
-
-def _cudnn(cell, inputs, state, training):
-    return cudnn_lstm(cell, inputs, state)
+def _library(kernel_fn):
+    def run(cell, inputs, state, training, recurrent_mask=None, weight_mask=None):
+        if recurrent_mask is not None:
+            raise UnsupportedError(f"{kernel_fn.__name__} cannot mask the recurrent h")
+        return kernel_fn(cell, inputs, state, weight_mask=weight_mask)
+    return run
 
 
 KERNELS = {k.name: k for k in (
     Kernel("basic", _basic, xla=True, needs_gpu=False, default_jit=True,
-           summary="our dynamic_rnn over LSTMCell"),
+           summary="our dynamic_rnn over any cell", cells=("lstm", "gru", "rnn"),
+           recurrent_mask=True),
     Kernel("fused", _fused, xla=True, needs_gpu=False, default_jit=True,
-           summary="our whole-sequence LSTM with a hand-written backward pass"),
-    Kernel("block", _block, xla=False, needs_gpu=False, default_jit=False,
+           summary="our whole-sequence LSTM with a hand-written backward pass",
+           recurrent_mask=True),
+    Kernel("block", _library(block_lstm), xla=False, needs_gpu=False, default_jit=False,
            summary="TensorFlow's BlockLSTM kernel"),
-    Kernel("cudnn", _cudnn, xla=False, needs_gpu=True, default_jit=False,
+    Kernel("cudnn", _library(cudnn_lstm), xla=False, needs_gpu=True, default_jit=False,
            summary="cuDNN (GPU only)"),
 )}
 NAMES = tuple(KERNELS)
-AUTO = "auto"  # cudnn on a GPU, else fused (under XLA)
+AUTO = "auto"  # cudnn on a GPU, else fused (under XLA); basic for GRU and RNN cells
 
 
-def resolve(name):
-    """The kernel name to use: "auto" is cuDNN on a GPU, else our fused LSTM.
+def resolve(name, cell="lstm", recurrent_mask=False):
+    """The kernel name to use for `cell`: "auto" is the first of cudnn (on a GPU), fused and
+    basic that runs the cell (and masks the recurrent h, if asked).
 
+    Args:
+      name: a name of KERNELS, or "auto".
+      cell: the cell the kernel must run: "lstm", "gru" or "rnn".
+      recurrent_mask: the kernel must mask h_{t-1} inside the recurrence
+        (variational recurrent dropout).
     Raises:
       NoGPUError: a GPU-only kernel asked for on a host without a GPU.
+      UnsupportedError: a kernel that cannot run the cell or the recurrent mask.
       ValueError: an unknown name.
     """
     if name == AUTO:
-        return "cudnn" if gpu_available() else "fused"
+        candidates = (["cudnn"] if gpu_available() else []) + ["fused", "basic"]
+        return next(k for k in candidates if _runs(KERNELS[k], cell, recurrent_mask))
     if name not in KERNELS:
         raise ValueError(f"unknown rnn_mode {name!r}; choose one of {AUTO}, {', '.join(NAMES)}")
-    if KERNELS[name].needs_gpu and not gpu_available():
+    kernel = KERNELS[name]
+    if cell not in kernel.cells:
+        raise UnsupportedError(f"rnn_mode {name} runs only {', '.join(kernel.cells)} cells, not "
+                               f"cell={cell}; use rnn_mode basic (or auto)")
+    if recurrent_mask and not kernel.recurrent_mask:
+        raise UnsupportedError(f"rnn_mode {name} cannot drop the recurrent h "
+                               f"(recurrent_keep_prob < 1); use rnn_mode fused, basic or auto")
+    if kernel.needs_gpu and not gpu_available():
         raise NoGPUError(f"rnn_mode {name} needs a GPU but TensorFlow sees none; "
                          f"use fused, block or auto")
     return name
+
+
+def _runs(kernel, cell, recurrent_mask):
+    return cell in kernel.cells and (kernel.recurrent_mask or not recurrent_mask)
 
 
 def jit_compile(name, xla=None):

@@ -6,7 +6,7 @@ import pathlib
 
 import pytest
 
-from helpers import PTB_FILES, REPO, TINY_TEXT
+from helpers import PTB_FILES, REPO, TINY_TEXT, write_corpus
 
 
 def _ptb_candidates():
@@ -38,10 +38,7 @@ def make_corpus(tmp_path):
     def make(train=TINY_TEXT, valid=None, test=None):
         directory = tmp_path / f"corpus{next(counter)}"
         directory.mkdir()
-        texts = (train, train if valid is None else valid, train if test is None else test)
-        for name, text in zip(PTB_FILES, texts):
-            (directory / name).write_bytes(text.encode("utf-8"))
-        return directory
+        return write_corpus(directory, train, valid, test)
 
     return make
 

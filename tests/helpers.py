@@ -20,6 +20,14 @@ SMALL_RUN = ["--model=test", "--override=batch_size=4", "--override=num_steps=5"
              "--override=hidden_size=16", "--rnn_mode=basic", "--noxla"]
 
 
+def write_corpus(directory, train=TINY_TEXT, valid=None, test=None):
+    """Writes ptb.{train,valid,test}.txt (UTF-8) into directory; valid and test default to train."""
+    texts = (train, train if valid is None else valid, train if test is None else test)
+    for name, text in zip(PTB_FILES, texts):
+        (pathlib.Path(directory) / name).write_bytes(text.encode("utf-8"))
+    return directory
+
+
 def grammar_text(num_lines, seed=0):
     """PTB-style lines from a tiny grammar: learnable, so perplexity falls quickly."""
     rng = random.Random(seed)

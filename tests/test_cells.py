@@ -1,29 +1,14 @@
-"""Tests for rnn/cells.py: one step against NumPy, stacking, dropout."""
+"""Tests for rnn/cells.py: one step against NumPy, stacking, dropout, masked recurrence."""
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from rnn import cells
+from rnn.dynamic_rnn import dynamic_rnn
+from numerics import maybe_function, numpy_initializer, sigmoid
 
 BATCH, INPUT, UNITS = 3, 4, 5
-
-
-def _numpy_initializer(seed, scale=0.5):
-    """Deterministic (shape, dtype) -> Tensor initializer with nonzero values."""
-    rng = np.random.default_rng(seed)
-
-    def init(shape, dtype):
-        return tf.constant(rng.uniform(-scale, scale, shape), dtype=dtype)
-    return init
-
-
-def _maybe_function(fn, mode):
-    return tf.function(fn) if mode == "function" else fn
-
-
-def _sigmoid(x):
-    return 1.0 / (1.0 + np.exp(-x))
 
 
 def _random(shape, seed):
@@ -32,28 +17,28 @@ def _random(shape, seed):
 
 def _lstm(forget_bias=1.0, dtype=tf.float64, input_size=INPUT):
     return cells.LSTMCell(UNITS, input_size, forget_bias=forget_bias,
-                          kernel_initializer=_numpy_initializer(1),
-                          bias_initializer=_numpy_initializer(2), dtype=dtype)
+                          kernel_initializer=numpy_initializer(1),
+                          bias_initializer=numpy_initializer(2), dtype=dtype)
 
 
 def _gru(dtype=tf.float64, input_size=INPUT):
     return cells.GRUCell(UNITS, input_size,
-                         kernel_initializer=_numpy_initializer(3),
-                         bias_initializer=_numpy_initializer(4), dtype=dtype)
+                         kernel_initializer=numpy_initializer(3),
+                         bias_initializer=numpy_initializer(4), dtype=dtype)
 
 
 def _basic(dtype=tf.float64, input_size=INPUT, activation=tf.tanh):
     return cells.BasicRNNCell(UNITS, input_size, activation=activation,
-                              kernel_initializer=_numpy_initializer(5),
-                              bias_initializer=_numpy_initializer(6),
+                              kernel_initializer=numpy_initializer(5),
+                              bias_initializer=numpy_initializer(6),
                               dtype=dtype)
 
 
 def _np_lstm_step(kernel, bias, forget_bias, x, c, h):
     gates = np.concatenate([x, h], axis=1) @ kernel + bias
     i, j, f, o = np.split(gates, 4, axis=1)
-    new_c = _sigmoid(f + forget_bias) * c + _sigmoid(i) * np.tanh(j)
-    return new_c, _sigmoid(o) * np.tanh(new_c)
+    new_c = sigmoid(f + forget_bias) * c + sigmoid(i) * np.tanh(j)
+    return new_c, sigmoid(o) * np.tanh(new_c)
 
 
 @pytest.mark.parametrize("mode", ["eager", "function"])
@@ -61,7 +46,7 @@ def test_lstm_cell_step_matches_numpy(mode):
     cell = _lstm(forget_bias=0.7)
     x, c, h = (_random([BATCH, n], s) for n, s in [(INPUT, 0), (UNITS, 1),
                                                     (UNITS, 2)])
-    step = _maybe_function(lambda x, s: cell(x, s), mode)
+    step = maybe_function(lambda x, s: cell(x, s), mode)
     output, state = step(tf.constant(x), cells.LSTMStateTuple(c, h))
     want_c, want_h = _np_lstm_step(cell.kernel.numpy(), cell.bias.numpy(),
                                    0.7, x, c, h)
@@ -75,9 +60,9 @@ def test_lstm_cell_step_matches_numpy(mode):
 def test_gru_cell_step_matches_numpy(mode):
     cell = _gru()
     x, h = _random([BATCH, INPUT], 0), _random([BATCH, UNITS], 1)
-    step = _maybe_function(lambda x, s: cell(x, s), mode)
+    step = maybe_function(lambda x, s: cell(x, s), mode)
     output, state = step(tf.constant(x), tf.constant(h))
-    gates = _sigmoid(np.concatenate([x, h], 1) @ cell.gates_kernel.numpy()
+    gates = sigmoid(np.concatenate([x, h], 1) @ cell.gates_kernel.numpy()
                      + cell.gates_bias.numpy())
     r, u = np.split(gates, 2, axis=1)
     cand = np.tanh(np.concatenate([x, r * h], 1)
@@ -92,7 +77,7 @@ def test_gru_cell_step_matches_numpy(mode):
 def test_basic_rnn_cell_step_matches_numpy(mode):
     cell = _basic(activation=tf.nn.relu)
     x, h = _random([BATCH, INPUT], 0), _random([BATCH, UNITS], 1)
-    step = _maybe_function(lambda x, s: cell(x, s), mode)
+    step = maybe_function(lambda x, s: cell(x, s), mode)
     output, state = step(tf.constant(x), tf.constant(h))
     want = np.maximum(np.concatenate([x, h], 1) @ cell.kernel.numpy()
                       + cell.bias.numpy(), 0.0)
@@ -174,7 +159,7 @@ def test_multi_rnn_cell_equals_manual_stacking(mode):
     state = (cells.LSTMStateTuple(*(tf.constant(_random([BATCH, UNITS], s))
                                     for s in (1, 2))),
              tf.constant(_random([BATCH, UNITS], 3)))
-    output, new_state = _maybe_function(lambda x, s: stack(x, s), mode)(
+    output, new_state = maybe_function(lambda x, s: stack(x, s), mode)(
         x, state)
     mid, want_bottom = bottom(x, state[0])
     want_out, want_top = top(mid, state[1])
@@ -209,7 +194,7 @@ def test_dropout_wrapper_identity_when_not_training(mode):
     wrapped = cells.DropoutWrapper(cell, 0.5, 0.5, 0.5, seed=0)
     x = tf.constant(_random([BATCH, INPUT], 0))
     state = cell.zero_state(BATCH)
-    got_out, got_state = _maybe_function(
+    got_out, got_state = maybe_function(
         lambda x, s: wrapped(x, s, training=False), mode)(x, state)
     want_out, want_state = cell(x, state)
     np.testing.assert_array_equal(got_out, want_out)
@@ -223,7 +208,7 @@ def test_dropout_wrapper_drops_fraction_and_scales_when_training(where, mode):
     wrapped = cells.DropoutWrapper(_identity_cell(50),
                                    **{f"{where}_keep_prob": keep}, seed=3)
     x = tf.ones([200, 50], tf.float64)
-    step = _maybe_function(lambda x, s: wrapped(x, s, training=True), mode)
+    step = maybe_function(lambda x, s: wrapped(x, s, training=True), mode)
     output, _ = step(x, wrapped.zero_state(200))
     values = np.unique(output.numpy())
     np.testing.assert_allclose(values, [0.0, 1.0 / keep])
@@ -268,3 +253,69 @@ def test_dropout_wrapper_masks_resume_from_checkpoint(tmp_path):
     tf.train.Checkpoint(cell=wrapped).restore(path)
     resumed, _ = wrapped(x, state, training=True)
     np.testing.assert_array_equal(resumed, first)
+
+
+def _np_masked_steps(kind, cell, x_seq, state, recurrent_mask, weight_mask):
+    """NumPy: every step's h_{t-1} * recurrent_mask meets W_h * weight_mask; the same masks
+    at every step; the carried state is not masked."""
+    n = INPUT
+    outputs = []
+    for x in x_seq:
+        if kind == "lstm":
+            kernel = cell.kernel.numpy().copy()
+            kernel[n:] *= weight_mask
+            c, h = state
+            gates = x @ kernel[:n] + (h * recurrent_mask) @ kernel[n:] + cell.bias.numpy()
+            i, j, f, o = np.split(gates, 4, axis=1)
+            c = sigmoid(f + cell.forget_bias) * c + sigmoid(i) * np.tanh(j)
+            h = sigmoid(o) * np.tanh(c)
+            state, out = (c, h), h
+        elif kind == "gru":
+            gk, ck = cell.gates_kernel.numpy().copy(), cell.candidate_kernel.numpy().copy()
+            gk[n:] *= weight_mask[:, :2 * UNITS]
+            ck[n:] *= weight_mask[:, 2 * UNITS:]
+            dropped = state * recurrent_mask
+            r, u = np.split(sigmoid(x @ gk[:n] + dropped @ gk[n:] + cell.gates_bias.numpy()), 2,
+                            axis=1)
+            cand = np.tanh(x @ ck[:n] + (r * dropped) @ ck[n:] + cell.candidate_bias.numpy())
+            state = out = u * state + (1 - u) * cand
+        else:
+            kernel = cell.kernel.numpy().copy()
+            kernel[n:] *= weight_mask
+            state = out = np.tanh(x @ kernel[:n] + (state * recurrent_mask) @ kernel[n:]
+                                  + cell.bias.numpy())
+        outputs.append(out)
+    return np.stack(outputs), state
+
+
+@pytest.mark.parametrize("mode", ["eager", "function"])
+@pytest.mark.parametrize("kind", ["lstm", "gru", "rnn"])
+def test_masked_recurrence_matches_numpy_with_masks_held_over_time(kind, mode):
+    cell = {"lstm": _lstm, "gru": _gru, "rnn": _basic}[kind]()
+    rng = np.random.default_rng(7)
+    # Masks as the model hands them over: 0 or 1/keep.
+    recurrent_mask = (rng.random([BATCH, UNITS]) < 0.6) / 0.6
+    weight_mask = (rng.random(cell.recurrent_shape) < 0.5) / 0.5
+    x_seq = _random([4, BATCH, INPUT], 8)  # [time, batch, in], time-major
+    state = cell.zero_state(BATCH)
+    state = tf.nest.map_structure(lambda s: s + _random(s.shape, 9), state)
+    masked = cells.MaskedRecurrence(cell, tf.constant(recurrent_mask), tf.constant(weight_mask))
+    run = maybe_function(lambda x, s: dynamic_rnn(masked, x, s, time_major=True), mode)
+    outputs, final = run(tf.constant(x_seq), state)
+    want_outputs, want_final = _np_masked_steps(
+        kind, cell, x_seq, tf.nest.map_structure(np.asarray, state), recurrent_mask, weight_mask)
+    np.testing.assert_allclose(outputs, want_outputs, rtol=1e-10, atol=1e-12)
+    for got, want in zip(tf.nest.flatten(final), tf.nest.flatten(want_final)):
+        np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("make_cell", [_lstm, _gru, _basic])
+def test_masked_recurrence_without_masks_is_the_cell(make_cell):
+    cell = make_cell()
+    x = tf.constant(_random([BATCH, INPUT], 10))
+    state = cell.zero_state(BATCH)
+    want = cell(x, state)
+    got = cells.MaskedRecurrence(cell)(x, state)
+    for a, b in zip(tf.nest.flatten(got), tf.nest.flatten(want)):
+        np.testing.assert_array_equal(a, b)
+    assert cell.recurrent_shape[0] == UNITS

@@ -17,7 +17,7 @@ import configs
 import errors
 import reader
 import training
-from helpers import REPO, TINY_TEXT, tree_digest
+from helpers import REPO, TINY_TEXT, tree_digest, write_corpus
 
 CheckpointError = checkpoints.CheckpointError
 
@@ -49,9 +49,7 @@ class _SaveAt(training.EpochHooks):
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     """A tiny run: ckpt-1..3 (one epoch, saved after each third), best/ckpt-1, vocab.txt."""
-    data_path = tmp_path_factory.mktemp("corpus")
-    for name in ("ptb.train.txt", "ptb.valid.txt", "ptb.test.txt"):
-        (data_path / name).write_text(TINY_TEXT * 8)
+    data_path = write_corpus(tmp_path_factory.mktemp("corpus"), TINY_TEXT * 8)
     corpus = reader.load_corpus(str(data_path))
     save_path = tmp_path_factory.mktemp("run")
     ts, checkpointer = _open(save_path, corpus)

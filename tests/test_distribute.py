@@ -162,47 +162,58 @@ import dataclasses, json, sys
 import numpy as np
 import tensorflow as tf
 import checkpoints, configs, reader, run
-data, out = sys.argv[1], sys.argv[2]
+data, out, variants = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
 corpus = reader.load_corpus(data)
-config = dataclasses.replace(configs.TEST, batch_size=4, num_steps=5, hidden_size=16,
-                             num_layers=2, keep_prob=0.5, max_grad_norm=1.0, max_max_epoch=1,
-                             vocab_size=corpus.vocab_size)
 result = {}
-# mirrored first: its logical CPUs must precede TensorFlow's start. Default fused + XLA.
-for strategy in ("mirrored", "none"):
-    save = f"{out}/{strategy}"
-    metrics = run.train_and_evaluate(config, corpus, save, run.RunOptions(
-        strategy=strategy, num_cpu_replicas=2 if strategy == "mirrored" else 0))
-    snapshot = tf.train.load_checkpoint(checkpoints.newest(save))
-    result[strategy] = {"metrics": metrics, "steps": int(snapshot.get_tensor(
-        "state/global_step/.ATTRIBUTES/VARIABLE_VALUE")), "tensors": {
-        key: snapshot.get_tensor(key).tolist() for key in snapshot.get_variable_to_shape_map()
-        if "/model/" in key or "carried" in key}}
+for name, changes in variants.items():
+    config = dataclasses.replace(configs.TEST, batch_size=4, num_steps=5, hidden_size=16,
+                                 num_layers=2, keep_prob=0.5, max_grad_norm=1.0,
+                                 max_max_epoch=1, vocab_size=corpus.vocab_size, **changes)
+    # mirrored first: its logical CPUs must precede TensorFlow's start. Default kernel, XLA.
+    for strategy in ("mirrored", "none"):
+        save = f"{out}/{name}/{strategy}"
+        metrics = run.train_and_evaluate(config, corpus, save, run.RunOptions(
+            strategy=strategy, num_cpu_replicas=2 if strategy == "mirrored" else 0))
+        snapshot = tf.train.load_checkpoint(checkpoints.newest(save))
+        result.setdefault(name, {})[strategy] = {
+            "metrics": metrics,
+            "steps": int(snapshot.get_tensor("state/global_step/.ATTRIBUTES/VARIABLE_VALUE")),
+            "tensors": {key: snapshot.get_tensor(key).tolist()
+                        for key in snapshot.get_variable_to_shape_map()
+                        if "/model/" in key or "carried" in key}}
 print(json.dumps(result))
 """
+# The tutorial's dropout; and the masks beyond it (per row: variational, recurrent; per
+# batch: weight drop, embedding dropout) with tied embeddings.
+_VARIANTS = {"tutorial": {},
+             "beyond": {"variational_dropout": True, "recurrent_keep_prob": 0.7,
+                        "embedding_dropout": 0.8, "weight_drop": 0.6, "tie_embeddings": True}}
 
 
 def test_mirrored_two_cpus_trains_as_one_device(make_corpus, tmp_path):
     import numpy as np
     data = make_corpus(_train_text(620), grammar_text(40, seed=1), grammar_text(40, seed=2))
     assert reader.ptb_producer(reader.load_corpus(str(data)).train, 4, 5).epoch_size == 30
-    out = subprocess.run([sys.executable, "-c", _MIRRORED_VS_ONE, str(data), str(tmp_path)],
+    out = subprocess.run([sys.executable, "-c", _MIRRORED_VS_ONE, str(data), str(tmp_path),
+                          json.dumps(_VARIANTS)],
                          cwd=REPO, capture_output=True, text=True, timeout=300,
                          env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
     assert out.returncode == 0, out.stderr[-3000:]
     assert "strategy: mirrored (2 replicas)  rows per replica: 2 of 4" in out.stdout
     result = json.loads(out.stdout.strip().splitlines()[-1])
-    mirrored, one = result["mirrored"], result["none"]
-    assert mirrored["steps"] == one["steps"] == 30
-    assert set(mirrored["tensors"]) == set(one["tensors"]) and len(one["tensors"]) >= 8
-    for key, expected in one["tensors"].items():
-        expected, got = np.asarray(expected), np.asarray(mirrored["tensors"][key])
-        assert np.abs(got - expected).max() <= 1e-5 * max(np.abs(expected).max(), 1e-30), key
-    for field in ("train_perplexity", "valid_perplexity"):
-        a, b = mirrored["metrics"]["epochs"][0][field], one["metrics"]["epochs"][0][field]
-        assert f"{a:.4g}" == f"{b:.4g}", field
-    assert f"{mirrored['metrics']['test_perplexity']:.4g}" == \
-        f"{one['metrics']['test_perplexity']:.4g}"
+    for variant in _VARIANTS:
+        mirrored, one = result[variant]["mirrored"], result[variant]["none"]
+        assert mirrored["steps"] == one["steps"] == 30
+        assert set(mirrored["tensors"]) == set(one["tensors"]) and len(one["tensors"]) >= 7
+        for key, expected in one["tensors"].items():
+            expected, got = np.asarray(expected), np.asarray(mirrored["tensors"][key])
+            assert np.abs(got - expected).max() <= 1e-5 * max(np.abs(expected).max(), 1e-30), \
+                (variant, key)
+        for field in ("train_perplexity", "valid_perplexity"):
+            a, b = mirrored["metrics"]["epochs"][0][field], one["metrics"]["epochs"][0][field]
+            assert f"{a:.4g}" == f"{b:.4g}", (variant, field)
+        assert f"{mirrored['metrics']['test_perplexity']:.4g}" == \
+            f"{one['metrics']['test_perplexity']:.4g}", variant
 
 
 # -------------------- multi_worker: worker processes on loopback ports
@@ -379,3 +390,11 @@ def test_unreachable_peer_fails_in_one_line_naming_it(tiny_corpus, tmp_path):
                       f"127.0.0.1:{port1} unreachable; start every worker (same TF_CONFIG "
                       f"cluster) or fix the addresses"], err[-2000:]
     assert tree_digest(tmp_path / "run") is None
+
+
+def test_run_refuses_asgd_under_a_strategy_before_writing_anything(corpus, tmp_path):
+    save = tmp_path / "run"
+    with pytest.raises(run.RunError, match=r"optimizer asgd .* does not run under a distribute"):
+        run.train_and_evaluate(_config(corpus, optimizer="asgd"), corpus, str(save),
+                               run.RunOptions(strategy="mirrored", num_cpu_replicas=2))
+    assert tree_digest(save) is None

@@ -6,20 +6,9 @@ import tensorflow as tf
 
 from rnn import cells
 from rnn.dynamic_rnn import dynamic_rnn
+from numerics import maybe_function, numpy_initializer
 
 BATCH, STEPS, INPUT, UNITS = 3, 4, 2, 3
-
-
-def _numpy_initializer(seed, scale=0.5):
-    rng = np.random.default_rng(seed)
-
-    def init(shape, dtype):
-        return tf.constant(rng.uniform(-scale, scale, shape), dtype=dtype)
-    return init
-
-
-def _maybe_function(fn, mode):
-    return tf.function(fn) if mode == "function" else fn
 
 
 def _random(shape, seed):
@@ -28,21 +17,21 @@ def _random(shape, seed):
 
 def _lstm(input_size=INPUT, units=UNITS):
     return cells.LSTMCell(units, input_size, forget_bias=0.5,
-                          kernel_initializer=_numpy_initializer(1),
-                          bias_initializer=_numpy_initializer(2),
+                          kernel_initializer=numpy_initializer(1),
+                          bias_initializer=numpy_initializer(2),
                           dtype=tf.float64)
 
 
 def _gru(input_size=INPUT):
     return cells.GRUCell(UNITS, input_size,
-                         kernel_initializer=_numpy_initializer(3),
-                         bias_initializer=_numpy_initializer(4),
+                         kernel_initializer=numpy_initializer(3),
+                         bias_initializer=numpy_initializer(4),
                          dtype=tf.float64)
 
 
 def _basic(input_size=INPUT):
     return cells.BasicRNNCell(UNITS, input_size,
-                              kernel_initializer=_numpy_initializer(5),
+                              kernel_initializer=numpy_initializer(5),
                               dtype=tf.float64)
 
 
@@ -95,7 +84,7 @@ def test_dynamic_rnn_matches_python_loop(kind, time_major, mode):
     inputs = _random([BATCH, STEPS, INPUT], 0)  # [batch, time, depth]
     state = _random_state(cell, 10)
     feed = tf.transpose(inputs, [1, 0, 2]) if time_major else inputs
-    run = _maybe_function(
+    run = maybe_function(
         lambda x, s: dynamic_rnn(cell, x, s, time_major=time_major), mode)
     outputs, final = run(feed, state)
     if time_major:
@@ -111,7 +100,7 @@ def test_dynamic_rnn_with_dropout_on_matches_python_loop(mode):
     cell, reference = _dropout(), _dropout()
     inputs = _random([BATCH, STEPS, INPUT], 0)  # [batch, time, depth]
     state = _random_state(cell, 10)
-    run = _maybe_function(lambda x, s: dynamic_rnn(cell, x, s, training=True), mode)
+    run = maybe_function(lambda x, s: dynamic_rnn(cell, x, s, training=True), mode)
     outputs, final = run(inputs, state)
     want_outputs, want_final = _python_loop(reference, inputs, state, training=True)
     _assert_close(outputs, want_outputs)
@@ -199,7 +188,7 @@ def test_dynamic_rnn_sequence_length_masks_outputs_and_freezes_state(
     lengths = [2, 0, STEPS]
     inputs = _random([BATCH, STEPS, INPUT], 0)
     state = _random_state(cell, 10)
-    run = _maybe_function(
+    run = maybe_function(
         lambda x, s, n: dynamic_rnn(cell, x, s, sequence_length=n), mode)
     outputs, final = run(inputs, state, tf.constant(lengths))
     want_outputs, want_final = _python_loop(cell, inputs, state, lengths)

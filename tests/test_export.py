@@ -195,3 +195,27 @@ def test_export_removes_staging_dirs_of_killed_exports_but_not_of_running_ones(e
         os.close(fd)
     assert not killed.exists() and running.is_dir()
     assert sorted(os.listdir(tmp_path)) == [".export.runn1ng_", "lm"]
+
+
+@pytest.mark.parametrize("rnn_mode, cell", [("fused", "lstm"), ("basic", "gru"),
+                                            ("basic", "rnn")])
+def test_export_of_a_tied_model_serves_its_numbers(rnn_mode, cell, tmp_path):
+    # The serving copy keeps the tying (no softmax_w) and the cell; a GRU or RNN serves in basic.
+    word_to_id = reader.build_vocab(TINY_TEXT.replace("\n", f" {reader.EOS} ").split())
+    model = model_lib.PTBModel(len(word_to_id), 8, 2, init_scale=0.5, rnn_mode=rnn_mode, seed=3,
+                               cell=cell, tie_embeddings=True, variational_dropout=True,
+                               keep_prob=0.5, recurrent_keep_prob=0.5, weight_drop=0.5)
+    copy = export._serving_copy(model)
+    assert copy.rnn_mode == ("block" if cell == "lstm" else "basic")
+    assert copy.softmax_w is None and copy.cell == cell
+    export_dir = export.export_saved_model(model, word_to_id, str(tmp_path / "lm"))
+    ids = [[word_to_id[w] for w in f"{reader.EOS} the cat sat on the mat".split()]]
+    got = _consume(export_dir, ids, cwd=tmp_path)
+    assert got["state_names"] == (["c0", "c1", "h0", "h1"] if cell == "lstm" else ["h0", "h1"])
+    logits, _ = model(tf.constant(ids), model.zero_state(1))
+    expected = tf.nn.log_softmax(logits[:, -1]).numpy()
+    np.testing.assert_allclose(got["log_probs_whole"], expected, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(got["log_probs_carried"], expected, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(got["sequence_log_prob"],
+                               [training.stream_log_probs(model, np.array(ids[0])).sum()],
+                               rtol=1e-5, atol=1e-4)

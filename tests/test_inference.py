@@ -13,7 +13,7 @@ import errors
 import inference
 import reader
 import training
-from helpers import TINY_TEXT
+from helpers import TINY_TEXT, write_corpus
 
 EOS = reader.EOS
 
@@ -21,9 +21,7 @@ EOS = reader.EOS
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     """A tiny model trained two epochs on TINY_TEXT (checkpoints are tests/test_checkpoints.py's)."""
-    data_path = tmp_path_factory.mktemp("corpus")
-    for name in ("ptb.train.txt", "ptb.valid.txt", "ptb.test.txt"):
-        (data_path / name).write_text(TINY_TEXT * 8)
+    data_path = write_corpus(tmp_path_factory.mktemp("corpus"), TINY_TEXT * 8)
     corpus = reader.load_corpus(str(data_path))
     config = dataclasses.replace(configs.TEST, vocab_size=corpus.vocab_size, hidden_size=16,
                                  batch_size=4, num_steps=5, max_max_epoch=2)
@@ -201,3 +199,22 @@ def test_generate_with_a_tiny_temperature_is_greedy(loaded, temperature):
     kwargs = dict(num_words=12, seed=3, stop_at_eos=False)
     words = inference.generate(model, word_to_id, ["the"], temperature=temperature, **kwargs)
     assert words == inference.generate(model, word_to_id, ["the"], top_k=1, **kwargs)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_generate_and_score_with_tied_embeddings(cell):
+    word_to_id = reader.build_vocab(TINY_TEXT.replace("\n", f" {EOS} ").split())
+    id_to_word = sorted(word_to_id, key=word_to_id.get)
+    config = dataclasses.replace(configs.SMALL_TIED, vocab_size=len(word_to_id), hidden_size=8,
+                                 cell=cell, variational_dropout=True, keep_prob=0.5,
+                                 weight_drop=0.5)
+    model = training.TrainState(config, seed=4).model
+    assert model.softmax_w is None
+    words = inference.generate(model, word_to_id, ["the", "cat"], num_words=6, top_k=1,
+                               stop_at_eos=False)
+    expected = _greedy(model, reader.words_to_ids([EOS, "the", "cat"], word_to_id), 6)
+    assert words == [id_to_word[i] for i in expected]
+    [score] = inference.score_lines(model, word_to_id, ["the cat sat"])
+    ids = reader.words_to_ids([EOS, "the", "cat", "sat", EOS], word_to_id)
+    np.testing.assert_allclose(score.log_prob, training.stream_log_probs(model, ids).sum(),
+                               rtol=1e-5)

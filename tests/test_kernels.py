@@ -1,4 +1,5 @@
-"""Tests for rnn/kernels.py and rnn/fused_lstm.py: the kernel table; BlockLSTM and fused_lstm vs dynamic_rnn; cuDNN."""
+"""Tests for rnn/kernels.py and rnn/fused_lstm.py: the kernel table; BlockLSTM and fused_lstm vs
+dynamic_rnn, with recurrent and weight masks too; cuDNN."""
 
 import numpy as np
 import pytest
@@ -7,22 +8,9 @@ import tensorflow as tf
 import errors
 from rnn import cells, fused_lstm, kernels
 from rnn.dynamic_rnn import dynamic_rnn
+from numerics import maybe_function, numpy_initializer, sigmoid
 
 STEPS, BATCH, INPUT, UNITS = 5, 3, 4, 6
-
-
-def _numpy_initializer(seed, scale=0.5):
-    rng = np.random.default_rng(seed)
-
-    def init(shape, dtype):
-        return tf.constant(rng.uniform(-scale, scale, shape), dtype=dtype)
-    return init
-
-
-def _maybe_function(fn, mode):
-    if mode == "eager":
-        return fn
-    return tf.function(fn, jit_compile=(mode == "jit"))
 
 
 def _random(shape, seed, scale=1.0, dtype=tf.float32):
@@ -30,15 +18,11 @@ def _random(shape, seed, scale=1.0, dtype=tf.float32):
     return tf.constant(values, dtype=dtype)
 
 
-def _sigmoid(x):
-    return 1.0 / (1.0 + np.exp(-x))
-
-
 def _lstm(forget_bias=0.7, dtype=tf.float32, activation=tf.tanh):
     return cells.LSTMCell(UNITS, INPUT, forget_bias=forget_bias,
                           activation=activation,
-                          kernel_initializer=_numpy_initializer(1),
-                          bias_initializer=_numpy_initializer(2), dtype=dtype)
+                          kernel_initializer=numpy_initializer(1),
+                          bias_initializer=numpy_initializer(2), dtype=dtype)
 
 
 def _sequence_and_state(dtype=tf.float32, steps=STEPS):
@@ -67,7 +51,7 @@ def _assert_close(got, want, rtol=1e-5, atol=1e-5):
 def test_block_lstm_matches_dynamic_rnn(forget_bias, mode):
     cell = _lstm(forget_bias=forget_bias)
     inputs, state = _sequence_and_state()
-    run = _maybe_function(lambda x, s: kernels.block_lstm(cell, x, s), mode)
+    run = maybe_function(lambda x, s: kernels.block_lstm(cell, x, s), mode)
     outputs, final = run(inputs, state)
     assert outputs.shape.as_list() == [STEPS, BATCH, UNITS]
     assert isinstance(final, cells.LSTMStateTuple)
@@ -101,7 +85,7 @@ def _gradients(run, cell, inputs, state):
 def test_block_lstm_gradients_match_dynamic_rnn(mode):
     cell = _lstm()
     inputs, state = _sequence_and_state()
-    grads = _maybe_function(_gradients, mode)
+    grads = maybe_function(_gradients, mode)
     got = grads(kernels.block_lstm, cell, inputs, state)
     want = grads(_reference, cell, inputs, state)
     assert all(g is not None for g in tf.nest.flatten(got))
@@ -125,7 +109,7 @@ _TOLERANCE = {tf.float64: 1e-10, tf.float32: 2e-5}
 def test_fused_lstm_matches_dynamic_rnn(forget_bias, dtype, mode):
     cell = _lstm(forget_bias=forget_bias, dtype=dtype)
     inputs, state = _sequence_and_state(dtype)
-    run = _maybe_function(lambda x, s: fused_lstm.fused_lstm(cell, x, s), mode)
+    run = maybe_function(lambda x, s: fused_lstm.fused_lstm(cell, x, s), mode)
     outputs, final = run(inputs, state)
     assert outputs.shape.as_list() == [STEPS, BATCH, UNITS]
     assert isinstance(final, cells.LSTMStateTuple)
@@ -141,7 +125,7 @@ def test_fused_lstm_gradients_match_dynamic_rnn(forget_bias, dtype, mode):
     # Upstream gradients on the outputs and on both halves of the final state.
     cell = _lstm(forget_bias=forget_bias, dtype=dtype)
     inputs, state = _sequence_and_state(dtype)
-    got = _maybe_function(_gradients, mode)(fused_lstm.fused_lstm, cell, inputs,
+    got = maybe_function(_gradients, mode)(fused_lstm.fused_lstm, cell, inputs,
                                             state)
     want = _gradients(_reference, cell, inputs, state)
     assert all(g is not None for g in tf.nest.flatten(got))
@@ -154,7 +138,7 @@ def test_fused_lstm_gradients_match_dynamic_rnn(forget_bias, dtype, mode):
 def test_fused_lstm_short_sequences_match_dynamic_rnn(steps, mode):
     cell = _lstm(dtype=tf.float64)
     inputs, state = _sequence_and_state(tf.float64, steps=steps)
-    got = _maybe_function(_gradients, mode)(fused_lstm.fused_lstm, cell, inputs,
+    got = maybe_function(_gradients, mode)(fused_lstm.fused_lstm, cell, inputs,
                                             state)
     _assert_close(got, _gradients(_reference, cell, inputs, state),
                   rtol=1e-10, atol=1e-10)
@@ -171,11 +155,11 @@ def _unrolled(cell, inputs, state):
 def test_fused_lstm_unrolled_matches_while_loop(steps, mode):
     cell = _lstm(dtype=tf.float64)
     inputs, state = _sequence_and_state(tf.float64, steps=steps)
-    run = _maybe_function(lambda f, x, s: f(cell, x, s), mode)
+    run = maybe_function(lambda f, x, s: f(cell, x, s), mode)
     _assert_close(run(_unrolled, inputs, state),
                   run(fused_lstm.fused_lstm, inputs, state),
                   rtol=1e-12, atol=1e-12)
-    grads = _maybe_function(_gradients, mode)
+    grads = maybe_function(_gradients, mode)
     got = grads(_unrolled, cell, inputs, state)
     assert all(g is not None for g in tf.nest.flatten(got))
     _assert_close(got, grads(fused_lstm.fused_lstm, cell, inputs, state),
@@ -213,9 +197,9 @@ def test_fused_lstm_with_row_contracted_weights_matches_dynamic_rnn(run, mode, m
     inputs, state = _sequence_and_state(tf.float64)
     monkeypatch.setattr(fused_lstm, "_ROW_CONTRACTED_BYTES", 0)
     monkeypatch.setattr(fused_lstm, "_ROW_CONTRACTED_BYTES_UNROLLED", 0)
-    got = _maybe_function(lambda x, s: run(cell, x, s), mode)(inputs, state)
+    got = maybe_function(lambda x, s: run(cell, x, s), mode)(inputs, state)
     _assert_close(got, _reference(cell, inputs, state), rtol=1e-10, atol=1e-10)
-    grads = _maybe_function(_gradients, mode)(run, cell, inputs, state)
+    grads = maybe_function(_gradients, mode)(run, cell, inputs, state)
     _assert_close(grads, _gradients(_reference, cell, inputs, state),
                   rtol=1e-10, atol=1e-10)
 
@@ -247,7 +231,7 @@ def test_fused_lstm_gradients_with_unused_results(part, mode):
     # The unused results get no upstream gradient (None or zeros).
     cell = _lstm(dtype=tf.float64)
     inputs, state = _sequence_and_state(tf.float64)
-    grads = _maybe_function(_partial_loss_gradients, mode)
+    grads = maybe_function(_partial_loss_gradients, mode)
     got = grads(fused_lstm.fused_lstm, cell, inputs, state, part)
     want = _partial_loss_gradients(_reference, cell, inputs, state, part)
     assert all(g is not None for g in tf.nest.flatten(got))
@@ -365,8 +349,8 @@ def _np_cudnn_lstm_step(params, input_size, units, x, c, h):
     r = [p.reshape(units, units) for p in pieces[4:8]]
     gate = [x @ w[k].T + h @ r[k].T + pieces[8 + k] + pieces[12 + k]
             for k in range(4)]
-    i, f, cand, o = (_sigmoid(gate[0]), _sigmoid(gate[1]), np.tanh(gate[2]),
-                     _sigmoid(gate[3]))
+    i, f, cand, o = (sigmoid(gate[0]), sigmoid(gate[1]), np.tanh(gate[2]),
+                     sigmoid(gate[3]))
     new_c = f * c + i * cand
     return new_c, o * np.tanh(new_c)
 
@@ -456,3 +440,105 @@ def test_cudnn_lstm_matches_dynamic_rnn_values_and_gradients():
                   _gradients(_reference, cell, inputs, state),
                   rtol=1e-3, atol=1e-3)
     assert kernels.resolve("auto") == "cudnn"
+
+
+def _masks(seed, weight_shape=(UNITS, 4 * UNITS), dtype=tf.float64, recurrent=True,
+           weights=True):
+    """Keep masks as the model hands them over: 0 or 1/keep."""
+    rng = np.random.default_rng(seed)
+    recurrent_mask = (rng.random([BATCH, UNITS]) < 0.6) / 0.6
+    weight_mask = (rng.random(weight_shape) < 0.5) / 0.5
+    return (tf.constant(recurrent_mask, dtype) if recurrent else None,
+            tf.constant(weight_mask, dtype) if weights else None)
+
+
+def _masked_reference(recurrent_mask, weight_mask):
+    def run(cell, inputs, state):
+        masked = cells.MaskedRecurrence(cell, recurrent_mask, weight_mask)
+        return dynamic_rnn(masked, inputs, state, time_major=True)
+    return run
+
+
+@pytest.mark.parametrize("mode", ["eager", "function", "jit"])
+@pytest.mark.parametrize("unroll", [False, True])
+@pytest.mark.parametrize("recurrent, weights", [(True, False), (False, True), (True, True)])
+def test_fused_lstm_with_masks_matches_dynamic_rnn_values_and_gradients(recurrent, weights,
+                                                                       unroll, mode):
+    cell = _lstm(dtype=tf.float64)
+    inputs, state = _sequence_and_state(tf.float64)
+    recurrent_mask, weight_mask = _masks(3, recurrent=recurrent, weights=weights)
+
+    def fused(cell, x, s):
+        return fused_lstm.fused_lstm(cell, x, s, unroll=unroll, recurrent_mask=recurrent_mask,
+                                     weight_mask=weight_mask)
+    reference = _masked_reference(recurrent_mask, weight_mask)
+    _assert_close(maybe_function(lambda x, s: fused(cell, x, s), mode)(inputs, state),
+                  reference(cell, inputs, state), rtol=1e-10, atol=1e-10)
+    got = maybe_function(_gradients, mode)(fused, cell, inputs, state)
+    assert all(g is not None for g in tf.nest.flatten(got))
+    _assert_close(got, _gradients(reference, cell, inputs, state), rtol=1e-10, atol=1e-10)
+
+
+def test_masks_change_the_lstm_and_ones_do_not():
+    cell = _lstm(dtype=tf.float64)
+    inputs, state = _sequence_and_state(tf.float64)
+    ones = tf.ones([BATCH, UNITS], tf.float64), tf.ones([UNITS, 4 * UNITS], tf.float64)
+    plain = _reference(cell, inputs, state)
+    _assert_close(fused_lstm.fused_lstm(cell, inputs, state, recurrent_mask=ones[0],
+                                        weight_mask=ones[1]), plain, rtol=1e-12, atol=1e-12)
+    recurrent_mask, weight_mask = _masks(4)
+    for masks in ({"recurrent_mask": recurrent_mask}, {"weight_mask": weight_mask}):
+        outputs, _ = fused_lstm.fused_lstm(cell, inputs, state, **masks)
+        assert not np.allclose(outputs, plain[0])
+
+
+@pytest.mark.parametrize("name", ["block"])
+def test_library_kernels_take_the_weight_mask_but_not_the_recurrent_one(name):
+    cell = _lstm()
+    inputs, state = _sequence_and_state()
+    recurrent_mask, weight_mask = _masks(5, dtype=tf.float32)
+    run = kernels.KERNELS[name].run
+    _assert_close(run(cell, inputs, state, True, weight_mask=weight_mask),
+                  _masked_reference(None, weight_mask)(cell, inputs, state), rtol=1e-5, atol=1e-5)
+    got = _gradients(lambda c, x, s: run(c, x, s, True, weight_mask=weight_mask), cell, inputs,
+                     state)
+    _assert_close(got, _gradients(_masked_reference(None, weight_mask), cell, inputs, state),
+                  rtol=1e-4, atol=1e-4)
+    with pytest.raises(kernels.UnsupportedError, match="cannot mask the recurrent h"):
+        run(cell, inputs, state, True, recurrent_mask=recurrent_mask)
+
+
+@pytest.mark.skipif(kernels.gpu_available(), reason="this machine has a GPU")
+def test_kernels_resolve_auto_by_cell_and_recurrent_mask():
+    assert kernels.resolve("auto", cell="lstm") == "fused"
+    assert kernels.resolve("auto", cell="lstm", recurrent_mask=True) == "fused"
+    assert kernels.resolve("auto", cell="gru") == "basic"
+    assert kernels.resolve("auto", cell="rnn", recurrent_mask=True) == "basic"
+    assert kernels.resolve("basic", cell="gru") == "basic"
+    assert {n for n, k in kernels.KERNELS.items() if "gru" in k.cells} == {"basic"}
+
+
+@pytest.mark.parametrize("name, kwargs, message", [
+    ("fused", {"cell": "gru"}, "rnn_mode fused runs only lstm cells, not cell=gru; use rnn_mode "
+                               "basic"),
+    ("block", {"cell": "rnn"}, "rnn_mode block runs only lstm cells, not cell=rnn"),
+    ("cudnn", {"cell": "gru"}, "rnn_mode cudnn runs only lstm cells, not cell=gru"),
+    ("block", {"recurrent_mask": True}, r"rnn_mode block cannot drop the recurrent h \("
+                                        r"recurrent_keep_prob < 1\); use rnn_mode fused"),
+])
+def test_kernels_resolve_refuses_what_a_kernel_cannot_run_in_one_line(name, kwargs, message):
+    with pytest.raises(kernels.UnsupportedError, match=message) as info:
+        kernels.resolve(name, **kwargs)
+    assert "\n" not in str(info.value)
+    assert issubclass(kernels.UnsupportedError, errors.UserError)
+
+
+@pytest.mark.parametrize("kind", ["gru", "rnn"])
+def test_basic_kernel_runs_gru_and_rnn_cells_with_masks(kind):
+    make = {"gru": cells.GRUCell, "rnn": cells.BasicRNNCell}[kind]
+    cell = make(UNITS, INPUT, kernel_initializer=numpy_initializer(1), dtype=tf.float64)
+    inputs, _ = _sequence_and_state(tf.float64)
+    state = cell.zero_state(BATCH)
+    recurrent_mask, weight_mask = _masks(6, weight_shape=cell.recurrent_shape)
+    got = kernels.KERNELS["basic"].run(cell, inputs, state, True, recurrent_mask, weight_mask)
+    _assert_close(got, _masked_reference(recurrent_mask, weight_mask)(cell, inputs, state))

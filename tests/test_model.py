@@ -1,10 +1,14 @@
-"""Tests of PTBModel: initialisation, state carrying, modes, dropout, the cost."""
+"""Tests of PTBModel: initialisation, state carrying, modes, dropout, the cost, issue 16's options."""
+
+import dataclasses
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
+import configs
 import model as model_lib
+from rnn import kernels
 
 VOCAB, HIDDEN = 31, 8
 
@@ -152,3 +156,278 @@ def test_mask_rows_are_the_rows_of_the_whole_batch_masks():
         assert mask.shape == (5, 4, 6)
         np.testing.assert_array_equal(
             np.concatenate([halves[0][site], halves[1][site]], axis=1), mask.numpy())
+
+
+# Beyond the tutorial (issue 16): tied embeddings, variational dropout, embedding dropout,
+# weight drop, GRU and RNN cells.
+
+OPTIONS = {
+    "tied": dict(tie_embeddings=True),
+    "variational": dict(variational_dropout=True, keep_prob=0.6),
+    "recurrent": dict(variational_dropout=True, recurrent_keep_prob=0.7),
+    "embedding": dict(embedding_dropout=0.6),
+    "weight_drop": dict(weight_drop=0.5),
+    "all": dict(tie_embeddings=True, variational_dropout=True, keep_prob=0.6,
+                recurrent_keep_prob=0.7, embedding_dropout=0.8, weight_drop=0.5),
+}
+
+
+def _options_model(rnn_mode="basic", seed=3, **options):
+    options.setdefault("keep_prob", 1.0)
+    return model_lib.PTBModel(VOCAB, HIDDEN, 2, init_scale=0.3, rnn_mode=rnn_mode, seed=seed,
+                              **options)
+
+
+def _old_tutorial_masks(seed, batch_size, num_steps, keep_prob, num_layers):
+    """dropout_masks as the tutorial's model drew them before issue 16."""
+    masks = []
+    for site in range(num_layers + 1):
+        site_seed = tf.random.experimental.stateless_fold_in(seed, site, alg="philox")
+        uniform = tf.random.stateless_uniform([num_steps, batch_size, HIDDEN], seed=site_seed,
+                                              alg="philox")
+        masks.append(uniform >= 1.0 - keep_prob)
+    return tuple(masks)
+
+
+@pytest.mark.parametrize("name", ["small", "medium", "large"])
+def test_model_tutorial_configs_keep_their_variables_and_masks(name):
+    config = dataclasses.replace(configs.get_config(name), vocab_size=VOCAB, hidden_size=HIDDEN)
+    model = model_lib.PTBModel.from_config(config, rnn_mode="basic", seed=5)
+    # Variable k (in creation order) is stateless_uniform with seed (seed, k); biases zero.
+    expected = {"ptb_model/embedding:0": (0, [VOCAB, HIDDEN]),
+                "ptb_model/softmax_w:0": (3, [HIDDEN, VOCAB]),
+                "ptb_model/softmax_b:0": (4, [VOCAB]),
+                "ptb_model/lstm_0/kernel:0": (1, [2 * HIDDEN, 4 * HIDDEN]),
+                "ptb_model/lstm_1/kernel:0": (2, [2 * HIDDEN, 4 * HIDDEN])}
+    names = sorted(v.name for v in model.trainable_variables)
+    assert names == sorted([*expected, "ptb_model/lstm_0/bias:0", "ptb_model/lstm_1/bias:0"])
+    for var in model.trainable_variables:
+        if var.name in expected:
+            k, shape = expected[var.name]
+            want = tf.random.stateless_uniform(shape, seed=[5, k], minval=-config.init_scale,
+                                               maxval=config.init_scale)
+            np.testing.assert_array_equal(var.numpy(), want.numpy())
+    seed = tf.constant([4, 2], tf.int64)
+    if model.uses_dropout:
+        masks = model.dropout_masks(seed, 3, 4)
+        assert type(masks) is tuple  # the tutorial's plain tuple, not KeepMasks
+        for got, want in zip(masks, _old_tutorial_masks(seed, 3, 4, config.keep_prob, 2),
+                             strict=True):
+            np.testing.assert_array_equal(got, want)
+    else:
+        assert name == "small" and config.keep_prob == 1.0
+
+
+@pytest.mark.parametrize("name", list(OPTIONS))
+def test_model_options_draw_masks_and_change_only_training(name):
+    model = _options_model(**OPTIONS[name])
+    x, zero, seed = _ids(3, 6), model.zero_state(3), tf.constant([7, 1], tf.int64)
+    assert model.uses_dropout == (name != "tied")
+    if name == "tied":
+        return
+    masks = model.dropout_masks(seed, 3, 6)
+    assert isinstance(masks, model_lib.KeepMasks)
+    a = model(x, zero, training=True, keep_masks=masks)[0]
+    np.testing.assert_array_equal(a, model(x, zero, training=True, seed=seed)[0])
+    assert not np.allclose(a, model(x, zero)[0])
+    plain = _options_model(seed=3, tie_embeddings=model.tie_embeddings)
+    np.testing.assert_allclose(model(x, zero)[0], plain(x, zero)[0], atol=1e-6)
+
+
+def test_variational_dropout_without_dropout_draws_no_masks():
+    assert not _options_model(variational_dropout=True, tie_embeddings=True).uses_dropout
+
+
+def test_keep_masks_shapes_and_keep_fractions():
+    model = _options_model(**OPTIONS["all"])
+    masks = model.dropout_masks(tf.constant([1, 2], tf.int64), batch_size=400, num_steps=5)
+    assert [m.shape for m in masks.sites] == [(400, HIDDEN)] * 3  # held over the steps
+    assert [m.shape for m in masks.recurrent] == [(400, HIDDEN)] * 2
+    assert [m.shape for m in masks.weights] == [(HIDDEN, 4 * HIDDEN)] * 2
+    assert [m.shape for m in masks.embedding] == [(VOCAB,)]
+    for group, keep in ((masks.sites, 0.6), (masks.recurrent, 0.7), (masks.weights, 0.5)):
+        for mask in group:
+            assert abs(np.mean(mask) - keep) < 0.06
+    streams = [m.numpy().ravel()[:HIDDEN] for m in masks.sites + masks.recurrent]
+    assert len({s.tobytes() for s in streams}) == len(streams)  # every site its own draw
+
+
+def test_variational_dropout_holds_one_mask_per_row_over_time_scaled_by_one_over_keep():
+    model = _options_model(variational_dropout=True, keep_prob=0.6)
+    keep = model.dropout_masks(tf.constant([3, 3], tf.int64), 2, 5).sites[1].numpy()  # [B, H]
+    x = np.random.RandomState(0).randn(5, 2, HIDDEN).astype(np.float32)  # [T, B, H]
+    want = x * keep[None] / 0.6  # NumPy: the same mask at every step
+    np.testing.assert_allclose(model._dropout(tf.constant(x), tf.constant(keep)), want, rtol=1e-6)
+
+
+def test_embedding_dropout_drops_whole_rows_per_word_type_scaled_by_one_over_keep():
+    model = _options_model(embedding_dropout=0.5)
+    masks = model.dropout_masks(tf.constant([8, 1], tf.int64), 4, 9)
+    ids = _ids(4, 9, seed=2)
+    got = model._embed(ids, masks).numpy()  # [T, B, H]
+    keep = masks.embedding[0].numpy()       # [vocab]
+    embedding = model.embedding.numpy()
+    want = (embedding * keep[:, None] / 0.5)[ids.numpy().T]  # NumPy: rows of a dropped matrix
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+    dropped = [w for w in set(ids.numpy().ravel()) if not keep[w]]
+    assert dropped  # some word type is dropped everywhere it occurs in the batch
+    assert np.all(got[(ids.numpy().T == dropped[0])] == 0)
+
+
+def test_weight_drop_is_the_model_with_masked_recurrent_weights():
+    model = _options_model(weight_drop=0.5)
+    masks = model.dropout_masks(tf.constant([2, 9], tf.int64), 3, 6)
+    x, zero = _ids(3, 6), model.zero_state(3)
+    got = model(x, zero, training=True, keep_masks=masks)[0]
+    # Reference: a plain model whose W_h rows are multiplied by mask / keep.
+    plain = _options_model(seed=3)
+    for cell, mask in zip(plain.cells, masks.weights):
+        cell.kernel[HIDDEN:].assign(cell.kernel[HIDDEN:] * tf.cast(mask, tf.float32) / 0.5)
+    np.testing.assert_allclose(got, plain(x, zero)[0], atol=1e-5)
+
+
+def test_tied_model_has_no_softmax_w_and_its_gradient_is_both_uses():
+    tied = _options_model(tie_embeddings=True)
+    untied = _options_model(seed=3)
+    assert "softmax_w" not in " ".join(v.name for v in tied.trainable_variables)
+    assert len(tied.trainable_variables) == len(untied.trainable_variables) - 1
+    tied.softmax_b.assign(untied.softmax_b)
+    untied.softmax_w.assign(tf.transpose(untied.embedding))
+    x, y = _ids(2, 5), _ids(2, 5, seed=1)
+
+    def loss_and_grads(model, variables):
+        with tf.GradientTape() as tape:
+            cost = model_lib.sequence_cost(model(x, model.zero_state(2))[0], y)
+        return cost, [tf.convert_to_tensor(g) for g in tape.gradient(cost, variables)]
+    tied_cost, (d_embedding,) = loss_and_grads(tied, [tied.embedding])
+    untied_cost, (d_lookup, d_softmax_w) = loss_and_grads(
+        untied, [untied.embedding, untied.softmax_w])
+    np.testing.assert_allclose(tied_cost, untied_cost, rtol=1e-6)
+    np.testing.assert_allclose(d_embedding, d_lookup + tf.transpose(d_softmax_w), atol=1e-6)
+    # NumPy: the logits are h @ E^T + b.
+    outputs, _ = tied.hidden(x, tied.zero_state(2))
+    np.testing.assert_allclose(tied.project(outputs),
+                               outputs.numpy() @ tied.embedding.numpy().T + tied.softmax_b.numpy(),
+                               rtol=1e-5, atol=1e-5)
+
+
+def _cost_and_grads(model, x, y, masks):
+    with tf.GradientTape() as tape:
+        logits, final = model(x, model.zero_state(x.shape[0]), training=True, keep_masks=masks)
+        cost = model_lib.sequence_cost(logits, y) + tf.reduce_sum(final[-1].h)
+    grads = tape.gradient(cost, model.trainable_variables)
+    return cost, [tf.convert_to_tensor(g) for g in grads]
+
+
+@pytest.mark.parametrize("jit_compile", [False, True])
+@pytest.mark.parametrize("name", list(OPTIONS))
+def test_model_fused_equals_basic_in_values_and_gradients_with_each_option(name, jit_compile):
+    basic = _options_model("basic", seed=3, **OPTIONS[name])
+    fused = _options_model("fused", seed=4, **OPTIONS[name])
+    for a, b in zip(basic.trainable_variables, fused.trainable_variables, strict=True):
+        b.assign(a)
+    x, y = _ids(3, 6), _ids(3, 6, seed=1)
+    masks = basic.dropout_masks(tf.constant([6, 6], tf.int64), 3, 6) if basic.uses_dropout else None
+    want_cost, want_grads = _cost_and_grads(basic, x, y, masks)
+    run = tf.function(lambda x, y, masks: _cost_and_grads(fused, x, y, masks),
+                      jit_compile=jit_compile)
+    cost, grads = run(x, y, masks)
+    np.testing.assert_allclose(cost, want_cost, rtol=1e-5)
+    for g, w, v in zip(grads, want_grads, basic.trainable_variables):
+        np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-5, err_msg=v.name)
+
+
+def test_mask_rows_of_keep_masks_slice_rows_and_keep_per_batch_masks_whole():
+    model = _options_model(**OPTIONS["all"])
+    whole = model.dropout_masks(tf.constant([3, 9], tf.int64), batch_size=4, num_steps=5)
+    halves = [model_lib.PTBModel.mask_rows(whole, 0, 1), model_lib.PTBModel.mask_rows(whole, 1, 4)]
+    for group in ("sites", "recurrent"):
+        for site, mask in enumerate(getattr(whole, group)):
+            np.testing.assert_array_equal(
+                np.concatenate([getattr(h, group)[site] for h in halves], axis=0), mask.numpy())
+    for half in halves:
+        assert half.weights is whole.weights and half.embedding is whole.embedding
+    # Non-variational sites [T, B, H] are sliced on the batch axis.
+    fresh = _options_model(keep_prob=0.5, weight_drop=0.5)
+    masks = fresh.dropout_masks(tf.constant([1, 1], tf.int64), 4, 5)
+    assert model_lib.PTBModel.mask_rows(masks, 1, 3).sites[0].shape == (5, 2, HIDDEN)
+
+
+def test_model_on_row_ranges_with_mask_rows_equals_the_whole_batch():
+    # What a data-parallel replica does: its rows, its rows' masks, the same numbers.
+    model = _options_model(**OPTIONS["all"])
+    x, seed = _ids(4, 5), tf.constant([2, 7], tf.int64)
+    whole_masks = model.dropout_masks(seed, 4, 5)
+    whole = model(x, model.zero_state(4), training=True, keep_masks=whole_masks)[0]
+    parts = [model(x[start:stop], model.zero_state(stop - start), training=True,
+                   keep_masks=model_lib.PTBModel.mask_rows(whole_masks, start, stop))[0]
+             for start, stop in ((0, 1), (1, 4))]
+    np.testing.assert_allclose(tf.concat(parts, 0), whole, atol=1e-6)
+
+
+def test_checkpoint_from_fused_loads_in_basic_with_options_on(tmp_path):
+    fused = _options_model("fused", seed=1, **OPTIONS["all"])
+    path = tf.train.Checkpoint(model=fused).save(str(tmp_path / "ckpt"))
+    basic = _options_model("basic", seed=2, **OPTIONS["all"])
+    tf.train.Checkpoint(model=basic).restore(path).assert_existing_objects_matched()
+    x, seed = _ids(2, 4), tf.constant([1, 5], tf.int64)
+    for training in (False, True):
+        np.testing.assert_allclose(
+            basic(x, basic.zero_state(2), training=training, seed=seed)[0],
+            fused(x, fused.zero_state(2), training=training, seed=seed)[0], atol=1e-5)
+
+
+@pytest.mark.parametrize("cell", ["gru", "rnn"])
+def test_gru_and_rnn_models_run_in_basic_with_every_option(cell):
+    model = _options_model("auto", cell=cell, **OPTIONS["all"])
+    assert model.rnn_mode == "basic"
+    assert all(c.name.startswith(cell) for c in model.cells)
+    x, y = _ids(3, 4), _ids(3, 4, seed=1)
+    masks = model.dropout_masks(tf.constant([1, 1], tf.int64), 3, 4)
+    assert masks.weights[0].shape == model.cells[0].recurrent_shape
+    with tf.GradientTape() as tape:
+        logits, final = model(x, model.zero_state(3), training=True, keep_masks=masks)
+        cost = model_lib.sequence_cost(logits, y)
+    assert logits.shape == [3, 4, VOCAB] and final[0].shape == [3, HIDDEN]
+    grads = tape.gradient(cost, model.trainable_variables)
+    assert all(g is not None for g in grads)
+    first, state = model(x[:, :2], model.zero_state(3))
+    second, _ = model(x[:, 2:], state)
+    np.testing.assert_allclose(tf.concat([first, second], 1), model(x, model.zero_state(3))[0],
+                               atol=1e-5)
+
+
+@pytest.mark.parametrize("rnn_mode, options, message", [
+    ("fused", dict(cell="gru"), "rnn_mode fused runs only lstm cells, not cell=gru; use rnn_mode "
+                                "basic"),
+    ("block", dict(cell="rnn"), "rnn_mode block runs only lstm cells, not cell=rnn"),
+    ("block", dict(variational_dropout=True, recurrent_keep_prob=0.5),
+     r"rnn_mode block cannot drop the recurrent h"),
+])
+def test_model_refuses_a_kernel_that_cannot_run_its_options_in_one_line(rnn_mode, options,
+                                                                        message):
+    with pytest.raises(kernels.UnsupportedError, match=message) as info:
+        _options_model(rnn_mode, **options)
+    assert "\n" not in str(info.value)
+
+
+def test_block_mode_runs_weight_drop_like_basic():
+    basic = _options_model("basic", seed=3, **OPTIONS["weight_drop"], tie_embeddings=True)
+    block = _options_model("block", seed=3, **OPTIONS["weight_drop"], tie_embeddings=True)
+    x, seed = _ids(2, 5), tf.constant([9, 9], tf.int64)
+    np.testing.assert_allclose(block(x, block.zero_state(2), training=True, seed=seed)[0],
+                               basic(x, basic.zero_state(2), training=True, seed=seed)[0],
+                               atol=1e-5)
+
+
+@pytest.mark.skipif(kernels.gpu_available(), reason="this machine has a GPU")
+def test_resolve_rnn_mode_is_the_kernel_the_model_runs():
+    for config in (configs.SMALL, configs.AWD, configs.MEDIUM_TIED_VD,
+                   dataclasses.replace(configs.SMALL, cell="gru")):
+        small = dataclasses.replace(config, vocab_size=VOCAB, hidden_size=HIDDEN)
+        for rnn_mode in ("auto", "basic"):
+            assert (model_lib.resolve_rnn_mode(small, rnn_mode)
+                    == model_lib.PTBModel.from_config(small, rnn_mode).rnn_mode)
+    assert model_lib.resolve_rnn_mode(dataclasses.replace(configs.SMALL, cell="rnn")) == "basic"
+    with pytest.raises(kernels.UnsupportedError, match="cannot drop the recurrent h"):
+        model_lib.resolve_rnn_mode(configs.MEDIUM_TIED_VD, "block")

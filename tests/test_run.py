@@ -254,3 +254,14 @@ def test_run_holds_the_run_directory_lock(corpus, tmp_path, monkeypatch):
     assert held
     with checkpoints.lock(str(save)):  # released when the run ended
         pass
+
+
+@pytest.mark.parametrize("cell", ["gru", "rnn"])
+def test_run_auto_picks_the_kernel_that_runs_the_cell(corpus, tmp_path, capsys, cell):
+    options = dataclasses.replace(OPTIONS, rnn_mode="auto", xla=None)
+    metrics = run.train_and_evaluate(_config(corpus, cell=cell, tie_embeddings=True), corpus,
+                                     str(tmp_path / "run"), options)
+    assert re.search(r"^rnn_mode: basic  xla: True  parameters: ", capsys.readouterr().out, re.M)
+    assert math.isfinite(metrics["test_perplexity"])
+    model, _, config = checkpoints.load_model(str(tmp_path / "run"))
+    assert (config.cell, model.rnn_mode) == (cell, "basic")

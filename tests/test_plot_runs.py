@@ -1,0 +1,50 @@
+"""Tests of scripts/plot_runs.py's reading of runs (the drawing needs matplotlib, an extra)."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from helpers import REPO
+
+sys.path.insert(0, str(REPO / "scripts"))
+import plot_runs  # noqa: E402
+
+
+def _metrics(seconds, valid, test=None):
+    epochs = [{"epoch": k + 1, "train_seconds": s, "valid_perplexity": v}
+              for k, (s, v) in enumerate(zip(seconds, valid))]
+    return {"epochs": epochs, **({"test_perplexity": test} if test else {})}
+
+
+def test_curve_is_cumulative_minutes_against_valid_perplexity():
+    points = plot_runs.curve(_metrics([60, 120, 30], [200.0, 150.0, 140.0]))
+    assert points == [(1.0, 200.0), (3.0, 150.0), (3.5, 140.0)]
+
+
+def test_read_run_takes_a_save_path_a_file_or_a_label(tmp_path):
+    run = tmp_path / "small"
+    run.mkdir()
+    (run / "metrics.json").write_text(json.dumps(_metrics([60], [120.0], test=115.0)))
+    assert plot_runs.read_run(str(run))[0] == "small"
+    assert plot_runs.read_run(str(run / "metrics.json"))[0] == "small"
+    label, metrics = plot_runs.read_run(f"tutorial small={run}")
+    assert label == "tutorial small" and metrics["test_perplexity"] == 115.0
+
+
+def test_plot_runs_unreadable_run_is_one_error_line(tmp_path):
+    result = subprocess.run([sys.executable, str(REPO / "scripts" / "plot_runs.py"),
+                             str(tmp_path / "nowhere")], capture_output=True, text=True)
+    assert result.returncode != 0
+    assert result.stderr.strip().startswith("error: cannot read ")
+    assert "Traceback" not in result.stderr
+
+
+def test_plot_runs_writes_a_png_when_matplotlib_is_there(tmp_path):
+    pytest.importorskip("matplotlib")
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.json").write_text(json.dumps(_metrics([60, 60], [150.0, 120.0], 118.0)))
+    plot_runs.main([str(run), f"--out={tmp_path / 'c.png'}"])
+    assert (tmp_path / "c.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
