@@ -1,4 +1,4 @@
-"""Data-parallel training on tf.distribute: the strategy, the row sharding, the all-reduce; the one place that knows replicas exist.
+"""Data-parallel training: strategy, row sharding, all-reduce; the one module that knows replicas.
 
     strategy none          one device: training.make_train_step as it is
     strategy mirrored      MirroredStrategy over the local GPUs (or N logical CPUs, for tests)

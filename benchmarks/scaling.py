@@ -29,6 +29,7 @@ import time
 import tensorflow as tf
 
 import distribute
+import model as model_lib
 import reader
 import training
 from benchmarks import common
@@ -237,7 +238,7 @@ def measure_worker(args):
     corpus = reader.load_corpus(args.data_path)
     config = measure.resolve_config(args.config, args.override, corpus.vocab_size)
     replicas = distribute.create("auto", config.batch_size)
-    rnn_mode = kernels.resolve(kernels.AUTO)
+    rnn_mode = model_lib.resolve_rnn_mode(config, kernels.AUTO)  # auto: by the config's cell
     jit_compile = kernels.jit_compile(rnn_mode, None)
     with replicas.scope():
         ts = training.TrainState(config, rnn_mode=rnn_mode)
