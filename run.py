@@ -385,8 +385,10 @@ def _train_epochs(run, train_batches, valid_batches, interrupts):
         fraction = int(ts.step.numpy()) / train_batches.epoch_size
         finished = fraction == 1  # the budget may run out on the epoch's last step
         if not finished:
-            print(f"Time budget of {run.options.max_minutes:g} minutes spent at epoch "
-                  f"{epoch + 1} ({100 * fraction:.1f}%): validating and testing now", flush=True)
+            budget = (f"{run.options.max_minutes:g} minutes" if run.options.max_minutes
+                      else "another worker")  # agreed with a worker that has one
+            print(f"Time budget of {budget} spent at epoch {epoch + 1} "
+                  f"({100 * fraction:.1f}%): validating and testing now", flush=True)
         train_ppl = ts.epoch_perplexity()
         print(f"Epoch: {epoch + 1} Train Perplexity: {train_ppl:.3f}", flush=True)
         with ts.evaluation_weights():

@@ -398,3 +398,17 @@ def test_run_refuses_asgd_under_a_strategy_before_writing_anything(corpus, tmp_p
         run.train_and_evaluate(_config(corpus, optimizer="asgd"), corpus, str(save),
                                run.RunOptions(strategy="mirrored", num_cpu_replicas=2))
     assert tree_digest(save) is None
+
+
+def test_time_budget_of_one_worker_stops_every_worker_at_the_same_step(mw_data, tmp_path):
+    # Only the chief has a budget (6 ms): the other stops where the chief does, validates
+    # and waits for the chief's test, instead of waiting in a collective forever.
+    data, _ = mw_data
+    workers = _workers(lambda i: _driver_args(data, tmp_path / f"save{i}",
+                                              *["--max_minutes=0.0001"][:1 - i]), tmp_path, "w")
+    (code0, out0, err0), (code1, out1, err1) = [w.wait() for w in workers]
+    assert code0 == 0 and code1 == 0, err0[-2000:] + err1[-2000:]
+    spent = [re.findall(r"^Time budget of .+ spent at epoch 1 \(([\d.]+)%\)", out, re.M)
+             for out in (out0, out1)]
+    assert spent[0] and spent[0] == spent[1], (out0, out1)
+    assert "Test Perplexity" in out0 and "Epoch: 2" not in out0 + out1
