@@ -1,12 +1,18 @@
 """The matrix-product ceiling: the words/s of a training step that did nothing but its products.
 
 Times every matrix product of a config's training step (forward and backward,
-the shapes fused mode runs) under XLA, each at the faster of its two weight
-layouts, and reports the words/s of a step that did nothing else: the bound the
-measured words/s are held against.
+the shapes fused mode runs) on every kernel TensorFlow can run it with on this
+host: XLA's dot inside a compiled function and TensorFlow's own MatMul op
+outside XLA (oneDNN on x86 unless TF_ENABLE_ONEDNN_OPTS=0), each with the
+weights as they are and transposed. The best-kernel ceiling is the words/s of a
+step that ran each product on its fastest kernel and did nothing else: the
+bound the measured words/s are held against. The XLA ceiling (XLA's dots only)
+is kept beside it, and the machine's peak beside both: a large sgemm as
+measured, and what the cores, clock and vector units imply.
 """
 
 import dataclasses
+import os
 import time
 
 import tensorflow as tf
@@ -31,31 +37,61 @@ class Product:
         return 2 * self.m * self.k * self.n * self.count
 
 
+# The ways a product can run: (kernel, w transposed). "xla": XLA's dot in a jit-compiled
+# function; "tf": TensorFlow's MatMul op in a plain tf.function (oneDNN or Eigen).
+VARIANTS = (("xla", False), ("xla", True), ("tf", False), ("tf", True))
+
+
+def variant_label(kernel, transposed):
+    return kernel + (" wT" if transposed else "")
+
+
 @dataclasses.dataclass
 class ProductSpeed:
-    """One product as measured."""
+    """One product as measured: at its fastest variant, and at each (GFLOPS by label)."""
     product: str
     shape: list  # [m, k, n]
     per_step: int
     ms_per_step: float
     gflops: float
+    fastest: str = "xla"  # variant_label of the fastest
+    gflops_by_variant: dict = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass
+class MachinePeak:
+    """The machine's own matrix-product peak: a large sgemm as measured, and the nominal one."""
+    sgemm_n: int
+    sgemm_gflops: float  # [n, n] x [n, n], the faster variant
+    sgemm_fastest: str
+    nominal_gflops: float | None  # cores x clock x FLOP/cycle, None where the ISA is unknown
+    nominal_basis: str  # how nominal_gflops was reckoned
 
 
 @dataclasses.dataclass
 class Ceiling:
-    """One config's ceiling; error (None when fine) says why it was not measured."""
+    """One config's ceilings; error (None when fine) says why they were not measured.
+
+    train_wps/eval_wps are the best-kernel ceiling, xla_train_wps/xla_eval_wps
+    the one of XLA's dots alone (this project's ceiling before 2026-12-02).
+    """
     config: str
     train_wps: float | None = None
     eval_wps: float | None = None
     mflop_per_word: float | None = None
     products: list = dataclasses.field(default_factory=list)  # of ProductSpeed
     error: str | None = None
+    xla_train_wps: float | None = None
+    xla_eval_wps: float | None = None
+    machine: MachinePeak | None = None
 
     @classmethod
     def from_dict(cls, values):
         """The inverse of dataclasses.asdict (a child's JSON)."""
         products = [ProductSpeed(**row) for row in values.get("products", [])]
-        return cls(**dict(values, products=products))
+        machine = values.get("machine")
+        return cls(**dict(values, products=products,
+                          machine=MachinePeak(**machine) if machine else None))
 
 
 def resolve_config(name, overrides=()):
@@ -91,15 +127,17 @@ def _recurrent_input(out, k):
     return tf.tanh(tf.tile(out, [1, k // n]))
 
 
-def _product_function(product, transposed, chain):
-    """An XLA-compiled (a, w) -> a' running `chain` products [m, k] x [k, n] in a row, so
+def _product_function(product, transposed, chain, kernel="xla"):
+    """A compiled (a, w) -> a' running `chain` products [m, k] x [k, n] in a row, so
     the call's own cost is spread over them: per-step products each feed the next one
     (_recurrent_input), as h_t feeds step t + 1; the others wait for the last one's
     corner, one cheap pass over a (3% of the small softmax's d(outputs), the worst case).
     With `transposed`, w comes as [n, k], multiplied with its rows contracted (what
-    rnn/fused_lstm.py's _per_step_matmul does for large weights)."""
+    rnn/fused_lstm.py's _per_step_matmul does for large weights). kernel "xla" compiles
+    the function with XLA; "tf" runs TensorFlow's ops, so each product is a MatMul op and
+    pays its op's dispatch, as it would in a step."""
 
-    @tf.function(jit_compile=True)
+    @tf.function(jit_compile=(kernel == "xla"))
     def run(a, w):
         for _ in range(chain):
             out = tf.matmul(a, w, transpose_b=transposed)                   # [m, n]
@@ -110,7 +148,9 @@ def _product_function(product, transposed, chain):
 
 def _chain_length(product):
     """Products per timed call: enough that the call's own cost (~0.3 ms) hardly counts."""
-    return 32 if product.serial else 8
+    if product.serial:
+        return 32
+    return 8 if product.flops < 1e9 else 1
 
 
 def _timed_calls(run, a, w, min_seconds):
@@ -123,25 +163,32 @@ def _timed_calls(run, a, w, min_seconds):
     return (time.perf_counter() - start) / calls
 
 
-def time_products(products, min_seconds=0.3, sweeps=3):
-    """Seconds of one of each product: the fastest over `sweeps` sweeps through all of them
-    (so a slow spell of a shared machine hits one sweep, not one product) of w as is and
-    w transposed, each timed for min_seconds over calls of _chain_length products."""
-    runs = []  # (index of the product, compiled chain, a, w)
+def time_products(products, min_seconds=0.3, sweeps=3, variants=VARIANTS):
+    """Seconds of one of each product on each variant: a list (one per product) of dicts
+    variant_label -> seconds, each the fastest over `sweeps` sweeps through all of them (so
+    a slow spell of a shared machine hits one sweep, not one product), timed for min_seconds
+    over calls of _chain_length products."""
+    runs = []  # (index of the product, label, compiled chain, a, w)
     for index, product in enumerate(products):
         a = tf.random.uniform([product.m, product.k], -1.0, 1.0)
-        for transposed in (False, True):
+        for kernel, transposed in variants:
             shape = [product.n, product.k] if transposed else [product.k, product.n]
             w = tf.random.uniform(shape, -1.0, 1.0) * (2.0 / product.k ** 0.5)
-            run = _product_function(product, transposed, _chain_length(product))
-            run(a, w).numpy()  # compiles
-            runs.append((index, run, a, w))
-    best = [float("inf")] * len(products)
+            run = _product_function(product, transposed, _chain_length(product), kernel)
+            run(a, w).numpy()  # traces and compiles
+            runs.append((index, variant_label(kernel, transposed), run, a, w))
+    best = [{} for _ in products]
     for _ in range(sweeps):
-        for index, run, a, w in runs:
+        for index, label, run, a, w in runs:
             seconds = _timed_calls(run, a, w, min_seconds) / _chain_length(products[index])
-            best[index] = min(best[index], seconds)
+            best[index][label] = min(best[index].get(label, float("inf")), seconds)
     return best
+
+
+def fastest(seconds_by_variant, kernel=None):
+    """(label, seconds) of the fastest variant, of `kernel`'s only if given."""
+    return min(((label, s) for label, s in seconds_by_variant.items()
+                if kernel is None or label.split()[0] == kernel), key=lambda item: item[1])
 
 
 def ceiling(config, seconds_per_product):
@@ -154,19 +201,75 @@ def ceiling(config, seconds_per_product):
     return words / train, words / evaluation
 
 
-def measure_ceiling(name, overrides=(), min_seconds=0.3, sweeps=3):
-    """Config `name`'s ceiling, overrides applied: each product's speed, train and eval words/s."""
+def _flop_per_cycle(info):
+    """(FLOP per cycle per core of single-precision FMAs, how that was reckoned), or (None, why).
+
+    The FMA units are not in /proc/cpuinfo; they are assumed from the vendor and the
+    family: two 256-bit units on AMD Zen 2 to 4 (Zen 4 runs a 512-bit FMA as two halves),
+    two 512-bit units on Zen 5 and on Intel's AVX-512 Xeons (Silver and Bronze parts have
+    one, so the nominal figure there is twice the truth).
+    """
+    flags, vendor = info.get("flags", []), info.get("vendor_id", "")
+    family = int(info.get("cpu family", "0") or 0)
+    if "avx512f" in flags and (vendor != "AuthenticAMD" or family >= 26):
+        units, bits, basis = 2, 512, "2 FMA units of 512 bits assumed"
+    elif "avx512f" in flags:
+        units, bits, basis = 2, 256, "AMD family 25: AVX-512 on 2 FMA units of 256 bits"
+    elif "avx2" in flags and "fma" in flags:
+        units, bits, basis = 2, 256, "2 FMA units of 256 bits assumed"
+    else:
+        return None, "no AVX2 with FMA or AVX-512 in /proc/cpuinfo: no nominal peak"
+    return 2 * units * bits // 32, basis
+
+
+def nominal_peak(info=None, cores=None):
+    """(GFLOPS, basis): cores x clock x FLOP/cycle, from /proc/cpuinfo; GFLOPS None if unknown.
+
+    The clock is cpuinfo's "cpu MHz" (under a hypervisor the nominal one; boost may be
+    higher, so a measured sgemm can exceed this figure)."""
+    info = common.cpuinfo() if info is None else info
+    cores = len(os.sched_getaffinity(0)) if cores is None else cores
+    per_cycle, basis = _flop_per_cycle(info)
+    try:
+        mhz = float(info["cpu MHz"])
+    except (KeyError, ValueError):
+        return None, "no cpu MHz in /proc/cpuinfo: no nominal peak"
+    if per_cycle is None:
+        return None, basis
+    return (cores * mhz / 1e3 * per_cycle,
+            f"{cores} cores x {mhz / 1e3:.2f} GHz x {per_cycle} FLOP/cycle ({basis})")
+
+
+def measure_machine_peak(n=2048, min_seconds=0.3, sweeps=3):
+    """The machine's peak: an [n, n] x [n, n] sgemm on every variant, and the nominal figure."""
+    product = Product("sgemm", n, n, n, 1, False, False)
+    label, seconds = fastest(time_products([product], min_seconds, sweeps)[0])
+    gflops, basis = nominal_peak()
+    return MachinePeak(sgemm_n=n, sgemm_gflops=product.flops / seconds / 1e9,
+                       sgemm_fastest=label, nominal_gflops=gflops, nominal_basis=basis)
+
+
+def measure_ceiling(name, overrides=(), min_seconds=0.3, sweeps=3, machine=None):
+    """Config `name`'s ceilings, overrides applied: each product's speed on each variant, the
+    best-kernel and the XLA train and eval words/s; `machine` (a MachinePeak) is attached."""
     config = resolve_config(name, overrides)
     products = step_products(config)
-    seconds = time_products(products, min_seconds, sweeps)
-    train_wps, eval_wps = ceiling(config, seconds)
+    timed = time_products(products, min_seconds, sweeps)
+    best = [fastest(variants) for variants in timed]
+    train_wps, eval_wps = ceiling(config, [seconds for _, seconds in best])
+    xla_train_wps, xla_eval_wps = ceiling(config, [fastest(v, "xla")[1] for v in timed])
     words = config.batch_size * config.num_steps
+    rows = []
+    for p, (label, seconds), variants in zip(products, best, timed):
+        per_product = p.flops / p.count / 1e9
+        rows.append(ProductSpeed(
+            product=p.name, shape=[p.m, p.k, p.n], per_step=p.count,
+            ms_per_step=1e3 * p.count * seconds, gflops=per_product / seconds, fastest=label,
+            gflops_by_variant={v: per_product / s for v, s in variants.items()}))
     return Ceiling(
         config=name, train_wps=train_wps, eval_wps=eval_wps,
-        mflop_per_word=sum(p.flops for p in products) / words / 1e6,
-        products=[ProductSpeed(product=p.name, shape=[p.m, p.k, p.n], per_step=p.count,
-                               ms_per_step=1e3 * p.count * s, gflops=p.flops / p.count / s / 1e9)
-                  for p, s in zip(products, seconds)])
+        mflop_per_word=sum(p.flops for p in products) / words / 1e6, products=rows,
+        xla_train_wps=xla_train_wps, xla_eval_wps=xla_eval_wps, machine=machine)
 
 
 def describe(result):
@@ -174,17 +277,29 @@ def describe(result):
     if result.error is not None:
         return f"{result.config} ceiling: FAILED ({result.error[:200]})"
     return (f"{result.config} ceiling: train {common.num(result.train_wps)} wps, "
-            f"eval {common.num(result.eval_wps)} wps")
+            f"eval {common.num(result.eval_wps)} wps (XLA's dots only: train "
+            f"{common.num(result.xla_train_wps)}, eval {common.num(result.xla_eval_wps)})")
+
+
+def describe_machine(machine):
+    nominal = (common.DASH if machine.nominal_gflops is None
+               else f"{machine.nominal_gflops:,.0f} GFLOPS")
+    return (f"machine: sgemm {machine.sgemm_n}^3 {machine.sgemm_gflops:,.0f} GFLOPS "
+            f"({machine.sgemm_fastest}); nominal {nominal} = {machine.nominal_basis}")
 
 
 def _print_products(result):
-    print(f"{result.config}: ceiling {result.train_wps:,.0f} train words/s, "
-          f"{result.eval_wps:,.0f} eval words/s "
-          f"({result.mflop_per_word:.1f} MFLOP per trained word)", flush=True)
+    print(describe(result) + f" ({result.mflop_per_word:.1f} MFLOP per trained word)",
+          flush=True)
+    labels = [variant_label(*v) for v in VARIANTS]
+    peak = result.machine.sgemm_gflops if result.machine else None
+    print(f"  {'product':34s} {'m x k x n':>17s} {'':4s} " + " ".join(f"{x:>7s}" for x in labels)
+          + "  GFLOPS; fastest, ms/step" + (", of sgemm" if peak else ""), flush=True)
     for row in result.products:
-        print(f"  {row.product:34s} {'x'.join(map(str, row.shape)):>17s} "
-              f"x{row.per_step:<3d} {row.gflops:6.0f} GFLOPS "
-              f"{row.ms_per_step:8.2f} ms/step", flush=True)
+        cells = " ".join(f"{row.gflops_by_variant.get(x, 0):7.0f}" for x in labels)
+        of_peak = f" {row.gflops / peak:4.0%}" if peak else ""
+        print(f"  {row.product:34s} {'x'.join(map(str, row.shape)):>17s} x{row.per_step:<3d} "
+              f"{cells}  {row.fastest:6s} {row.ms_per_step:8.2f}{of_peak}", flush=True)
 
 
 def run(args):
@@ -192,7 +307,7 @@ def run(args):
     last line is JSON.
 
     Args:
-      args: argparse.Namespace with configs, override, min_seconds, sweeps.
+      args: argparse.Namespace with configs, override, min_seconds, sweeps, sgemm_n.
     Returns:
       the exit code, 0.
     Raises:
@@ -201,12 +316,18 @@ def run(args):
     names = common.parse_configs(args.configs)
     for name in names:
         resolve_config(name, args.override)  # ConfigError on a bad override, before any work
-    if not args.min_seconds > 0 or args.sweeps < 1:
-        raise common.BenchmarkError(f"--min_seconds must be > 0 and --sweeps >= 1, got "
-                                    f"{args.min_seconds} and {args.sweeps}")
+    if not args.min_seconds > 0 or args.sweeps < 1 or args.sgemm_n < 0:
+        raise common.BenchmarkError(f"--min_seconds must be > 0, --sweeps >= 1 and --sgemm_n "
+                                    f">= 0, got {args.min_seconds}, {args.sweeps} and "
+                                    f"{args.sgemm_n}")
+    machine = None
+    if args.sgemm_n:
+        machine = measure_machine_peak(args.sgemm_n, args.min_seconds, args.sweeps)
+        print(describe_machine(machine), flush=True)
     results = []
     for name in names:
-        results.append(measure_ceiling(name, args.override, args.min_seconds, args.sweeps))
+        results.append(measure_ceiling(name, args.override, args.min_seconds, args.sweeps,
+                                       machine))
         _print_products(results[-1])
     common.print_summary("ceiling", overrides=args.override,
                          results=[dataclasses.asdict(r) for r in results])

@@ -109,29 +109,33 @@ def script_command(command, *flags):
 
 # -------------------- host
 
-def _cpu_model():
+def cpuinfo():
+    """The first processor's fields in /proc/cpuinfo (flags split into a list), or {} off Linux."""
+    fields = {}
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
-                if line.lower().startswith("model name"):
-                    return line.split(":", 1)[1].strip()
+                if not line.strip():
+                    break  # the end of the first processor
+                key, _, value = line.partition(":")
+                fields[key.strip()] = value.strip()
     except OSError:
-        pass
-    return platform.processor() or platform.machine()
+        return {}
+    fields["flags"] = fields.get("flags", "").split()
+    return fields
 
 
-def _cpu_vector_isa():
+def _cpu_model():
+    return cpuinfo().get("model name") or platform.processor() or platform.machine()
+
+
+def cpu_vector_isa(flags=None):
     """The widest x86 vector extension the CPU reports (AVX-512, AVX2, ...), or "" if unknown.
 
     Recorded because it moves our ratios to the peers: XLA's matmuls and the
     peers' reach different fractions of peak on AVX2 and AVX-512 hosts.
     """
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = next((line.split(":", 1)[1].split() for line in f
-                          if line.startswith("flags")), [])
-    except OSError:
-        return ""
+    flags = cpuinfo().get("flags", []) if flags is None else flags
     for flag, name in (("avx512f", "AVX-512"), ("avx2", "AVX2"), ("avx", "AVX")):
         if flag in flags:
             return name
@@ -142,7 +146,7 @@ def host_info():
     """Date, host, CPU and versions: the head of every JSON summary."""
     return {"date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
             "host": {"name": platform.node(), "cpu_model": _cpu_model(),
-                     "cpu_vector_isa": _cpu_vector_isa(), "cpu_cores": os.cpu_count(),
+                     "cpu_vector_isa": cpu_vector_isa(), "cpu_cores": os.cpu_count(),
                      "platform": platform.platform()},
             "python": platform.python_version(), "tf_version": tf.__version__,
             "tf_cpu_allocator_use_bfc": os.environ["TF_CPU_ALLOCATOR_USE_BFC"]}

@@ -47,11 +47,15 @@ class PeerResult:
 
 @dataclasses.dataclass
 class CeilingSummary:
-    """A config's ceiling over the rounds that measured one: the medians and each round's."""
+    """A config's ceiling over the rounds that measured one: the medians and each round's.
+
+    train_wps/eval_wps are the best-kernel ceiling; xla_* XLA's dots alone (ceiling.py)."""
     config: str
     train_wps: float
     eval_wps: float
     rounds_train_wps: list
+    xla_train_wps: float | None = None
+    xla_eval_wps: float | None = None
 
 
 # -------------------- flags
@@ -162,7 +166,7 @@ def ceiling_overrides(args):
 
 
 def _ceiling_command(name, overrides):
-    return common.script_command("ceiling", f"--configs={name}",
+    return common.script_command("ceiling", f"--configs={name}", "--sgemm_n=0",
                                  *[f"--override={item}" for item in overrides])
 
 
@@ -221,6 +225,11 @@ def combine_peer_rounds(rounds):
                                rounds_train_wps=[r.train_wps for r in rounds])
 
 
+def _median_of_known(values):
+    known = [v for v in values if v is not None]
+    return statistics.median(known) if known else None
+
+
 def add_ceiling(results, ceiling_rounds):
     """Sets each result's fraction of its config's ceiling (the median over the rounds that
     measured one); returns that CeilingSummary, or None."""
@@ -230,7 +239,9 @@ def add_ceiling(results, ceiling_rounds):
     summary = CeilingSummary(config=timed[0].config,
                              train_wps=statistics.median(c.train_wps for c in timed),
                              eval_wps=statistics.median(c.eval_wps for c in timed),
-                             rounds_train_wps=[c.train_wps for c in timed])
+                             rounds_train_wps=[c.train_wps for c in timed],
+                             xla_train_wps=_median_of_known(c.xla_train_wps for c in timed),
+                             xla_eval_wps=_median_of_known(c.xla_eval_wps for c in timed))
     ceiling_wps = {"train_wps": summary.train_wps, "eval_wps": summary.eval_wps}
     for result in results:
         if result.error is None:
@@ -300,7 +311,7 @@ def describe_peer(peer):
 def throughput_table(results, peer_results):
     """Markdown: one row per measurement, then the peers' rows of the same config."""
     rows = ["| config | mode | train wps | eval wps | stream test eval s | peak RSS MB "
-            "| vs fastest peer | of ceiling, train / eval |",
+            "| vs fastest peer | of best-kernel ceiling, train / eval |",
             "|---|---|---:|---:|---:|---:|---:|---:|"]
     for r in results:
         if r.error is not None:

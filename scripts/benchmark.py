@@ -100,6 +100,8 @@ def _add_ceiling(sub):
                     help="time each product and layout for at least this long per sweep")
     cp.add_argument("--sweeps", type=int, default=3,
                     help="sweeps through every product; each product's fastest counts")
+    cp.add_argument("--sgemm_n", type=int, default=2048,
+                    help="the machine's peak: time an [n, n] x [n, n] sgemm; 0: skip it")
 
 
 def _add_scaling(sub):

@@ -113,20 +113,30 @@ def test_perplexity_collect_only_tabulates_metrics(benchmark, make_corpus, tmp_p
 
 
 def test_ceiling_command_reports_each_product_and_json_last(benchmark, capsys):
-    assert benchmark.main(["ceiling", "--configs=test", "--min_seconds=0.01", "--sweeps=2"]) == 0
+    assert benchmark.main(["ceiling", "--configs=test", "--min_seconds=0.01", "--sweeps=2",
+                           "--sgemm_n=64"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     summary = json.loads(lines[-1])
     (result,) = summary["results"]
-    assert result["config"] == "test" and lines[0].startswith("test: ceiling ")
+    assert lines[0].startswith("machine: sgemm 64^3 ") and lines[1].startswith("test ceiling: train ")
     assert result["eval_wps"] > result["train_wps"] > 0 and result["error"] is None
+    # The best kernel of each product is at least as fast as XLA's, so its ceiling is too.
+    assert result["train_wps"] >= result["xla_train_wps"] > 0
+    assert result["eval_wps"] >= result["xla_eval_wps"] > 0
     assert [row["product"] for row in result["products"]] == [
         p.name for p in ceiling.step_products(configs.TEST)]
-    assert all(row["gflops"] > 0 for row in result["products"])
+    labels = {ceiling.variant_label(*v) for v in ceiling.VARIANTS}
+    for row in result["products"]:
+        assert set(row["gflops_by_variant"]) == labels
+        assert row["gflops"] == max(row["gflops_by_variant"].values())
+        assert row["gflops_by_variant"][row["fastest"]] == row["gflops"]
+    assert result["machine"]["sgemm_n"] == 64 and result["machine"]["sgemm_gflops"] > 0
 
 
 def test_ceiling_command_applies_overrides(benchmark, capsys):
     assert benchmark.main(["ceiling", "--configs=test", "--override=hidden_size=8",
-                           "--override=vocab_size=50", "--min_seconds=0.001", "--sweeps=1"]) == 0
+                           "--override=vocab_size=50", "--min_seconds=0.001", "--sweeps=1",
+                           "--sgemm_n=0"]) == 0
     (result,) = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["results"]
     shapes = {row["product"]: row["shape"] for row in result["products"]}
     # The test config's 20 x 2 batch: 40 words a step, hidden 8 (4 gates: 32), 50 words.
@@ -139,3 +149,5 @@ def test_ceiling_rejects_bad_min_seconds_and_sweeps(benchmark, capsys):
     assert capsys.readouterr().err.startswith("error: --min_seconds must be > 0")
     assert benchmark.main(["ceiling", "--configs=test", "--sweeps=0"]) == 2
     assert "--sweeps >= 1" in capsys.readouterr().err
+    assert benchmark.main(["ceiling", "--configs=test", "--sgemm_n=-1"]) == 2
+    assert "--sgemm_n >= 0" in capsys.readouterr().err

@@ -49,12 +49,47 @@ def test_product_function_chains_the_product(k, n):
 
     for serial, step in ((True, per_step), (False, other)):
         product = ceiling.Product("p", 3, k, n, 1, True, serial)
-        for transposed, w_in in ((False, w), (True, w.T.copy())):
-            run = ceiling._product_function(product, transposed, 2)
+        for kernel, transposed in ceiling.VARIANTS:
+            w_in = w.T.copy() if transposed else w
+            run = ceiling._product_function(product, transposed, 2, kernel)
             np.testing.assert_allclose(run(a, w_in).numpy(), step(step(a)), rtol=1e-5)
 
 
-def test_ceiling_from_dict_reads_what_asdict_wrote():
+def test_fastest_picks_the_quickest_variant_or_the_quickest_of_a_kernel():
+    seconds = {"xla": 3.0, "xla wT": 2.0, "tf": 1.0, "tf wT": 4.0}
+    assert ceiling.fastest(seconds) == ("tf", 1.0)
+    assert ceiling.fastest(seconds, "xla") == ("xla wT", 2.0)
+
+
+def _cpu(vendor, family, flags, mhz="2600.000"):
+    return {"vendor_id": vendor, "cpu family": family, "cpu MHz": mhz, "flags": flags.split()}
+
+
+@pytest.mark.parametrize("info, per_cycle", [
+    # AMD Zen 4 (family 25) runs AVX-512 on two 256-bit FMA units: 2 x 2 x 8 lanes.
+    (_cpu("AuthenticAMD", "25", "fma avx2 avx512f"), 32),
+    # Zen 5 (family 26) and Intel's AVX-512 Xeons: two 512-bit units, 2 x 2 x 16 lanes.
+    (_cpu("AuthenticAMD", "26", "fma avx2 avx512f"), 64),
+    (_cpu("GenuineIntel", "6", "fma avx2 avx512f avx512_bf16"), 64),
+    (_cpu("AuthenticAMD", "23", "fma avx2"), 32),
+])
+def test_nominal_peak_is_cores_times_clock_times_flop_per_cycle(info, per_cycle):
+    gflops, basis = ceiling.nominal_peak(info, cores=2)
+    assert gflops == pytest.approx(2 * 2.6 * per_cycle)
+    assert basis.startswith(f"2 cores x 2.60 GHz x {per_cycle} FLOP/cycle")
+
+
+@pytest.mark.parametrize("info", [_cpu("GenuineIntel", "6", "sse4_2 avx"),
+                                  {"flags": ["avx2", "fma"]}])
+def test_nominal_peak_is_unknown_without_fma_vectors_or_a_clock(info):
+    gflops, basis = ceiling.nominal_peak(info, cores=2)
+    assert gflops is None and "no nominal peak" in basis
+
+
+@pytest.mark.parametrize("machine", [None, ceiling.MachinePeak(64, 5.0, "tf", None, "why")])
+def test_ceiling_from_dict_reads_what_asdict_wrote(machine):
     result = ceiling.Ceiling("small", 1.0, 2.0, 3.0,
-                             [ceiling.ProductSpeed("softmax", [1, 2, 3], 1, 0.5, 9.0)])
+                             [ceiling.ProductSpeed("softmax", [1, 2, 3], 1, 0.5, 9.0, "tf",
+                                                   {"tf": 9.0, "xla": 8.0})],
+                             xla_train_wps=0.5, xla_eval_wps=1.5, machine=machine)
     assert ceiling.Ceiling.from_dict(dataclasses.asdict(result)) == result
