@@ -29,6 +29,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -131,6 +132,18 @@ def resolve(strategy, environ=None):
     if strategy == "auto":
         return "multi_worker" if environ.get("TF_CONFIG") else "none"
     return strategy
+
+
+def free_loopback_ports(count):
+    """`count` distinct TCP ports free on 127.0.0.1 now: a one-host TF_CONFIG's cluster
+    (a test's, a benchmark's). Another program may take one before the worker binds it."""
+    sockets = [socket.socket() for _ in range(count)]
+    for sock in sockets:  # all bound at once, so no port is handed out twice
+        sock.bind(("127.0.0.1", 0))
+    ports = [sock.getsockname()[1] for sock in sockets]
+    for sock in sockets:
+        sock.close()
+    return ports
 
 
 def check_divides(batch_size, num_replicas):

@@ -277,11 +277,15 @@ class _Run:
     def metrics_path(self):
         return os.path.join(self.save_path, METRICS_FILE)
 
+    def metrics(self, **extra):
+        """What metrics.json holds: the config, the parameter count, the epochs, and extra."""
+        parameters = sum(int(v.shape.num_elements()) for v in self.ts.model.trainable_variables)
+        return {"config": configs.to_dict(self.config), "parameters": parameters,
+                "epochs": self.history, **extra}
+
     def write_metrics(self, **extra):
-        if not self.replicas.is_chief:
-            return
-        write_json(self.metrics_path, {"config": configs.to_dict(self.config),
-                                       "epochs": self.history, **extra})
+        if self.replicas.is_chief:
+            write_json(self.metrics_path, self.metrics(**extra))
 
 
 def _open_run(config, corpus, save_path, options, epoch_size, replicas):
@@ -482,5 +486,4 @@ def train_and_evaluate(config, corpus, save_path, options=RunOptions()):
                 interrupts.stop_at_once = True
                 with run.ts.evaluation_weights():
                     test_ppl = _test(run)
-    return {"config": configs.to_dict(config), "epochs": run.history,
-            "test_perplexity": test_ppl}
+    return run.metrics(test_perplexity=test_ppl)

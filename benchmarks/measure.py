@@ -26,13 +26,20 @@ from rnn import kernels
 
 @dataclasses.dataclass(frozen=True)
 class Mode:
-    """One way of running the training step: the LSTM kernel (or auto) and XLA on or off."""
+    """One way of running the training step: the LSTM kernel (or auto), XLA on or off, and
+    environment variables set for its process (e.g. XLA_FLAGS), as (name, value) pairs."""
     rnn_mode: str
     xla: bool
+    env: tuple = ()
 
     @property
     def label(self):
-        return self.rnn_mode + ("+xla" if self.xla else "")
+        return self.rnn_mode + ("+xla" if self.xla else "") + env_label(self.env)
+
+
+def env_label(env):
+    """" {NAME=value ...}" for a mode's environment variables, "" without any."""
+    return " {" + " ".join(f"{k}={v}" for k, v in env) + "}" if env else ""
 
 
 @dataclasses.dataclass

@@ -21,9 +21,7 @@ import json
 import math
 import os
 import shutil
-import socket
 import subprocess
-import sys
 import time
 
 import tensorflow as tf
@@ -133,16 +131,6 @@ def table(rows):
 
 # -------------------- the measuring processes
 
-def _free_ports(count):
-    sockets = [socket.socket() for _ in range(count)]
-    for sock in sockets:
-        sock.bind(("127.0.0.1", 0))
-    ports = [sock.getsockname()[1] for sock in sockets]
-    for sock in sockets:
-        sock.close()
-    return ports
-
-
 def worker_command(args, config, core):
     """The command line of one measuring process pinned to `core`."""
     flags = [f"--config={config}", f"--warmup={args.warmup}", f"--steps={args.steps}",
@@ -163,7 +151,7 @@ def run_workers(args, config, count):
     if count == 1:
         env = {k: v for k, v in os.environ.items() if k != "TF_CONFIG"}
         return _result(common.run_child(worker_command(args, config, 0), env=env))
-    ports = _free_ports(count)
+    ports = distribute.free_loopback_ports(count)
     cluster = {"worker": [f"127.0.0.1:{port}" for port in ports]}
     procs = []
     for index in range(count):

@@ -13,6 +13,7 @@ is reported.
 
 import dataclasses
 import os
+import re
 import statistics
 import sys
 
@@ -69,16 +70,39 @@ def _parse_bool(text):
     raise common.BenchmarkError(f"--xla value {text!r}: expected 0/1 (or true/false)")
 
 
-def parse_modes(rnn_modes, xla):
+def parse_env(items):
+    """--env values as environment variants: each "" (the environment as it is) or
+    NAME=VALUE pairs joined by ";", e.g. XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=
+
+    Raises:
+      BenchmarkError: an item that is not NAME=VALUE.
+    """
+    variants = []
+    for item in items or [""]:
+        pairs = []
+        for pair in filter(None, (p.strip() for p in item.split(";"))):
+            key, sep, value = pair.partition("=")
+            if not sep or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
+                raise common.BenchmarkError(f"--env item {pair!r}: expected NAME=VALUE (or "
+                                            f"\"\" for the environment as it is)")
+            pairs.append((key, value))
+        if tuple(pairs) not in variants:
+            variants.append(tuple(pairs))
+    return variants
+
+
+def parse_modes(rnn_modes, xla, env=()):
     """Expands e.g. --rnn_modes=basic,block+xla --xla=0,1 into Modes, in order, without repeats.
 
     An item spelled `<mode>+xla` is taken as it is; a bare `<mode>` is crossed
-    with every --xla value. The modes are the kernel table's (rnn/kernels.py) and auto.
+    with every --xla value, and every mode with every --env variant (parse_env).
+    The modes are the kernel table's (rnn/kernels.py) and auto.
 
     Raises:
-      BenchmarkError: an unknown mode or --xla value, or nothing to run.
+      BenchmarkError: an unknown mode, --xla or --env value, or nothing to run.
     """
     xla_values = [_parse_bool(v) for v in common.split(xla)] or [False]
+    variants = parse_env(env)
     modes = []
     for item in common.split(rnn_modes):
         name, plus, suffix = item.partition("+")
@@ -87,8 +111,9 @@ def parse_modes(rnn_modes, xla):
                 f"--rnn_modes item {item!r}: expected one of {', '.join(MODES)}, optionally "
                 f"with +xla (e.g. basic+xla)")
         for flag in ([True] if plus else xla_values):
-            if Mode(name, flag) not in modes:
-                modes.append(Mode(name, flag))
+            for variant in variants:
+                if Mode(name, flag, variant) not in modes:
+                    modes.append(Mode(name, flag, variant))
     if not modes:
         raise common.BenchmarkError("--rnn_modes is empty; e.g. --rnn_modes=basic,block")
     return modes
@@ -108,7 +133,8 @@ def _plan(args):
         raise common.BenchmarkError("--steps and --eval_steps must be >= 1 and --warmup >= 0")
     if args.rounds < 1:
         raise common.BenchmarkError(f"--rounds must be >= 1, got {args.rounds}")
-    names, modes = common.parse_configs(args.configs), parse_modes(args.rnn_modes, args.xla)
+    names = common.parse_configs(args.configs)
+    modes = parse_modes(args.rnn_modes, args.xla, args.env)
     peers = parse_peers(args.peers)
     for name in names:
         configs.apply_overrides(configs.get_config(name), args.override)  # ConfigError if bad
@@ -119,12 +145,16 @@ def _plan(args):
 # -------------------- child processes: our modes, the peers, the ceiling
 
 def measure_in_child(args, name, mode):
-    """Runs one measurement (measure.py) in a fresh process; returns its Measurement."""
-    run = common.run_child(measure_lib.command(args, name, mode))
+    """Runs one measurement (measure.py) in a fresh process with mode.env set; returns its
+    Measurement."""
+    env = dict(os.environ, **dict(mode.env)) if mode.env else None
+    run = common.run_child(measure_lib.command(args, name, mode), env=env)
     result = common.child_result(run)
     if result is None:
         return Measurement.failed(name, mode, common.child_failure(run))
-    return Measurement(**result)
+    measurement = Measurement(**result)
+    measurement.mode += measure_lib.env_label(mode.env)  # the child knows no env of its own
+    return measurement
 
 
 def _peer_command(args, peer, name):

@@ -12,15 +12,21 @@ The command line of the benchmarks/ package: flags in, one call of a tool out.
     python scripts/benchmark.py perplexity --data_path=/path/to/ptb --configs=small --collect_only
     python scripts/benchmark.py ceiling --configs=small,medium,large
     python scripts/benchmark.py scaling --data_path=/path/to/ptb --configs=small,medium,large
+    python scripts/benchmark.py profile --data_path=/path/to/ptb --configs=medium --steps=20
+    python scripts/benchmark.py throughput --configs=small --rnn_modes=fused+xla --rounds=3 \
+        --env= --env=XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=   # each mode both ways
 
 throughput (benchmarks/throughput.py): words/s and peak memory of each (config,
 mode), each measured in its own process (benchmarks/measure.py), beside the
 peers and with --ceiling the config's ceiling; a table, then one JSON line.
 ceiling (benchmarks/ceiling.py): the words/s of a step that did nothing but its
-matrix products, each timed alone under XLA.
+matrix products, each timed alone on its fastest kernel (XLA's dot or
+TensorFlow's MatMul, either layout), beside XLA's alone and the machine's peak.
 scaling (benchmarks/scaling.py): 1 worker on one core against 2 workers on one
 core each (multi_worker on loopback ports), the efficiency, the all-reduce's
 share of a step and the arithmetic for --workers on a --gbps network.
+profile (benchmarks/profile.py): training steps under tf.profiler, the self time
+of XLA's thunks and TensorFlow's ops summed by name and by kind.
 perplexity (benchmarks/perplexity.py): runs ptb_word_lm.py for each config into
 <root>/<config> (rerunning resumes), then tabulates each metrics.json.
 """
@@ -38,7 +44,7 @@ import benchmarks  # noqa: E402,F401
 import configs  # noqa: E402
 import errors  # noqa: E402
 import reader  # noqa: E402
-from benchmarks import ceiling, measure, perplexity, scaling, throughput  # noqa: E402
+from benchmarks import ceiling, measure, perplexity, profile, scaling, throughput  # noqa: E402
 
 
 def _add_common(parser):
@@ -57,6 +63,10 @@ def _add_throughput(sub):
     tp.add_argument("--rnn_modes", default="basic,block",
                     help=f"comma list of {','.join(throughput.MODES)}, each optionally +xla")
     tp.add_argument("--xla", default="0", help="comma list of 0/1 crossed with bare --rnn_modes")
+    tp.add_argument("--env", action="append", default=[],
+                    help="repeatable: measure every mode also with these environment variables, "
+                         "NAME=VALUE joined by ';' (\"\" : as it is), e.g. "
+                         "--env= --env=XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=")
     tp.add_argument("--warmup", type=int, default=20, help="untimed steps first (tracing)")
     tp.add_argument("--steps", type=int, default=300, help="timed training steps")
     tp.add_argument("--rounds", type=int, default=1,
@@ -104,6 +114,22 @@ def _add_ceiling(sub):
                     help="the machine's peak: time an [n, n] x [n, n] sgemm; 0: skip it")
 
 
+def _add_profile(sub):
+    pp = sub.add_parser("profile", allow_abbrev=False,
+                        help="where a training step's time goes: steps under tf.profiler, the "
+                             "self time of XLA's thunks and TensorFlow's ops summed by name")
+    _add_common(pp)
+    pp.add_argument("--configs", default="small",
+                    help=f"comma list of {','.join(configs.CONFIGS)}")
+    pp.add_argument("--rnn_mode", default="auto", choices=throughput.MODES)
+    pp.add_argument("--xla", type=int, choices=(0, 1), default=1)
+    pp.add_argument("--warmup", type=int, default=10, help="untimed steps first (tracing)")
+    pp.add_argument("--steps", type=int, default=20, help="profiled training steps")
+    pp.add_argument("--top", type=int, default=25, help="rows of each table")
+    pp.add_argument("--override", action="append", default=[], help="config key=value, repeatable")
+    pp.add_argument("--seed", type=int, default=0)
+
+
 def _add_scaling(sub):
     sp = sub.add_parser("scaling", allow_abbrev=False,
                         help="words/s of 1 worker on one core against 2 workers on one core "
@@ -144,11 +170,12 @@ def _add_measure(sub):
 def build_parser():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0], allow_abbrev=False)
     sub = parser.add_subparsers(dest="command", required=True,
-                                metavar="{throughput,perplexity,ceiling,scaling}")
+                                metavar="{throughput,perplexity,ceiling,scaling,profile}")
     _add_throughput(sub)
     _add_perplexity(sub)
     _add_ceiling(sub)
     _add_scaling(sub)
+    _add_profile(sub)
     _add_measure(sub)
     _add_scaling_worker(sub)
     return parser
@@ -173,6 +200,8 @@ def main(argv=None):
             return ceiling.run(args)
         if args.command == "scaling":
             return scaling.run(args)
+        if args.command == "profile":
+            return profile.run(args)
         return perplexity.run(args, [a for a in extra if a != "--"])
     except errors.UserError as e:
         print(f"error: {e}", file=sys.stderr)

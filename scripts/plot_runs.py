@@ -2,6 +2,7 @@
 
     .venv/bin/pip install -r requirements-plot.txt     # matplotlib, the one extra it needs
     .venv/bin/python scripts/plot_runs.py runs/small runs/medium --out=docs/curves.png
+    .venv/bin/python scripts/plot_runs.py runs/small runs/medium --table   # no matplotlib
 
 Each run is a save_path (or its metrics.json); its label is the directory's
 name unless given as LABEL=PATH. The x axis is the cumulative `train_seconds`
@@ -39,6 +40,29 @@ def read_run(spec):
     return label, metrics
 
 
+def summary(metrics):
+    """(minutes of training, epochs trained, last validation and test perplexity) of a run;
+    a partial last epoch (stopped by --max_minutes) counts as its fraction."""
+    epochs = metrics["epochs"]
+    minutes = sum(epoch["train_seconds"] for epoch in epochs) / 60.0
+    trained = sum(epoch.get("fraction", 1.0) for epoch in epochs)
+    valid = epochs[-1]["valid_perplexity"] if epochs else None
+    return minutes, trained, valid, metrics.get("test_perplexity")
+
+
+def table(runs):
+    """Markdown: one row per run with its parameters, minutes, epochs and perplexities."""
+    def cell(value, fmt):
+        return "–" if value is None else fmt.format(value)
+    rows = ["| run | parameters | minutes | epochs | valid ppl | test ppl |",
+            "|---|---:|---:|---:|---:|---:|"]
+    for label, metrics in runs:
+        minutes, epochs, valid, test = summary(metrics)
+        rows.append(f"| {label} | {cell(metrics.get('parameters'), '{:,}')} | {minutes:.1f} "
+                    f"| {epochs:.2f} | {cell(valid, '{:.2f}')} | {cell(test, '{:.2f}')} |")
+    return "\n".join(rows)
+
+
 def plot(runs, out, title):
     """Writes a PNG of every run's curve (and its test perplexity in the legend)."""
     try:
@@ -69,9 +93,16 @@ def main(argv=None):
     parser.add_argument("runs", nargs="+", help="save_path, metrics.json or LABEL=PATH")
     parser.add_argument("--out", default="curves.png", help="PNG to write")
     parser.add_argument("--title", default="PTB: validation perplexity against training time")
+    parser.add_argument("--table", action="store_true",
+                        help="print a Markdown table of the runs instead of plotting")
     args = parser.parse_args(argv)
-    plot([read_run(spec) for spec in args.runs], args.out, args.title)
+    runs = [read_run(spec) for spec in args.runs]
+    if args.table:
+        print(table(runs))
+        return 0
+    plot(runs, args.out, args.title)
     print(f"wrote {args.out}")
+    return 0
 
 
 if __name__ == "__main__":

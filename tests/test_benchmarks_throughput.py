@@ -27,6 +27,40 @@ def test_parse_modes_rejects_bad_specs(rnn_modes, xla):
         throughput.parse_modes(rnn_modes, xla)
 
 
+def test_parse_modes_crosses_every_mode_with_every_environment_variant():
+    flags = "XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type="
+    modes = throughput.parse_modes("fused+xla,block", "0", ["", flags, "A=1; B=x=y", ""])
+    assert [m.label for m in modes] == [
+        "fused+xla", "fused+xla {XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=}",
+        "fused+xla {A=1 B=x=y}", "block",
+        "block {XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=}", "block {A=1 B=x=y}"]
+    assert modes[2].env == (("A", "1"), ("B", "x=y"))
+
+
+@pytest.mark.parametrize("item", ["XLA_FLAGS", "=1", "1A=2", "A B=1"])
+def test_parse_env_rejects_what_is_not_name_equals_value(item):
+    with pytest.raises(common.BenchmarkError, match="--env item"):
+        throughput.parse_env([item])
+
+
+def test_a_mode_is_measured_with_its_environment_on_top_of_ours(monkeypatch):
+    seen = []
+
+    def run_child(cmd, env=None):
+        seen.append(env)
+        return common.ChildRun(0, '{"config": "small", "mode": "fused+xla", "rnn_mode": "fused", '
+                                  '"xla": true, "train_wps": 5.0}\n', "", 1.0)
+    monkeypatch.setattr(common, "run_child", run_child)
+    monkeypatch.setenv("KEPT", "1")
+    args = argparse.Namespace(warmup=1, steps=1, eval_steps=1, data_path="d", seed=0,
+                              override=[], stream_eval=False)
+    (plain, flagged) = throughput.parse_modes("fused+xla", "0", ["", "XLA_FLAGS=--x=1"])
+    assert throughput.measure_in_child(args, "small", plain).mode == "fused+xla"
+    result = throughput.measure_in_child(args, "small", flagged)
+    assert result.mode == "fused+xla {XLA_FLAGS=--x=1}" and result.train_wps == 5.0
+    assert seen[0] is None and seen[1]["XLA_FLAGS"] == "--x=1" and seen[1]["KEPT"] == "1"
+
+
 def test_peers_run_in_the_environment_as_given(tmp_path, monkeypatch):
     # Our own processes pool host memory (TF_CPU_ALLOCATOR_USE_BFC); a peer runs as shipped.
     (tmp_path / "keras_peer.py").write_text(

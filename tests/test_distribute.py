@@ -11,7 +11,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -218,16 +217,6 @@ def test_mirrored_two_cpus_trains_as_one_device(make_corpus, tmp_path):
 
 # -------------------- multi_worker: worker processes on loopback ports
 
-def _free_ports(count):
-    sockets = [socket.socket() for _ in range(count)]
-    for sock in sockets:
-        sock.bind(("127.0.0.1", 0))
-    ports = [sock.getsockname()[1] for sock in sockets]
-    for sock in sockets:
-        sock.close()
-    return ports
-
-
 def _driver_args(data, save, *extra):
     return ["--model=test", "--override=batch_size=4", "--override=num_steps=5",
             "--override=hidden_size=16", "--override=keep_prob=0.5", "--override=max_epoch=1",
@@ -274,7 +263,7 @@ class _Process:
 
 def _workers(args_of, tmp_path, tag):
     """Two worker processes of one cluster; args_of(index) gives each its driver flags."""
-    ports = _free_ports(2)
+    ports = distribute.free_loopback_ports(2)
     cluster = {"worker": [f"127.0.0.1:{port}" for port in ports]}
     return [_Process(args_of(i), tmp_path / f"{tag}{i}",
                      {"cluster": cluster, "task": {"type": "worker", "index": i}})
@@ -377,7 +366,7 @@ def test_workers_that_disagree_are_refused_before_training(mw_data, tmp_path, fl
 
 
 def test_unreachable_peer_fails_in_one_line_naming_it(tiny_corpus, tmp_path):
-    port0, port1 = _free_ports(2)
+    port0, port1 = distribute.free_loopback_ports(2)
     lone = _Process(["--model=test", f"--data_path={tiny_corpus}",
                      f"--save_path={tmp_path / 'run'}", "--connect_timeout_seconds=3"],
                     tmp_path / "lone",

@@ -23,6 +23,22 @@ def test_curve_is_cumulative_minutes_against_valid_perplexity():
     assert points == [(1.0, 200.0), (3.0, 150.0), (3.5, 140.0)]
 
 
+def test_table_counts_minutes_and_a_partial_last_epoch(tmp_path, capsys):
+    # Two full epochs and 40% of a third, stopped by --max_minutes: 3.4 minutes, 2.4 epochs.
+    metrics = _metrics([60, 120, 24], [200.0, 150.0, 140.0], test=135.5)
+    metrics["epochs"][-1]["fraction"] = 0.4
+    metrics["parameters"] = 1234567
+    run = tmp_path / "hour"
+    run.mkdir()
+    (run / "metrics.json").write_text(json.dumps(metrics))
+    assert plot_runs.main([str(run), "--table"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[2] == "| hour | 1,234,567 | 3.4 | 2.40 | 140.00 | 135.50 |"
+    # A run without the parameter count (written before it was recorded) or a test yet.
+    assert plot_runs.table([("old", _metrics([60], [120.0]))]).splitlines()[2] == (
+        "| old | – | 1.0 | 1.00 | 120.00 | – |")
+
+
 def test_read_run_takes_a_save_path_a_file_or_a_label(tmp_path):
     run = tmp_path / "small"
     run.mkdir()

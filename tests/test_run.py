@@ -54,6 +54,8 @@ def test_run_trains_and_reports_like_the_tutorial(corpus, tmp_path, capsys):
     assert train[2] < 0.7 * train[0] and valid[2] < valid[0]
     assert json.loads((save / run.METRICS_FILE).read_text()) == json.loads(json.dumps(metrics))
     assert [e["epoch"] for e in metrics["epochs"]] == [1, 2, 3]
+    parameters = int(re.search(r"parameters: ([\d,]+)$", out, re.M)[1].replace(",", ""))
+    assert metrics["parameters"] == parameters
     assert metrics["epochs"][2]["valid_perplexity"] == pytest.approx(valid[2], abs=1e-3)
     assert metrics["test_perplexity"] == pytest.approx(test[0], abs=1e-3)
     assert (save / "vocab.txt").read_text().split("\n")[0] == "the"

@@ -1,0 +1,173 @@
+"""Where a training step's time goes: steps run under TensorFlow's profiler, events summed.
+
+Runs training steps of a config in a mode (the library's steps, as measure.py
+times them) under tf.profiler, reads the trace it wrote (an XSpace protobuf)
+and sums, per event name, the self time of the host's events: what an event
+took less the events nested in it on the same thread. The names are XLA's
+thunks (each dot, each fusion of the compiled step), TensorFlow's ops run
+outside XLA, and the runtime's own spans. Thread-pool threads count too, so
+the total is CPU time over every thread, not wall time: shares are of that
+total. Names that differ only in a numeric suffix (dot.12, dot.31) are also
+summed as one kind.
+"""
+
+import collections
+import dataclasses
+import glob
+import os
+import re
+import tempfile
+import time
+
+import tensorflow as tf
+from tensorflow.tsl.profiler.protobuf import xplane_pb2
+
+import model as model_lib
+import reader
+import training
+from benchmarks import common, measure
+from rnn import kernels
+
+
+@dataclasses.dataclass
+class EventTotal:
+    """One event name's count and summed self time over the profiled steps."""
+    name: str
+    count: int
+    self_ms: float
+
+
+@dataclasses.dataclass
+class Profile:
+    """One profiled (config, mode): wall time of the steps, and the events by self time."""
+    config: str
+    mode: str
+    steps: int
+    wall_ms: float
+    events: list  # EventTotal, largest self time first
+    kinds: list  # EventTotal per kind (the name without its numeric suffix)
+
+
+def self_times(events):
+    """Self time (ps) of each event of one thread's line: its duration less its children's.
+
+    Args:
+      events: (name, offset_ps, duration_ps) of one line; nested events lie inside
+        their parent's span.
+    Returns:
+      [(name, self_ps)], one per event.
+    """
+    result = []
+    stack = []  # [index into result, end_ps] of the open ancestors
+    for name, offset, duration in sorted(events, key=lambda e: (e[1], -e[2])):
+        while stack and stack[-1][1] <= offset:
+            stack.pop()
+        if stack:
+            parent = stack[-1][0]
+            result[parent] = (result[parent][0], result[parent][1] - duration)
+        result.append((name, duration))
+        stack.append((len(result) - 1, offset + duration))
+    return result
+
+
+def kind(name):
+    """An event's kind: its name without a trailing numeric suffix (dot.12 -> dot)."""
+    return re.sub(r"[._]\d+$", "", name)
+
+
+def read_xspace(path, plane_prefix="/host:CPU"):
+    """{name: [count, self_ps]} of every event on the host planes of the trace at path."""
+    space = xplane_pb2.XSpace()
+    with open(path, "rb") as f:
+        space.ParseFromString(f.read())
+    totals = collections.defaultdict(lambda: [0, 0])
+    for plane in space.planes:
+        if not plane.name.startswith(plane_prefix):
+            continue
+        names = {key: meta.name or meta.display_name for key, meta in plane.event_metadata.items()}
+        for line in plane.lines:
+            events = [(names.get(e.metadata_id, "?"), e.offset_ps, e.duration_ps)
+                      for e in line.events]
+            for name, self_ps in self_times(events):
+                totals[name][0] += 1
+                totals[name][1] += self_ps
+    return totals
+
+
+def _sorted_totals(totals):
+    return sorted((EventTotal(name, count, ps / 1e9) for name, (count, ps) in totals.items()),
+                  key=lambda e: -e.self_ms)
+
+
+def profile(name, mode, data_path, overrides=(), warmup=10, steps=20, seed=0):
+    """Profiles `steps` training steps of config `name` in `mode` after `warmup` untimed ones.
+
+    Returns:
+      Profile.
+    Raises:
+      errors.UserError: bad data, config or kernel; BenchmarkError if no trace was written.
+    """
+    corpus = reader.load_corpus(data_path)
+    config = measure.resolve_config(name, overrides, corpus.vocab_size)
+    rnn_mode = model_lib.resolve_rnn_mode(config, mode.rnn_mode)
+    ts = training.TrainState(config, rnn_mode=rnn_mode, seed=seed)
+    ts.reset_epoch(0)
+    batches = reader.ptb_producer(corpus.train, config.batch_size, config.num_steps)
+    jit_compile = kernels.jit_compile(rnn_mode, mode.xla)
+    measure.time_training(ts, batches, warmup, 1, jit_compile)  # traces and compiles
+    with tempfile.TemporaryDirectory() as logdir:
+        tf.profiler.experimental.start(logdir)
+        start = time.perf_counter()
+        measure.time_training(ts, batches, 0, steps, jit_compile)
+        wall = time.perf_counter() - start
+        tf.profiler.experimental.stop()
+        traces = glob.glob(os.path.join(logdir, "**", "*.xplane.pb"), recursive=True)
+        if not traces:
+            raise common.BenchmarkError(f"the profiler wrote no trace under {logdir}")
+        totals = read_xspace(traces[0])
+    by_kind = collections.defaultdict(lambda: [0, 0])
+    for event_name, (count, ps) in totals.items():
+        by_kind[kind(event_name)][0] += count
+        by_kind[kind(event_name)][1] += ps
+    label = f"auto({rnn_mode})" if mode.rnn_mode == kernels.AUTO else mode.label
+    return Profile(config=name, mode=label, steps=steps, wall_ms=1e3 * wall,
+                   events=_sorted_totals(totals), kinds=_sorted_totals(by_kind))
+
+
+def table(rows, total_ms, steps, top):
+    """Markdown: the `top` rows by self time, per step and as a share of all rows' time."""
+    lines = ["| event | count per step | self ms per step | share |", "|---|---:|---:|---:|"]
+    for row in rows[:top]:
+        lines.append(f"| {row.name} | {row.count / steps:g} | {row.self_ms / steps:.3f} "
+                     f"| {row.self_ms / total_ms:.1%} |")
+    return "\n".join(lines)
+
+
+def run(args):
+    """The `profile` command: per config, the kinds and the events by self time; JSON last.
+
+    Args:
+      args: argparse.Namespace with configs, rnn_mode, xla, override, data_path, warmup,
+        steps, top, seed.
+    Returns:
+      the exit code, 0.
+    """
+    names = common.parse_configs(args.configs)
+    for name in names:
+        measure.resolve_config(name, args.override, 2)  # ConfigError before any work
+    if args.steps < 1 or args.warmup < 0 or args.top < 1:
+        raise common.BenchmarkError("--steps and --top must be >= 1 and --warmup >= 0")
+    common.check_data(args.data_path)
+    results = []
+    for name in names:
+        result = profile(name, measure.Mode(args.rnn_mode, bool(args.xla)), args.data_path,
+                         args.override, args.warmup, args.steps, args.seed)
+        total = sum(e.self_ms for e in result.events)
+        print(f"{name} {result.mode}: {result.steps} steps, {result.wall_ms / result.steps:.1f} "
+              f"ms per step wall, {total / result.steps:.1f} ms per step of events over "
+              f"every thread", flush=True)
+        print(table(result.kinds, total, result.steps, args.top), flush=True)
+        print(table(result.events, total, result.steps, args.top), flush=True)
+        results.append(dataclasses.asdict(result))
+    common.print_summary("profile", overrides=args.override, results=results)
+    return 0

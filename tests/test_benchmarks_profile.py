@@ -1,0 +1,58 @@
+"""Tests of benchmarks/profile.py: self times of nested events, kinds, and a profiled step."""
+
+import importlib.util
+import json
+
+import pytest
+
+from benchmarks import profile
+from helpers import REPO, TINY_TEXT
+
+
+def test_self_time_is_the_duration_less_the_nested_events():
+    # a [0, 100) holds b [10, 40) which holds c [20, 30); d [50, 60) is a's child too;
+    # e [100, 120) starts where a ends, so it is a's sibling.
+    events = [("a", 0, 100), ("b", 10, 30), ("c", 20, 10), ("d", 50, 10), ("e", 100, 20)]
+    assert dict(profile.self_times(events)) == {"a": 60, "b": 20, "c": 10, "d": 10, "e": 20}
+
+
+def test_self_times_read_events_in_any_order():
+    events = [("c", 20, 10), ("a", 0, 100), ("b", 10, 30)]
+    assert dict(profile.self_times(events)) == {"a": 70, "b": 20, "c": 10}
+
+
+@pytest.mark.parametrize("name, expected", [("dot.12", "dot"), ("fusion_3", "fusion"),
+                                            ("MatMul", "MatMul"), ("copy.1.2", "copy.1")])
+def test_kind_drops_one_numeric_suffix(name, expected):
+    assert profile.kind(name) == expected
+
+
+@pytest.fixture(scope="module")
+def benchmark():
+    spec = importlib.util.spec_from_file_location("benchmark", REPO / "scripts" / "benchmark.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_profile_command_tables_the_events_of_real_steps(benchmark, make_corpus, capsys):
+    data = make_corpus(train=TINY_TEXT * 20)
+    assert benchmark.main(["profile", f"--data_path={data}", "--configs=test",
+                           "--rnn_mode=fused", "--xla=0", "--warmup=2", "--steps=3",
+                           "--top=5"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    (result,) = json.loads(lines[-1])["results"]
+    assert lines[0].startswith("test fused: 3 steps, ")
+    assert result["steps"] == 3 and result["wall_ms"] > 0
+    # The step's matrix products run as TensorFlow's MatMul ops here (no XLA): they are seen.
+    names = {e["name"] for e in result["events"]}
+    assert any("MatMul" in name for name in names), sorted(names)[:40]
+    assert all(e["self_ms"] >= 0 and e["count"] >= 1 for e in result["events"])
+    assert sum(k["self_ms"] for k in result["kinds"]) == pytest.approx(
+        sum(e["self_ms"] for e in result["events"]))
+
+
+def test_profile_rejects_bad_steps(benchmark, tiny_corpus, capsys):
+    assert benchmark.main(["profile", f"--data_path={tiny_corpus}", "--configs=test",
+                           "--steps=0"]) == 2
+    assert capsys.readouterr().err.startswith("error: --steps and --top must be >= 1")
