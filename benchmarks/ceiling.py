@@ -150,7 +150,7 @@ def _chain_length(product):
     """Products per timed call: enough that the call's own cost (~0.3 ms) hardly counts."""
     if product.serial:
         return 32
-    return 8 if product.flops < 1e9 else 1
+    return 8 if 2 * product.m * product.k * product.n < 1e9 else 1  # 1: over 5 ms each
 
 
 def _timed_calls(run, a, w, min_seconds):

@@ -5,9 +5,9 @@ times them) under tf.profiler, reads the trace it wrote (an XSpace protobuf)
 and sums, per event name, the self time of the host's events: what an event
 took less the events nested in it on the same thread. The names are XLA's
 thunks (each dot, each fusion of the compiled step), TensorFlow's ops run
-outside XLA, and the runtime's own spans. Thread-pool threads count too, so
-the total is CPU time over every thread, not wall time: shares are of that
-total. Names that differ only in a numeric suffix (dot.12, dot.31) are also
+outside XLA, and the runtime's own spans (dispatch, waiting, compiling: left
+out of the tables, their sum printed). Thread-pool threads count too, so the
+total is CPU time over every thread, not wall time: shares are of the work's. Names that differ only in a numeric suffix (dot.12, dot.31) are also
 summed as one kind.
 """
 
@@ -99,6 +99,27 @@ def _sorted_totals(totals):
                   key=lambda e: -e.self_ms)
 
 
+def _run_steps(ts, train_step, batches, steps):
+    """`steps` training steps of the one train_step (so nothing is traced again), state
+    carried, going round the split as often as needed."""
+    clock = measure._StepClock(0, steps)
+    epoch = int(ts.epoch.numpy())
+    while training.run_epoch(ts, train_step, batches, clock):
+        epoch += 1
+        ts.reset_epoch(epoch)
+
+
+# The runtime's own spans: dispatch, waiting for a result, compiling, tracing. Their self
+# time is mostly a thread waiting for the work, so the work's table leaves them out.
+_RUNTIME = re.compile(r"::|^(BlockUntilReady|EagerLocalExecute|tf\.function|convert_to_tensor|"
+                      r"wrapped_copy|ParallelFor)|Compile|Pass$|^Canonicalizer")
+
+
+def is_runtime(name):
+    """True for the runtime's spans (_RUNTIME), False for work: XLA's thunks, TF's ops."""
+    return bool(_RUNTIME.search(name))
+
+
 def profile(name, mode, data_path, overrides=(), warmup=10, steps=20, seed=0):
     """Profiles `steps` training steps of config `name` in `mode` after `warmup` untimed ones.
 
@@ -113,12 +134,12 @@ def profile(name, mode, data_path, overrides=(), warmup=10, steps=20, seed=0):
     ts = training.TrainState(config, rnn_mode=rnn_mode, seed=seed)
     ts.reset_epoch(0)
     batches = reader.ptb_producer(corpus.train, config.batch_size, config.num_steps)
-    jit_compile = kernels.jit_compile(rnn_mode, mode.xla)
-    measure.time_training(ts, batches, warmup, 1, jit_compile)  # traces and compiles
+    train_step = training.make_train_step(ts, jit_compile=kernels.jit_compile(rnn_mode, mode.xla))
+    _run_steps(ts, train_step, batches, max(warmup, 1))  # traces and compiles, unprofiled
     with tempfile.TemporaryDirectory() as logdir:
         tf.profiler.experimental.start(logdir)
         start = time.perf_counter()
-        measure.time_training(ts, batches, 0, steps, jit_compile)
+        _run_steps(ts, train_step, batches, steps)
         wall = time.perf_counter() - start
         tf.profiler.experimental.stop()
         traces = glob.glob(os.path.join(logdir, "**", "*.xplane.pb"), recursive=True)
@@ -132,6 +153,11 @@ def profile(name, mode, data_path, overrides=(), warmup=10, steps=20, seed=0):
     label = f"auto({rnn_mode})" if mode.rnn_mode == kernels.AUTO else mode.label
     return Profile(config=name, mode=label, steps=steps, wall_ms=1e3 * wall,
                    events=_sorted_totals(totals), kinds=_sorted_totals(by_kind))
+
+
+def work(rows):
+    """The rows that are work (not is_runtime)."""
+    return [row for row in rows if not is_runtime(row.name)]
 
 
 def table(rows, total_ms, steps, top):
@@ -162,12 +188,14 @@ def run(args):
     for name in names:
         result = profile(name, measure.Mode(args.rnn_mode, bool(args.xla)), args.data_path,
                          args.override, args.warmup, args.steps, args.seed)
-        total = sum(e.self_ms for e in result.events)
+        total = sum(e.self_ms for e in work(result.events))
+        runtime = sum(e.self_ms for e in result.events) - total
         print(f"{name} {result.mode}: {result.steps} steps, {result.wall_ms / result.steps:.1f} "
-              f"ms per step wall, {total / result.steps:.1f} ms per step of events over "
-              f"every thread", flush=True)
-        print(table(result.kinds, total, result.steps, args.top), flush=True)
-        print(table(result.events, total, result.steps, args.top), flush=True)
+              f"ms per step wall; per step over every thread {total / result.steps:.1f} ms of "
+              f"work (below) and {runtime / result.steps:.1f} ms of the runtime's spans "
+              f"(dispatch, waiting, compiling)", flush=True)
+        print(table(work(result.kinds), total, result.steps, args.top), flush=True)
+        print(table(work(result.events), total, result.steps, args.top), flush=True)
         results.append(dataclasses.asdict(result))
     common.print_summary("profile", overrides=args.override, results=results)
     return 0
