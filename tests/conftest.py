@@ -1,5 +1,6 @@
 """Shared fixtures: the real PTB directory (or a skip) and tiny corpora written to tmp_path."""
 
+import importlib.util
 import itertools
 import os
 import pathlib
@@ -47,3 +48,12 @@ def make_corpus(tmp_path):
 def tiny_corpus(make_corpus):
     """A corpus directory whose three files all hold TINY_TEXT."""
     return make_corpus()
+
+
+@pytest.fixture(scope="session")
+def benchmark():
+    """scripts/benchmark.py as a module (scripts/ is not a package)."""
+    spec = importlib.util.spec_from_file_location("benchmark", REPO / "scripts" / "benchmark.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

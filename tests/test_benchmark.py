@@ -2,7 +2,6 @@
 JSON last line and tables, one-line errors, and the child processes' command lines."""
 
 import dataclasses
-import importlib.util
 import json
 import subprocess
 import sys
@@ -15,15 +14,6 @@ from benchmarks import ceiling, measure
 from helpers import REPO, TINY_TEXT
 
 SCRIPT = REPO / "scripts" / "benchmark.py"
-
-
-@pytest.fixture(scope="module")
-def benchmark():
-    """scripts/benchmark.py as a module (scripts/ is not a package)."""
-    spec = importlib.util.spec_from_file_location("benchmark", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_throughput_prints_json_last_line(make_corpus):

@@ -1,12 +1,11 @@
 """Tests of benchmarks/profile.py: self times of nested events, kinds, and a profiled step."""
 
-import importlib.util
 import json
 
 import pytest
 
 from benchmarks import profile
-from helpers import REPO, TINY_TEXT
+from helpers import TINY_TEXT
 
 
 def test_self_time_is_the_duration_less_the_nested_events():
@@ -25,14 +24,6 @@ def test_self_times_read_events_in_any_order():
                                             ("MatMul", "MatMul"), ("copy.1.2", "copy.1")])
 def test_kind_drops_one_numeric_suffix(name, expected):
     assert profile.kind(name) == expected
-
-
-@pytest.fixture(scope="module")
-def benchmark():
-    spec = importlib.util.spec_from_file_location("benchmark", REPO / "scripts" / "benchmark.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_profile_command_tables_the_events_of_real_steps(benchmark, make_corpus, capsys):

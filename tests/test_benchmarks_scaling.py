@@ -1,27 +1,18 @@
 """Tests of benchmarks/scaling.py: its arithmetic against hand-worked numbers, and the
 `scaling` command with fake measuring processes (nothing is timed here)."""
 
-import importlib.util
 import json
 import re
 
 import pytest
 
 from benchmarks import scaling
-from helpers import REPO, TINY_TEXT
+from helpers import TINY_TEXT
 
 ONE = scaling.WorkerResult(step_seconds=0.1, words_per_second=4000.0, allreduce_seconds=None,
                            gradient_bytes=125_000_000)
 TWO = scaling.WorkerResult(step_seconds=0.07, words_per_second=400 / 0.07,
                            allreduce_seconds=0.01, gradient_bytes=125_000_000)
-
-
-@pytest.fixture(scope="module")
-def benchmark():
-    spec = importlib.util.spec_from_file_location("benchmark", REPO / "scripts" / "benchmark.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_scaling_efficiency_and_ring_time_by_hand():
