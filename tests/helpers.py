@@ -1,6 +1,7 @@
 """Helpers shared by the test modules (no test module imports another)."""
 
 import hashlib
+import importlib
 import os
 import pathlib
 import random
@@ -47,6 +48,38 @@ def run_driver(*args, timeout=300, **kwargs):
         kwargs["capture_output"] = True
     return subprocess.run([sys.executable, str(REPO / "ptb_word_lm.py"), *args], cwd=REPO,
                           env=env, text=True, timeout=timeout, **kwargs)
+
+
+def driver_exit_in_process(*args):
+    """ptb_word_lm.main on args in this process; what it exits with (0 if it returns).
+
+    The command's own code path up to the error a case provokes, without a TensorFlow
+    start-up per case. What only a process shows (absl's parsing errors, Python printing
+    the exit message, exit codes, signals) stays with run_driver.
+    """
+    if "ptb_word_lm" not in sys.modules:
+        # Its import sets TF_* defaults for its own process: keep them out of this one.
+        unset = [name for name in ("TF_CPP_MIN_LOG_LEVEL", "TF_CPU_ALLOCATOR_USE_BFC")
+                 if name not in os.environ]
+        importlib.import_module("ptb_word_lm")
+        for name in unset:
+            os.environ.pop(name, None)
+    ptb_word_lm = sys.modules["ptb_word_lm"]
+    flags = ptb_word_lm.FLAGS
+    flags.unparse_flags()
+    try:
+        ptb_word_lm.main(flags(["ptb_word_lm.py", *args]))
+    except SystemExit as e:
+        return e.code
+    finally:
+        flags.unparse_flags()
+    return 0
+
+
+def assert_exit_error(code, message):
+    """A driver_exit_in_process result that is one `error:` line matching message."""
+    assert isinstance(code, str) and code.startswith("error: "), code
+    assert "\n" not in code and re.search(message, code), code
 
 
 def tree_digest(path):

@@ -1,7 +1,8 @@
-"""Tests of the command line (ptb_word_lm.py) in fresh processes: flags, errors, signals.
+"""Tests of the command line (ptb_word_lm.py): flags, errors, signals.
 
-The run itself is tested in-process in test_run.py; these keep what only a
-process shows: parsing, the one `error:` line, exit codes and signals.
+The run itself is tested in test_run.py. The errors main() maps run main() in this
+process; fresh processes are kept for what only a process shows: parsing, the
+`error:` line on stderr, exit codes and signals.
 """
 
 import json
@@ -14,7 +15,8 @@ import time
 
 import pytest
 
-from helpers import REPO, SMALL_RUN, assert_user_error, grammar_text, run_driver
+from helpers import (REPO, SMALL_RUN, assert_exit_error, assert_user_error,
+                     driver_exit_in_process, grammar_text, run_driver)
 
 
 @pytest.fixture
@@ -45,10 +47,10 @@ def test_driver_trains_and_reports_like_the_tutorial(corpus, tmp_path):
     assert list((save / "best").glob("ckpt-*.index"))
 
 
-# One case per kind of error the driver maps (absl, config, kernel, data, run option); every
-# value each check refuses is tested in-process in test_configs.py and test_run.py.
+# One case per kind of error main() maps (config, kernel, data, run option), in this process:
+# every value each check refuses is tested in test_configs.py and test_run.py. The two
+# cases below in a fresh process show what only a process shows: the line on stderr.
 @pytest.mark.parametrize("flags, message", [
-    (["--model=huge"], r"--model=huge: value should be one of"),
     (["--override=hidden=5"], r"unknown config key 'hidden'; valid keys: init_scale"),
     (["--rnn_mode=cudnn"], r"rnn_mode cudnn needs a GPU but TensorFlow sees none; use fused"),
     (["--rnn_mode=block", "--xla"], r"--rnn_mode=block cannot run under --xla"),
@@ -58,44 +60,57 @@ def test_driver_trains_and_reports_like_the_tutorial(corpus, tmp_path):
 ])
 def test_driver_bad_flags_fail_in_one_line_writing_nothing(corpus, tmp_path, flags, message):
     save = tmp_path / "run"
-    result = run_driver(*SMALL_RUN, f"--data_path={corpus}", f"--save_path={save}", *flags)
-    assert_user_error(result, message)
+    code = driver_exit_in_process(*SMALL_RUN, f"--data_path={corpus}", f"--save_path={save}",
+                                  *flags)
+    assert_exit_error(code, message)
     assert not save.exists()
 
 
 def test_driver_bad_data_fails_in_one_line(make_corpus, tmp_path):
     save = tmp_path / "run"
     good = grammar_text(50)
-    # Two of the reader's refusals (test_reader.py has them all, in-process).
+    # Two of the reader's refusals (test_reader.py has them all).
     cases = {"missing dir": (tmp_path / "nowhere", r"nowhere.*scripts/get_ptb\.sh")}
     bad_bytes = make_corpus(good)
     (bad_bytes / "ptb.test.txt").write_bytes(b" caf\xe9 au lait \n")
     cases["bad bytes"] = (bad_bytes, r"ptb\.test\.txt")
     for name, (data_path, message) in cases.items():
-        result = run_driver(*SMALL_RUN, f"--data_path={data_path}", f"--save_path={save}")
-        assert_user_error(result, message)
+        code = driver_exit_in_process(*SMALL_RUN, f"--data_path={data_path}",
+                                      f"--save_path={save}")
+        assert_exit_error(code, message)
         assert not save.exists(), name
 
 
-@pytest.mark.parametrize("flag", ["--keep_checkpoints=0"])
-def test_driver_checks_run_flags_before_loading_any_data(tmp_path, flag):
-    # A missing data directory would be the first error if the flag were checked after loading.
-    result = run_driver(*SMALL_RUN, f"--data_path={tmp_path / 'nowhere'}",
-                        f"--save_path={tmp_path / 'run'}", flag)
-    assert_user_error(result, r"keep_checkpoints must be >= 1")
-    assert not (tmp_path / "run").exists()
+def test_driver_process_prints_absl_and_own_errors_as_one_line(tmp_path):
+    # absl's parsing error; then one of main()'s, which must also come before loading any
+    # data (a missing data directory would otherwise be the first error).
+    nowhere = f"--data_path={tmp_path / 'nowhere'}"
+    for flag, message in [("--model=huge", r"--model=huge: value should be one of"),
+                          ("--keep_checkpoints=0", r"keep_checkpoints must be >= 1")]:
+        result = run_driver(*SMALL_RUN, nowhere, f"--save_path={tmp_path / 'run'}", flag)
+        assert_user_error(result, message)
+        assert not (tmp_path / "run").exists()
 
 
-@pytest.mark.parametrize("argument, hint", [
-    ("train", r"did you mean --mode=train\?"),
-    ("num_steps=35", r"did you mean --override=num_steps=35\?"),
-])
-def test_driver_stray_argument_is_one_line_naming_it(argument, hint):
-    result = run_driver("--model=test", argument)
+def test_driver_stray_argument_is_one_line_naming_it():
+    result = run_driver("--model=test", "train")
     assert result.returncode == 2
     assert "Traceback" not in result.stderr and "--data_path" not in result.stderr  # no help dump
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and f"unexpected argument {argument!r}" in errors[0], result.stderr
+    assert errors == ["error: unexpected argument 'train'; did you mean --mode=train?"], \
+        result.stderr
+
+
+@pytest.mark.parametrize("argument, hint", [
+    ("num_steps=35", r"; did you mean --override=num_steps=35\?$"),
+    ("seed=3", r"; did you mean --seed=3\?$"),
+    ("medium", r"; did you mean --model=medium\?$"),
+    ("banana", r"; flags are written --name=value \(see --help\)$"),
+])
+def test_driver_stray_argument_hints_at_the_flag_it_meant(capsys, argument, hint):
+    assert driver_exit_in_process("--model=test", argument) == 2
+    errors = capsys.readouterr().err.splitlines()
+    assert len(errors) == 1 and errors[0].startswith(f"error: unexpected argument {argument!r}")
     assert re.search(hint, errors[0]), errors[0]
 
 

@@ -3,6 +3,7 @@
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -21,12 +22,12 @@ RUN = [*[f for f in SMALL_RUN if not f.startswith(("--rnn_mode", "--noxla"))],
        "--checkpoint_every_steps=7"]
 
 
-def _start(corpus, save):
+def _start(corpus, save, stderr=subprocess.DEVNULL):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     return subprocess.Popen(
         [sys.executable, str(REPO / "ptb_word_lm.py"), *RUN, f"--data_path={corpus}",
-         f"--save_path={save}"], cwd=REPO, env=env, stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL, text=True)
+         f"--save_path={save}"], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=stderr,
+        text=True)
 
 
 def _kill_after_training_starts(proc, delay):
@@ -54,20 +55,37 @@ def corpus(make_corpus):
     return make_corpus(grammar_text(1500), grammar_text(100, seed=1), grammar_text(100, seed=2))
 
 
-def test_sigkill_at_random_moments_then_resume_equals_uninterrupted(corpus, tmp_path):
+def _stop_at_first_progress_line(proc):
+    """SIGTERMs proc at its first progress line; what it printed after."""
+    for line in proc.stdout:
+        if line.startswith("0.") and "perplexity" in line:
+            proc.send_signal(signal.SIGTERM)
+            break
+    rest = proc.stdout.read()
+    proc.wait()
+    return rest
+
+
+def test_sigterm_then_sigkills_at_random_moments_then_resume_equals_uninterrupted(corpus,
+                                                                                  tmp_path):
     reference = tmp_path / "reference"
     result = run_driver(*RUN, f"--data_path={corpus}", f"--save_path={reference}")
     assert result.returncode == 0, result.stderr
 
     killed = tmp_path / "killed"
+    with open(tmp_path / "stopped.err", "w") as err:
+        proc = _start(corpus, killed, stderr=err)
+        rest = _stop_at_first_progress_line(proc)
+    assert proc.returncode == 1 and "Test Perplexity" not in rest
+    assert re.search(r"^Stopped at epoch 1 step \d+; checkpoint saved in",
+                     (tmp_path / "stopped.err").read_text(), re.M)
     rng = random.Random(1234)
-    kills = 0
-    for _ in range(3):
-        proc = _start(corpus, killed)
-        kills += _kill_after_training_starts(proc, rng.uniform(0.0, 1.5))
-    assert kills >= 2, "the runs finished before they could be killed; use a bigger corpus"
+    kills = sum(_kill_after_training_starts(_start(corpus, killed), rng.uniform(0.0, 1.5))
+                for _ in range(2))
+    assert kills == 2, "the runs finished before they could be killed; use a bigger corpus"
     final = run_driver(*RUN, f"--data_path={corpus}", f"--save_path={killed}")
     assert final.returncode == 0, final.stderr
+    assert "Resuming from" in final.stdout and "Test Perplexity" in final.stdout
 
     expected = json.loads((reference / "metrics.json").read_text())
     got = json.loads((killed / "metrics.json").read_text())
@@ -78,19 +96,3 @@ def test_sigkill_at_random_moments_then_resume_equals_uninterrupted(corpus, tmp_
     assert weights.keys() == reference_weights.keys() and len(weights) >= 5
     for name, value in reference_weights.items():
         np.testing.assert_array_equal(weights[name], value, err_msg=name)
-
-
-def test_sigterm_saves_then_rerun_resumes_and_finishes(corpus, tmp_path):
-    save = tmp_path / "run"
-    proc = _start(corpus, save)
-    for line in proc.stdout:
-        if line.startswith("0.") and "perplexity" in line:
-            proc.send_signal(signal.SIGTERM)
-            break
-    rest = proc.stdout.read()
-    assert proc.wait() != 0
-    assert "Test Perplexity" not in rest
-    assert list(save.glob("ckpt-*.index"))
-    resumed = run_driver(*RUN, f"--data_path={corpus}", f"--save_path={save}")
-    assert resumed.returncode == 0, resumed.stderr
-    assert "Resuming from" in resumed.stdout and "Test Perplexity" in resumed.stdout
