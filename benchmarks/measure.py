@@ -133,7 +133,7 @@ def time_training(ts, batches, warmup, steps, jit_compile):
     return clock.stop - clock.start
 
 
-def _run_eval_steps(eval_step, batch_iter, state, steps):
+def run_eval_steps(eval_step, batch_iter, state, steps):
     """Runs `steps` eval steps, state carried; returns the final state once they are done."""
     losses = None
     for _ in range(steps):
@@ -155,9 +155,9 @@ def time_evaluation(model, batches, warmup, steps, jit_compile=False):
     eval_step = training.make_eval_step(model, batches.batch_size, batches.num_steps,
                                         jit_compile=jit_compile)
     batch_iter = iter(batches.dataset().repeat())
-    state = _run_eval_steps(eval_step, batch_iter, model.zero_state(batches.batch_size), warmup)
+    state = run_eval_steps(eval_step, batch_iter, model.zero_state(batches.batch_size), warmup)
     start = time.perf_counter()
-    _run_eval_steps(eval_step, batch_iter, state, steps)
+    run_eval_steps(eval_step, batch_iter, state, steps)
     return time.perf_counter() - start
 
 

@@ -1,7 +1,7 @@
-"""Where a training step's time goes: steps run under TensorFlow's profiler, events summed.
+"""Where a step's time goes: steps run under TensorFlow's profiler, events summed.
 
-Runs training steps of a config in a mode (the library's steps, as measure.py
-times them) under tf.profiler, reads the trace it wrote (an XSpace protobuf)
+Runs training steps, or evaluation steps with --phase=eval, of a config in a
+mode (the library's steps, as measure.py times them) under tf.profiler, reads the trace it wrote (an XSpace protobuf)
 and sums, per event name, the self time of the host's events: what an event
 took less the events nested in it on the same thread. The names are XLA's
 thunks (each dot, each fusion of the compiled step), TensorFlow's ops run
@@ -39,9 +39,10 @@ class EventTotal:
 
 @dataclasses.dataclass
 class Profile:
-    """One profiled (config, mode): wall time of the steps, and the events by self time."""
+    """One profiled (config, mode, phase): wall time of the steps, and the events by self time."""
     config: str
     mode: str
+    phase: str  # "train" or "eval"
     steps: int
     wall_ms: float
     events: list  # EventTotal, largest self time first
@@ -120,8 +121,34 @@ def is_runtime(name):
     return bool(_RUNTIME.search(name))
 
 
-def profile(name, mode, data_path, overrides=(), warmup=10, steps=20, seed=0):
-    """Profiles `steps` training steps of config `name` in `mode` after `warmup` untimed ones.
+PHASES = ("train", "eval")
+
+
+def _step_runner(config, mode, corpus, phase, seed):
+    """(label of the kernel, run(steps)): runs `steps` steps of `phase`, state carried."""
+    rnn_mode = model_lib.resolve_rnn_mode(config, mode.rnn_mode)
+    jit_compile = kernels.jit_compile(rnn_mode, mode.xla)
+    label = f"auto({rnn_mode})" if mode.rnn_mode == kernels.AUTO else mode.label
+    if phase == "train":
+        ts = training.TrainState(config, rnn_mode=rnn_mode, seed=seed)
+        ts.reset_epoch(0)
+        batches = reader.ptb_producer(corpus.train, config.batch_size, config.num_steps)
+        train_step = training.make_train_step(ts, jit_compile=jit_compile)
+        return label, lambda steps: _run_steps(ts, train_step, batches, steps)
+    model = model_lib.PTBModel.from_config(config, rnn_mode=rnn_mode, seed=seed)
+    batches = reader.ptb_producer(corpus.valid, config.batch_size, config.num_steps)
+    eval_step = training.make_eval_step(model, config.batch_size, config.num_steps, jit_compile)
+    batch_iter = iter(batches.dataset().repeat())
+    state = [model.zero_state(config.batch_size)]
+
+    def run(steps):
+        state[0] = measure.run_eval_steps(eval_step, batch_iter, state[0], steps)
+    return label, run
+
+
+def profile(name, mode, data_path, overrides=(), warmup=10, steps=20, seed=0, phase="train"):
+    """Profiles `steps` steps of `phase` ("train" or "eval": the forward-only step of
+    validation) of config `name` in `mode` after `warmup` untimed ones.
 
     Returns:
       Profile.
@@ -130,16 +157,12 @@ def profile(name, mode, data_path, overrides=(), warmup=10, steps=20, seed=0):
     """
     corpus = reader.load_corpus(data_path)
     config = measure.resolve_config(name, overrides, corpus.vocab_size)
-    rnn_mode = model_lib.resolve_rnn_mode(config, mode.rnn_mode)
-    ts = training.TrainState(config, rnn_mode=rnn_mode, seed=seed)
-    ts.reset_epoch(0)
-    batches = reader.ptb_producer(corpus.train, config.batch_size, config.num_steps)
-    train_step = training.make_train_step(ts, jit_compile=kernels.jit_compile(rnn_mode, mode.xla))
-    _run_steps(ts, train_step, batches, max(warmup, 1))  # traces and compiles, unprofiled
+    label, run_steps = _step_runner(config, mode, corpus, phase, seed)
+    run_steps(max(warmup, 1))  # traces and compiles, unprofiled
     with tempfile.TemporaryDirectory() as logdir:
         tf.profiler.experimental.start(logdir)
         start = time.perf_counter()
-        _run_steps(ts, train_step, batches, steps)
+        run_steps(steps)
         wall = time.perf_counter() - start
         tf.profiler.experimental.stop()
         traces = glob.glob(os.path.join(logdir, "**", "*.xplane.pb"), recursive=True)
@@ -150,8 +173,7 @@ def profile(name, mode, data_path, overrides=(), warmup=10, steps=20, seed=0):
     for event_name, (count, ps) in totals.items():
         by_kind[kind(event_name)][0] += count
         by_kind[kind(event_name)][1] += ps
-    label = f"auto({rnn_mode})" if mode.rnn_mode == kernels.AUTO else mode.label
-    return Profile(config=name, mode=label, steps=steps, wall_ms=1e3 * wall,
+    return Profile(config=name, mode=label, phase=phase, steps=steps, wall_ms=1e3 * wall,
                    events=_sorted_totals(totals), kinds=_sorted_totals(by_kind))
 
 
@@ -174,7 +196,7 @@ def run(args):
 
     Args:
       args: argparse.Namespace with configs, rnn_mode, xla, override, data_path, warmup,
-        steps, top, seed.
+        steps, top, seed, phase.
     Returns:
       the exit code, 0.
     """
@@ -187,10 +209,10 @@ def run(args):
     results = []
     for name in names:
         result = profile(name, measure.Mode(args.rnn_mode, bool(args.xla)), args.data_path,
-                         args.override, args.warmup, args.steps, args.seed)
+                         args.override, args.warmup, args.steps, args.seed, args.phase)
         total = sum(e.self_ms for e in work(result.events))
         runtime = sum(e.self_ms for e in result.events) - total
-        print(f"{name} {result.mode}: {result.steps} steps, {result.wall_ms / result.steps:.1f} "
+        print(f"{name} {result.mode}: {result.steps} {result.phase} steps, {result.wall_ms / result.steps:.1f} "
               f"ms per step wall; per step over every thread {total / result.steps:.1f} ms of "
               f"work (below) and {runtime / result.steps:.1f} ms of the runtime's spans "
               f"(dispatch, waiting, compiling)", flush=True)

@@ -25,7 +25,8 @@ TensorFlow's MatMul, either layout), beside XLA's alone and the machine's peak.
 scaling (benchmarks/scaling.py): 1 worker on one core against 2 workers on one
 core each (multi_worker on loopback ports), the efficiency, the all-reduce's
 share of a step and the arithmetic for --workers on a --gbps network.
-profile (benchmarks/profile.py): training steps under tf.profiler, the self time
+profile (benchmarks/profile.py): training steps (or with --phase=eval, validation's
+forward-only steps) under tf.profiler, the self time
 of XLA's thunks and TensorFlow's ops summed by name and by kind.
 perplexity (benchmarks/perplexity.py): runs ptb_word_lm.py for each config into
 <root>/<config> (rerunning resumes), then tabulates each metrics.json.
@@ -116,7 +117,7 @@ def _add_ceiling(sub):
 
 def _add_profile(sub):
     pp = sub.add_parser("profile", allow_abbrev=False,
-                        help="where a training step's time goes: steps under tf.profiler, the "
+                        help="where a step's time goes: steps under tf.profiler, the "
                              "self time of XLA's thunks and TensorFlow's ops summed by name")
     _add_common(pp)
     pp.add_argument("--configs", default="small",
@@ -124,7 +125,9 @@ def _add_profile(sub):
     pp.add_argument("--rnn_mode", default="auto", choices=throughput.MODES)
     pp.add_argument("--xla", type=int, choices=(0, 1), default=1)
     pp.add_argument("--warmup", type=int, default=10, help="untimed steps first (tracing)")
-    pp.add_argument("--steps", type=int, default=20, help="profiled training steps")
+    pp.add_argument("--steps", type=int, default=20, help="profiled steps")
+    pp.add_argument("--phase", choices=profile.PHASES, default="train",
+                    help="train: training steps; eval: the forward-only validation step")
     pp.add_argument("--top", type=int, default=25, help="rows of each table")
     pp.add_argument("--override", action="append", default=[], help="config key=value, repeatable")
     pp.add_argument("--seed", type=int, default=0)

@@ -33,7 +33,7 @@ def test_profile_command_tables_the_events_of_real_steps(benchmark, make_corpus,
                            "--top=5"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     (result,) = json.loads(lines[-1])["results"]
-    assert lines[0].startswith("test fused: 3 steps, ")
+    assert lines[0].startswith("test fused: 3 train steps, ")
     assert result["steps"] == 3 and result["wall_ms"] > 0
     # The step's matrix products run as TensorFlow's MatMul ops here (no XLA): they are seen.
     names = {e["name"] for e in result["events"]}
@@ -41,6 +41,21 @@ def test_profile_command_tables_the_events_of_real_steps(benchmark, make_corpus,
     assert all(e["self_ms"] >= 0 and e["count"] >= 1 for e in result["events"])
     assert sum(k["self_ms"] for k in result["kinds"]) == pytest.approx(
         sum(e["self_ms"] for e in result["events"]))
+
+
+def test_profile_eval_phase_tables_the_forward_step(benchmark, make_corpus, capsys):
+    data = make_corpus(train=TINY_TEXT * 20, valid=TINY_TEXT * 20)
+    assert benchmark.main(["profile", f"--data_path={data}", "--configs=test",
+                           "--rnn_mode=fused", "--xla=0", "--phase=eval", "--warmup=1",
+                           "--steps=2", "--top=5"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    (result,) = json.loads(lines[-1])["results"]
+    assert lines[0].startswith("test fused: 2 eval steps, ") and result["phase"] == "eval"
+    names = {e["name"] for e in result["events"]}
+    assert any("MatMul" in name for name in names), sorted(names)[:40]
+    # The eval step's function ran, and no backward pass or variable update did.
+    assert "eval_step" in names
+    assert not any("gradient_tape" in name or "Assign" in name for name in names), sorted(names)
 
 
 def test_profile_rejects_bad_steps(benchmark, tiny_corpus, capsys):
