@@ -9,6 +9,12 @@ step that ran each product on its fastest kernel and did nothing else: the
 bound the measured words/s are held against. The XLA ceiling (XLA's dots only)
 is kept beside it, and the machine's peak beside both: a large sgemm as
 measured, and what the cores, clock and vector units imply.
+
+Beside the products, the softmax loss's own passes over the [words, vocab]
+logits are timed (the forward, and the forward with its gradient) on the same
+kernels: work that no step can skip, whatever its products run on. The
+ceiling "with the loss" adds them to the products' time, so it shows how much
+of a gap to the products-only ceiling the loss alone accounts for.
 """
 
 import dataclasses
@@ -18,6 +24,7 @@ import time
 import tensorflow as tf
 
 import configs
+import model as model_lib
 from benchmarks import common
 
 
@@ -69,6 +76,18 @@ class MachinePeak:
 
 
 @dataclasses.dataclass
+class LossPass:
+    """The softmax loss's passes over [words, vocab] logits at their fastest variant: the
+    forward (every step) and the forward with its gradient (training), ms per step."""
+    shape: list  # [words, vocab]
+    forward_ms: float
+    forward_fastest: str
+    train_ms: float
+    train_fastest: str
+    ms_by_variant: dict = dataclasses.field(default_factory=dict)  # label -> [forward, train]
+
+
+@dataclasses.dataclass
 class Ceiling:
     """One config's ceilings; error (None when fine) says why they were not measured.
 
@@ -84,14 +103,19 @@ class Ceiling:
     xla_train_wps: float | None = None
     xla_eval_wps: float | None = None
     machine: MachinePeak | None = None
+    loss: LossPass | None = None
+    # The best-kernel ceiling with the loss's passes added to the products' time.
+    train_wps_with_loss: float | None = None
+    eval_wps_with_loss: float | None = None
 
     @classmethod
     def from_dict(cls, values):
         """The inverse of dataclasses.asdict (a child's JSON)."""
         products = [ProductSpeed(**row) for row in values.get("products", [])]
-        machine = values.get("machine")
+        machine, loss = values.get("machine"), values.get("loss")
         return cls(**dict(values, products=products,
-                          machine=MachinePeak(**machine) if machine else None))
+                          machine=MachinePeak(**machine) if machine else None,
+                          loss=LossPass(**loss) if loss else None))
 
 
 def resolve_config(name, overrides=()):
@@ -159,7 +183,7 @@ def _timed_calls(run, a, w, min_seconds):
     while calls == 0 or time.perf_counter() - start < min_seconds:
         result = run(a, w)
         calls += 1
-    result.numpy()  # waits for the last call
+    tf.nest.flatten(result)[0].numpy()  # waits for the last call (all of its outputs)
     return (time.perf_counter() - start) / calls
 
 
@@ -191,14 +215,82 @@ def fastest(seconds_by_variant, kernel=None):
                 if kernel is None or label.split()[0] == kernel), key=lambda item: item[1])
 
 
-def ceiling(config, seconds_per_product):
+def ceiling(config, seconds_per_product, loss_seconds=(0.0, 0.0)):
     """(train, eval) words/s if every product of a step ran at its measured speed and
-    nothing else took any time: words per step over the summed product seconds."""
+    nothing else took any time: words per step over the summed product seconds.
+    loss_seconds (forward, forward with gradient) adds the loss's passes (eval, train)."""
     products = step_products(config)
     words = config.batch_size * config.num_steps
-    train = sum(p.count * s for p, s in zip(products, seconds_per_product))
-    evaluation = sum(p.count * s for p, s in zip(products, seconds_per_product) if p.in_eval)
+    train = sum(p.count * s for p, s in zip(products, seconds_per_product)) + loss_seconds[1]
+    evaluation = sum(p.count * s for p, s in zip(products, seconds_per_product)
+                     if p.in_eval) + loss_seconds[0]
     return words / train, words / evaluation
+
+
+# The ways the loss can run: (kernel, form). "ours": model.word_losses (what the steps
+# run); "stock": tf.nn.sparse_softmax_cross_entropy_with_logits.
+LOSS_VARIANTS = (("xla", "ours"), ("tf", "ours"), ("xla", "stock"), ("tf", "stock"))
+
+
+def _loss_function(kernel, form, train):
+    """A (logits [n, v], targets [n]) -> losses [n] function, or with `train` -> (losses,
+    d(sum of losses)/d(logits) [n, v]) as a step needs both, on `kernel` (as
+    _product_function's)."""
+    def losses(logits, targets):
+        if form == "ours":
+            return model_lib.word_losses(logits, targets)
+        return tf.nn.sparse_softmax_cross_entropy_with_logits(targets, logits)
+
+    @tf.function(jit_compile=(kernel == "xla"))
+    def run(logits, targets):
+        if not train:
+            return losses(logits, targets)
+        with tf.GradientTape() as tape:
+            tape.watch(logits)
+            values = losses(logits, targets)
+        return values, tape.gradient(values, logits)
+    return run
+
+
+def _call_cost_function(kernel):
+    """What a call of a compiled function costs with the loss's inputs and nothing to do."""
+    @tf.function(jit_compile=(kernel == "xla"))
+    def run(logits, targets):
+        return logits[0, :1] + tf.cast(targets[:1], logits.dtype)
+    return run
+
+
+def time_loss(words, vocab_size, min_seconds=0.3, sweeps=3):
+    """The loss's passes over [words, vocab_size] logits on every LOSS_VARIANTS: a LossPass.
+
+    One pass is one call (a chain would let XLA hoist the max and the sum, which do not
+    depend on the targets, out of it), so each kernel's cost of an empty call, timed the
+    same way, is taken off.
+    """
+    logits = tf.random.normal([words, vocab_size], stddev=3.0)
+    targets = tf.random.uniform([words], 0, vocab_size, tf.int32)
+    runs = [(kernel, kernel if form == "ours" else f"{kernel} stock", train,
+             _loss_function(kernel, form, train))
+            for kernel, form in LOSS_VARIANTS for train in (False, True)]
+    runs += [(kernel, None, None, _call_cost_function(kernel)) for kernel in ("xla", "tf")]
+    for *_, run in runs:
+        tf.nest.flatten(run(logits, targets))[0].numpy()  # traces and compiles
+    best = {}
+    for _ in range(sweeps):
+        for kernel, label, train, run in runs:
+            key = (kernel, label, train)
+            best[key] = min(best.get(key, float("inf")),
+                            _timed_calls(run, logits, targets, min_seconds))
+    ms = {}
+    for (kernel, label, train), seconds in best.items():
+        if label is not None:
+            net = max(seconds - best[(kernel, None, None)], 0.0)
+            ms.setdefault(label, [0.0, 0.0])[int(train)] = 1e3 * net
+    forward = min(ms, key=lambda label: ms[label][0])
+    train = min(ms, key=lambda label: ms[label][1])
+    return LossPass(shape=[words, vocab_size], forward_ms=ms[forward][0],
+                    forward_fastest=forward, train_ms=ms[train][1], train_fastest=train,
+                    ms_by_variant=ms)
 
 
 def _flop_per_cycle(info):
@@ -259,6 +351,9 @@ def measure_ceiling(name, overrides=(), min_seconds=0.3, sweeps=3, machine=None)
     train_wps, eval_wps = ceiling(config, [seconds for _, seconds in best])
     xla_train_wps, xla_eval_wps = ceiling(config, [fastest(v, "xla")[1] for v in timed])
     words = config.batch_size * config.num_steps
+    loss = time_loss(words, config.vocab_size, min_seconds, sweeps)
+    with_loss = ceiling(config, [seconds for _, seconds in best],
+                        (loss.forward_ms / 1e3, loss.train_ms / 1e3))
     rows = []
     for p, (label, seconds), variants in zip(products, best, timed):
         per_product = p.flops / p.count / 1e9
@@ -269,7 +364,8 @@ def measure_ceiling(name, overrides=(), min_seconds=0.3, sweeps=3, machine=None)
     return Ceiling(
         config=name, train_wps=train_wps, eval_wps=eval_wps,
         mflop_per_word=sum(p.flops for p in products) / words / 1e6, products=rows,
-        xla_train_wps=xla_train_wps, xla_eval_wps=xla_eval_wps, machine=machine)
+        xla_train_wps=xla_train_wps, xla_eval_wps=xla_eval_wps, machine=machine, loss=loss,
+        train_wps_with_loss=with_loss[0], eval_wps_with_loss=with_loss[1])
 
 
 def describe(result):
@@ -278,7 +374,9 @@ def describe(result):
         return f"{result.config} ceiling: FAILED ({result.error[:200]})"
     return (f"{result.config} ceiling: train {common.num(result.train_wps)} wps, "
             f"eval {common.num(result.eval_wps)} wps (XLA's dots only: train "
-            f"{common.num(result.xla_train_wps)}, eval {common.num(result.xla_eval_wps)})")
+            f"{common.num(result.xla_train_wps)}, eval {common.num(result.xla_eval_wps)}; "
+            f"with the loss's passes: train {common.num(result.train_wps_with_loss)}, "
+            f"eval {common.num(result.eval_wps_with_loss)})")
 
 
 def describe_machine(machine):
@@ -300,6 +398,14 @@ def _print_products(result):
         of_peak = f" {row.gflops / peak:4.0%}" if peak else ""
         print(f"  {row.product:34s} {'x'.join(map(str, row.shape)):>17s} x{row.per_step:<3d} "
               f"{cells}  {row.fastest:6s} {row.ms_per_step:8.2f}{of_peak}", flush=True)
+    loss = result.loss
+    if loss is not None:
+        cells = ", ".join(f"{label} {f:.2f} / {t:.2f}"
+                          for label, (f, t) in loss.ms_by_variant.items())
+        print(f"  softmax loss's passes over {loss.shape[0]}x{loss.shape[1]} logits, ms per step "
+              f"forward / with gradient: {cells}; fastest {loss.forward_ms:.2f} "
+              f"({loss.forward_fastest}) / {loss.train_ms:.2f} ({loss.train_fastest})",
+              flush=True)
 
 
 def run(args):

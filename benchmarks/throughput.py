@@ -50,13 +50,16 @@ class PeerResult:
 class CeilingSummary:
     """A config's ceiling over the rounds that measured one: the medians and each round's.
 
-    train_wps/eval_wps are the best-kernel ceiling; xla_* XLA's dots alone (ceiling.py)."""
+    train_wps/eval_wps are the best-kernel ceiling; xla_* XLA's dots alone; *_with_loss
+    the best-kernel one with the softmax loss's passes (ceiling.py)."""
     config: str
     train_wps: float
     eval_wps: float
     rounds_train_wps: list
     xla_train_wps: float | None = None
     xla_eval_wps: float | None = None
+    train_wps_with_loss: float | None = None
+    eval_wps_with_loss: float | None = None
 
 
 # -------------------- flags
@@ -271,14 +274,23 @@ def add_ceiling(results, ceiling_rounds):
                              eval_wps=statistics.median(c.eval_wps for c in timed),
                              rounds_train_wps=[c.train_wps for c in timed],
                              xla_train_wps=_median_of_known(c.xla_train_wps for c in timed),
-                             xla_eval_wps=_median_of_known(c.xla_eval_wps for c in timed))
-    ceiling_wps = {"train_wps": summary.train_wps, "eval_wps": summary.eval_wps}
+                             xla_eval_wps=_median_of_known(c.xla_eval_wps for c in timed),
+                             train_wps_with_loss=_median_of_known(
+                                 c.train_wps_with_loss for c in timed),
+                             eval_wps_with_loss=_median_of_known(
+                                 c.eval_wps_with_loss for c in timed))
+    ceiling_wps = {key: getattr(summary, key) for key in _CEILING_KEYS
+                   if getattr(summary, key) is not None}
     for result in results:
         if result.error is None:
             result.ceiling_wps = ceiling_wps
-            result.of_ceiling = {"train_wps": result.train_wps / summary.train_wps,
-                                 "eval_wps": result.eval_wps / summary.eval_wps}
+            result.of_ceiling = {key: getattr(result, key.removesuffix("_with_loss")) / wps
+                                 for key, wps in ceiling_wps.items()}
     return summary
+
+
+# The ceilings a measurement is held against: best-kernel, and with the loss's passes.
+_CEILING_KEYS = ("train_wps", "eval_wps", "train_wps_with_loss", "eval_wps_with_loss")
 
 
 def _measure_rounds(args, name, modes, peers, overrides_for_ceiling=None):
@@ -341,14 +353,15 @@ def describe_peer(peer):
 def throughput_table(results, peer_results):
     """Markdown: one row per measurement, then the peers' rows of the same config."""
     rows = ["| config | mode | train wps | eval wps | stream test eval s | peak RSS MB "
-            "| vs fastest peer | of best-kernel ceiling, train / eval |",
-            "|---|---|---:|---:|---:|---:|---:|---:|"]
+            "| vs fastest peer | of best-kernel ceiling, train / eval "
+            "| of it with the loss's passes |",
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in results:
         if r.error is not None:
-            rows.append(f"| {r.config} | {r.mode} | failed | | | | | |")
+            rows.append(f"| {r.config} | {r.mode} | failed | | | | | | |")
             continue
-        of_ceiling = (common.DASH if r.of_ceiling is None else
-                      f"{r.of_ceiling['train_wps']:.0%} / {r.of_ceiling['eval_wps']:.0%}")
+        of_ceiling = _fractions(r.of_ceiling, "train_wps", "eval_wps")
+        of_with_loss = _fractions(r.of_ceiling, "train_wps_with_loss", "eval_wps_with_loss")
         vs = (common.DASH if r.ratio_to_fastest_peer is None else
               f"{r.ratio_to_fastest_peer:.2f}x ({r.fastest_peer})")
         if r.rounds_ratio_to_fastest_peer:
@@ -356,13 +369,20 @@ def throughput_table(results, peer_results):
         rows.append(f"| {r.config} | {r.mode} | {common.num(r.train_wps)} "
                     f"| {common.num(r.eval_wps)} "
                     f"| {common.num(r.stream_eval_seconds, '{:.1f}')} "
-                    f"| {common.num(r.peak_rss_mb)} | {vs} | {of_ceiling} |")
+                    f"| {common.num(r.peak_rss_mb)} | {vs} | {of_ceiling} | {of_with_loss} |")
     for peer in peer_results:
         if peer.error is None:
             rows.append(f"| {peer.config} | peer: {peer.peer} | {common.num(peer.train_wps)} "
                         f"| {common.DASH} | {common.DASH} | {common.num(peer.peak_rss_mb)} "
-                        f"| | |")
+                        f"| | | |")
     return "\n".join(rows)
+
+
+def _fractions(of_ceiling, train_key, eval_key):
+    """"train% / eval%" of a measurement's of_ceiling, or a dash where it has none."""
+    if not of_ceiling or train_key not in of_ceiling:
+        return common.DASH
+    return f"{of_ceiling[train_key]:.0%} / {of_ceiling[eval_key]:.0%}"
 
 
 def _peer_notes(args, peers):

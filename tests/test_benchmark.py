@@ -121,6 +121,14 @@ def test_ceiling_command_reports_each_product_and_json_last(benchmark, capsys):
         assert row["gflops"] == max(row["gflops_by_variant"].values())
         assert row["gflops_by_variant"][row["fastest"]] == row["gflops"]
     assert result["machine"]["sgemm_n"] == 64 and result["machine"]["sgemm_gflops"] > 0
+    # The loss's passes, timed on every variant, only lower the ceiling.
+    loss = result["loss"]
+    assert set(loss["ms_by_variant"]) == {"xla", "tf", "xla stock", "tf stock"}
+    assert loss["forward_ms"] == min(f for f, _ in loss["ms_by_variant"].values())
+    assert loss["train_ms"] == min(t for _, t in loss["ms_by_variant"].values())
+    assert result["train_wps_with_loss"] <= result["train_wps"]
+    assert result["eval_wps_with_loss"] <= result["eval_wps"]
+    assert any(line.startswith("  softmax loss's passes over ") for line in lines)
 
 
 def test_ceiling_command_applies_overrides(benchmark, capsys):

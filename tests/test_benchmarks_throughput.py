@@ -100,20 +100,23 @@ def test_rounds_alternate_and_report_medians(monkeypatch, capsys):
         calls.append(("ceiling", *overrides))
         wps = next(ceilings)
         return (ceiling.Ceiling(name, error="exit 1") if wps is None else
-                ceiling.Ceiling(name, train_wps=wps, eval_wps=4 * wps))
+                ceiling.Ceiling(name, train_wps=wps, eval_wps=4 * wps,
+                                train_wps_with_loss=wps / 2, eval_wps_with_loss=2 * wps))
     monkeypatch.setattr(throughput, "run_ceiling", run_ceiling)
     args = argparse.Namespace(rounds=3, ceiling=True)
     (result,), (peer,), summary = throughput._measure_rounds(
         args, "small", [mode], ["torch"], ["hidden_size=8"])
     assert calls == ["torch", "fused+xla", ("ceiling", "hidden_size=8")] * 3
     assert summary.train_wps == 900.0 and summary.rounds_train_wps == [1000.0, 800.0]
-    assert result.of_ceiling == pytest.approx({"train_wps": 500 / 900, "eval_wps": 1000 / 3600})
+    assert result.of_ceiling == pytest.approx({"train_wps": 500 / 900, "eval_wps": 1000 / 3600,
+                                               "train_wps_with_loss": 500 / 450,
+                                               "eval_wps_with_loss": 1000 / 1800})
     assert peer.train_wps == 200.0 and result.train_wps == 500.0  # medians
     assert peer.rounds_train_wps == [100.0, 300.0, 200.0]
     assert result.eval_wps == 1000.0 and result.peak_rss_mb == 900
     assert result.ratio_to_fastest_peer == pytest.approx(2.5)
     assert result.rounds_ratio_to_fastest_peer == pytest.approx([1.5, 2.0, 2.5])
-    assert ("2.50x (torch) rounds 1.50x 2.00x 2.50x | 56% / 28% |"
+    assert ("2.50x (torch) rounds 1.50x 2.00x 2.50x | 56% / 28% | 111% / 56% |"
             in throughput.throughput_table([result], [peer]))
 
 
