@@ -191,14 +191,22 @@ def test_stream_perplexity_long_chunks_equal_one_step_batches(rnn_mode):
 
 
 @pytest.mark.parametrize("rnn_mode", ["basic", "fused"])
-def test_stream_log_probs_under_xla_equal_plain_kernels(rnn_mode):
-    # Under XLA the short last chunk is padded (43 -> 64, 299 -> 512): no word's loss changes.
+def test_stream_log_probs_under_xla_equal_plain_kernels(rnn_mode, monkeypatch):
+    # Under XLA the last chunk is padded (43 -> 128 of a longer stream, 299 -> 512 of one
+    # shorter than a chunk), so one length compiles: no word's loss changes.
     ts = training.TrainState(CONFIG, rnn_mode=rnn_mode, seed=2)
     ids = _stream(300, seed=4)
     expected = training.stream_log_probs(ts.model, ids, chunk_len=7)
-    for chunk_len in (64, 4096):
+    make_eval_step, lengths = training.make_eval_step, []
+
+    def recording_eval_step(*args, **kwargs):
+        step = make_eval_step(*args, **kwargs)
+        return lambda x, y, state: (lengths.append(x.shape[1]), step(x, y, state))[1]
+    monkeypatch.setattr(training, "make_eval_step", recording_eval_step)
+    for chunk_len, chunk_lengths in ((128, [128] * 3), (4096, [512])):
+        lengths.clear()
         got = training.stream_log_probs(ts.model, ids, chunk_len, jit_compile=True)
-        assert got.shape == (299,)
+        assert got.shape == (299,) and lengths == chunk_lengths
         np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5, err_msg=str(chunk_len))
 
 
