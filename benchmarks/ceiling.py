@@ -183,7 +183,9 @@ def _timed_calls(run, a, w, min_seconds):
     while calls == 0 or time.perf_counter() - start < min_seconds:
         result = run(a, w)
         calls += 1
-    tf.nest.flatten(result)[0].numpy()  # waits for the last call (all of its outputs)
+    # Waits for the last call: eager calls on the CPU return when the whole call is done, so
+    # one output is enough.
+    tf.nest.flatten(result)[0].numpy()
     return (time.perf_counter() - start) / calls
 
 
@@ -265,32 +267,37 @@ def time_loss(words, vocab_size, min_seconds=0.3, sweeps=3):
 
     One pass is one call (a chain would let XLA hoist the max and the sum, which do not
     depend on the targets, out of it), so each kernel's cost of an empty call, timed the
-    same way, is taken off.
+    same way, is taken off (loss_pass).
     """
     logits = tf.random.normal([words, vocab_size], stddev=3.0)
     targets = tf.random.uniform([words], 0, vocab_size, tf.int32)
-    runs = [(kernel, kernel if form == "ours" else f"{kernel} stock", train,
+    runs = [((kernel, kernel if form == "ours" else f"{kernel} stock", train),
              _loss_function(kernel, form, train))
             for kernel, form in LOSS_VARIANTS for train in (False, True)]
-    runs += [(kernel, None, None, _call_cost_function(kernel)) for kernel in ("xla", "tf")]
-    for *_, run in runs:
+    runs += [((kernel, None, None), _call_cost_function(kernel)) for kernel in ("xla", "tf")]
+    for _, run in runs:
         tf.nest.flatten(run(logits, targets))[0].numpy()  # traces and compiles
     best = {}
     for _ in range(sweeps):
-        for kernel, label, train, run in runs:
-            key = (kernel, label, train)
+        for key, run in runs:
             best[key] = min(best.get(key, float("inf")),
                             _timed_calls(run, logits, targets, min_seconds))
+    return loss_pass([words, vocab_size], best)
+
+
+def loss_pass(shape, seconds):
+    """A LossPass from timed calls: seconds[(kernel, label, train)] of each variant's call
+    (train False: forward; True: with the gradient) and seconds[(kernel, None, None)] of
+    that kernel's empty call, which is taken off each of its variants (never below 0)."""
     ms = {}
-    for (kernel, label, train), seconds in best.items():
+    for (kernel, label, train), call in seconds.items():
         if label is not None:
-            net = max(seconds - best[(kernel, None, None)], 0.0)
+            net = max(call - seconds[(kernel, None, None)], 0.0)
             ms.setdefault(label, [0.0, 0.0])[int(train)] = 1e3 * net
     forward = min(ms, key=lambda label: ms[label][0])
     train = min(ms, key=lambda label: ms[label][1])
-    return LossPass(shape=[words, vocab_size], forward_ms=ms[forward][0],
-                    forward_fastest=forward, train_ms=ms[train][1], train_fastest=train,
-                    ms_by_variant=ms)
+    return LossPass(shape=shape, forward_ms=ms[forward][0], forward_fastest=forward,
+                    train_ms=ms[train][1], train_fastest=train, ms_by_variant=ms)
 
 
 def _flop_per_cycle(info):

@@ -74,8 +74,8 @@ class Measurement:
     rounds_train_wps: list | None = None
     rounds_ratio_to_fastest_peer: list | None = None
     # and with --ceiling, the config's ceiling and the fraction of it reached.
-    ceiling_wps: dict | None = None  # {"train_wps", "eval_wps"}
-    of_ceiling: dict | None = None  # {"train_wps", "eval_wps"}
+    ceiling_wps: dict | None = None  # {"train_wps", "eval_wps"[, "*_with_loss" of each]}
+    of_ceiling: dict | None = None  # the same keys: our words/s over each
 
     @classmethod
     def failed(cls, config, mode, error):

@@ -1,15 +1,15 @@
 """Where a step's time goes: steps run under TensorFlow's profiler, events summed.
 
 Runs training steps, or evaluation steps with --phase=eval, of a config in a
-mode (the library's steps, as measure.py times them) under tf.profiler, reads the trace it wrote (an XSpace protobuf)
-and sums, per event name, the self time of the host's events: what an event
-took less the events nested in it on the same thread. The names are XLA's
-thunks (each dot, each fusion of the compiled step), TensorFlow's ops run
-outside XLA, and the runtime's own spans (dispatch, waiting, compiling: left
-out of the tables, their sum printed). Thread-pool threads count too, so the
-total is CPU time over every thread, not wall time: shares are of the work's. Names that differ only in a numeric suffix (dot.12, dot.31) are also
-summed as one kind.
-"""
+mode (the library's steps, as measure.py times them) under tf.profiler, reads
+the trace it wrote (an XSpace protobuf) and sums, per event name, the self
+time of the host's events: what an event took less the events nested in it on
+the same thread. The names are XLA's thunks (each dot, each fusion of the
+compiled step), TensorFlow's ops run outside XLA, and the runtime's own spans
+(dispatch, waiting, compiling: left out of the tables, their sum printed).
+Thread-pool threads count too, so the total is CPU time over every thread, not
+wall time: shares are of the work's. Names that differ only in a numeric
+suffix (dot.12, dot.31) are also summed as one kind."""
 
 import collections
 import dataclasses
@@ -126,6 +126,8 @@ PHASES = ("train", "eval")
 
 def _step_runner(config, mode, corpus, phase, seed):
     """(label of the kernel, run(steps)): runs `steps` steps of `phase`, state carried."""
+    if phase not in PHASES:
+        raise ValueError(f"phase must be one of {PHASES}, got {phase!r}")
     rnn_mode = model_lib.resolve_rnn_mode(config, mode.rnn_mode)
     jit_compile = kernels.jit_compile(rnn_mode, mode.xla)
     label = f"auto({rnn_mode})" if mode.rnn_mode == kernels.AUTO else mode.label
@@ -139,10 +141,11 @@ def _step_runner(config, mode, corpus, phase, seed):
     batches = reader.ptb_producer(corpus.valid, config.batch_size, config.num_steps)
     eval_step = training.make_eval_step(model, config.batch_size, config.num_steps, jit_compile)
     batch_iter = iter(batches.dataset().repeat())
-    state = [model.zero_state(config.batch_size)]
+    state = model.zero_state(config.batch_size)
 
     def run(steps):
-        state[0] = measure.run_eval_steps(eval_step, batch_iter, state[0], steps)
+        nonlocal state
+        state = measure.run_eval_steps(eval_step, batch_iter, state, steps)
     return label, run
 
 
@@ -212,8 +215,8 @@ def run(args):
                          args.override, args.warmup, args.steps, args.seed, args.phase)
         total = sum(e.self_ms for e in work(result.events))
         runtime = sum(e.self_ms for e in result.events) - total
-        print(f"{name} {result.mode}: {result.steps} {result.phase} steps, {result.wall_ms / result.steps:.1f} "
-              f"ms per step wall; per step over every thread {total / result.steps:.1f} ms of "
+        print(f"{name} {result.mode}: {result.steps} {result.phase} steps, "
+              f"{result.wall_ms / result.steps:.1f} ms per step wall; per step over every thread {total / result.steps:.1f} ms of "
               f"work (below) and {runtime / result.steps:.1f} ms of the runtime's spans "
               f"(dispatch, waiting, compiling)", flush=True)
         print(table(work(result.kinds), total, result.steps, args.top), flush=True)

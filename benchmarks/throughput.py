@@ -8,7 +8,7 @@ to back in the same invocation hold better, and --rounds=N alternates N rounds
 of peers and modes and reports the medians. With --ceiling each round also
 measures the config's matrix-product ceiling (ceiling.py), with the same
 overrides and vocabulary as the modes, and each mode's fraction of its median
-is reported.
+is reported, and of the ceiling with the softmax loss's passes.
 """
 
 import dataclasses
@@ -263,6 +263,13 @@ def _median_of_known(values):
     return statistics.median(known) if known else None
 
 
+def _median_if_all(values):
+    """The median, or None if any round lacks the figure (a ceiling from older code), so a
+    figure's median is over the same rounds as the products-only one."""
+    values = list(values)
+    return None if None in values else statistics.median(values)
+
+
 def add_ceiling(results, ceiling_rounds):
     """Sets each result's fraction of its config's ceiling (the median over the rounds that
     measured one); returns that CeilingSummary, or None."""
@@ -275,9 +282,9 @@ def add_ceiling(results, ceiling_rounds):
                              rounds_train_wps=[c.train_wps for c in timed],
                              xla_train_wps=_median_of_known(c.xla_train_wps for c in timed),
                              xla_eval_wps=_median_of_known(c.xla_eval_wps for c in timed),
-                             train_wps_with_loss=_median_of_known(
+                             train_wps_with_loss=_median_if_all(
                                  c.train_wps_with_loss for c in timed),
-                             eval_wps_with_loss=_median_of_known(
+                             eval_wps_with_loss=_median_if_all(
                                  c.eval_wps_with_loss for c in timed))
     ceiling_wps = {key: getattr(summary, key) for key in _CEILING_KEYS
                    if getattr(summary, key) is not None}
@@ -380,7 +387,7 @@ def throughput_table(results, peer_results):
 
 def _fractions(of_ceiling, train_key, eval_key):
     """"train% / eval%" of a measurement's of_ceiling, or a dash where it has none."""
-    if not of_ceiling or train_key not in of_ceiling:
+    if not of_ceiling or train_key not in of_ceiling or eval_key not in of_ceiling:
         return common.DASH
     return f"{of_ceiling[train_key]:.0%} / {of_ceiling[eval_key]:.0%}"
 

@@ -13,6 +13,7 @@ The command line of the benchmarks/ package: flags in, one call of a tool out.
     python scripts/benchmark.py ceiling --configs=small,medium,large
     python scripts/benchmark.py scaling --data_path=/path/to/ptb --configs=small,medium,large
     python scripts/benchmark.py profile --data_path=/path/to/ptb --configs=medium --steps=20
+    python scripts/benchmark.py profile --data_path=/path/to/ptb --configs=small --phase=eval
     python scripts/benchmark.py throughput --configs=small --rnn_modes=fused+xla --rounds=3 \
         --env= --env=XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=   # each mode both ways
 
@@ -21,13 +22,14 @@ mode), each measured in its own process (benchmarks/measure.py), beside the
 peers and with --ceiling the config's ceiling; a table, then one JSON line.
 ceiling (benchmarks/ceiling.py): the words/s of a step that did nothing but its
 matrix products, each timed alone on its fastest kernel (XLA's dot or
-TensorFlow's MatMul, either layout), beside XLA's alone and the machine's peak.
+TensorFlow's MatMul, either layout), beside XLA's alone and the machine's peak;
+and with the softmax loss's own passes added (timed the same way).
 scaling (benchmarks/scaling.py): 1 worker on one core against 2 workers on one
 core each (multi_worker on loopback ports), the efficiency, the all-reduce's
 share of a step and the arithmetic for --workers on a --gbps network.
 profile (benchmarks/profile.py): training steps (or with --phase=eval, validation's
-forward-only steps) under tf.profiler, the self time
-of XLA's thunks and TensorFlow's ops summed by name and by kind.
+forward-only steps) under tf.profiler, the self time of XLA's thunks and
+TensorFlow's ops summed by name and by kind.
 perplexity (benchmarks/perplexity.py): runs ptb_word_lm.py for each config into
 <root>/<config> (rerunning resumes), then tabulates each metrics.json.
 """
@@ -103,12 +105,15 @@ def _add_perplexity(sub):
 def _add_ceiling(sub):
     cp = sub.add_parser("ceiling", allow_abbrev=False,
                         help="the words/s a step would reach if its matrix products ran at the "
-                             "speed measured for each shape and nothing else took time")
+                             "speed measured for each shape and nothing else took time; and "
+                             "with the softmax loss's passes")
     cp.add_argument("--configs", default="small,medium,large",
                     help=f"comma list of {','.join(configs.CONFIGS)}")
     cp.add_argument("--override", action="append", default=[], help="config key=value, repeatable")
     cp.add_argument("--min_seconds", type=float, default=0.3,
-                    help="time each product and layout for at least this long per sweep")
+                    help="time each product and layout, and each form of the loss, for at "
+                         "least this long per sweep (the loss's 10 forms add 10 x this x "
+                         "--sweeps)")
     cp.add_argument("--sweeps", type=int, default=3,
                     help="sweeps through every product; each product's fastest counts")
     cp.add_argument("--sgemm_n", type=int, default=2048,

@@ -38,6 +38,18 @@ def test_ceiling_is_words_per_step_over_the_summed_product_seconds():
     assert (train, evaluation) == (pytest.approx(100.0), pytest.approx(500.0))
 
 
+def test_loss_pass_takes_each_kernels_empty_call_off_and_picks_the_fastest():
+    seconds = {("xla", "xla", False): 0.004, ("xla", "xla", True): 0.009,
+               ("tf", "tf", False): 0.0035, ("tf", "tf", True): 0.012,
+               ("xla", None, None): 0.001, ("tf", None, None): 0.004}
+    result = ceiling.loss_pass([4, 5], seconds)
+    assert result.ms_by_variant == {"xla": pytest.approx([3.0, 8.0]),
+                                    "tf": pytest.approx([0.0, 8.0])}
+    # tf's forward is faster than its empty call: it counts as 0, not below.
+    assert (result.forward_fastest, result.forward_ms) == ("tf", 0.0)
+    assert result.train_fastest == "xla" and result.train_ms == pytest.approx(8.0)
+
+
 def test_loss_functions_give_the_loss_and_its_gradient_on_every_variant():
     logits = tf.constant([[1.0, 2.0, 0.5], [0.0, -1.0, 3.0]])
     targets = tf.constant([1, 2])

@@ -120,6 +120,19 @@ def test_rounds_alternate_and_report_medians(monkeypatch, capsys):
             in throughput.throughput_table([result], [peer]))
 
 
+def test_a_ceiling_without_the_loss_leaves_its_column_empty():
+    # A ceiling from code before the loss's passes were timed (or one round of several
+    # without them): the products-only fractions, a dash for the loss's.
+    result = Measurement("small", "fused", "fused", False, train_wps=500.0, eval_wps=1000.0)
+    rounds = [ceiling.Ceiling("small", train_wps=1000.0, eval_wps=4000.0),
+              ceiling.Ceiling("small", train_wps=800.0, eval_wps=3200.0,
+                              train_wps_with_loss=700.0, eval_wps_with_loss=3000.0)]
+    summary = throughput.add_ceiling([result], rounds)
+    assert summary.train_wps_with_loss is None and summary.eval_wps_with_loss is None
+    assert result.of_ceiling == pytest.approx({"train_wps": 500 / 900, "eval_wps": 1000 / 3600})
+    assert "| 56% / 28% | – |" in throughput.throughput_table([result], [])
+
+
 def test_a_failed_round_fails_the_result():
     good = Measurement("small", "fused", "fused", False, train_wps=5.0, peak_rss_mb=1)
     bad = Measurement("small", "fused", "fused", False, error="boom")
