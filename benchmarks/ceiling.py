@@ -355,12 +355,12 @@ def measure_ceiling(name, overrides=(), min_seconds=0.3, sweeps=3, machine=None)
     products = step_products(config)
     timed = time_products(products, min_seconds, sweeps)
     best = [fastest(variants) for variants in timed]
-    train_wps, eval_wps = ceiling(config, [seconds for _, seconds in best])
+    best_seconds = [seconds for _, seconds in best]
+    train_wps, eval_wps = ceiling(config, best_seconds)
     xla_train_wps, xla_eval_wps = ceiling(config, [fastest(v, "xla")[1] for v in timed])
     words = config.batch_size * config.num_steps
     loss = time_loss(words, config.vocab_size, min_seconds, sweeps)
-    with_loss = ceiling(config, [seconds for _, seconds in best],
-                        (loss.forward_ms / 1e3, loss.train_ms / 1e3))
+    with_loss = ceiling(config, best_seconds, (loss.forward_ms / 1e3, loss.train_ms / 1e3))
     rows = []
     for p, (label, seconds), variants in zip(products, best, timed):
         per_product = p.flops / p.count / 1e9

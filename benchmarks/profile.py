@@ -131,12 +131,21 @@ def _step_runner(config, mode, corpus, phase, seed):
     rnn_mode = model_lib.resolve_rnn_mode(config, mode.rnn_mode)
     jit_compile = kernels.jit_compile(rnn_mode, mode.xla)
     label = f"auto({rnn_mode})" if mode.rnn_mode == kernels.AUTO else mode.label
-    if phase == "train":
-        ts = training.TrainState(config, rnn_mode=rnn_mode, seed=seed)
-        ts.reset_epoch(0)
-        batches = reader.ptb_producer(corpus.train, config.batch_size, config.num_steps)
-        train_step = training.make_train_step(ts, jit_compile=jit_compile)
-        return label, lambda steps: _run_steps(ts, train_step, batches, steps)
+    runner = _train_runner if phase == "train" else _eval_runner
+    return label, runner(config, rnn_mode, jit_compile, corpus, seed)
+
+
+def _train_runner(config, rnn_mode, jit_compile, corpus, seed):
+    """run(steps): training steps of the library's step, state carried."""
+    ts = training.TrainState(config, rnn_mode=rnn_mode, seed=seed)
+    ts.reset_epoch(0)
+    batches = reader.ptb_producer(corpus.train, config.batch_size, config.num_steps)
+    train_step = training.make_train_step(ts, jit_compile=jit_compile)
+    return lambda steps: _run_steps(ts, train_step, batches, steps)
+
+
+def _eval_runner(config, rnn_mode, jit_compile, corpus, seed):
+    """run(steps): validation's forward-only steps, state carried across calls."""
     model = model_lib.PTBModel.from_config(config, rnn_mode=rnn_mode, seed=seed)
     batches = reader.ptb_producer(corpus.valid, config.batch_size, config.num_steps)
     eval_step = training.make_eval_step(model, config.batch_size, config.num_steps, jit_compile)
@@ -146,7 +155,7 @@ def _step_runner(config, mode, corpus, phase, seed):
     def run(steps):
         nonlocal state
         state = measure.run_eval_steps(eval_step, batch_iter, state, steps)
-    return label, run
+    return run
 
 
 def profile(name, mode, data_path, overrides=(), warmup=10, steps=20, seed=0, phase="train"):
@@ -216,8 +225,8 @@ def run(args):
         total = sum(e.self_ms for e in work(result.events))
         runtime = sum(e.self_ms for e in result.events) - total
         print(f"{name} {result.mode}: {result.steps} {result.phase} steps, "
-              f"{result.wall_ms / result.steps:.1f} ms per step wall; per step over every thread {total / result.steps:.1f} ms of "
-              f"work (below) and {runtime / result.steps:.1f} ms of the runtime's spans "
+              f"{result.wall_ms / result.steps:.1f} ms per step wall; per step over every "
+              f"thread {total / result.steps:.1f} ms of work (below) and {runtime / result.steps:.1f} ms of the runtime's spans "
               f"(dispatch, waiting, compiling)", flush=True)
         print(table(work(result.kinds), total, result.steps, args.top), flush=True)
         print(table(work(result.events), total, result.steps, args.top), flush=True)
