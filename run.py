@@ -425,10 +425,13 @@ def _test(run):
         run.replicas.wait_for_chief()
         return None
     start = time.time()
+    overlap = training.overlaps_stream_losses(run.ts.model)
     test_ppl = training.stream_perplexity(run.ts.model, run.corpus.test,
-                                          jit_compile=run.jit_compile)
+                                          jit_compile=run.jit_compile, overlap=overlap)
     print(f"Test Perplexity: {test_ppl:.3f}", flush=True)
-    print(f"(test evaluation: {time.time() - start:.1f}s, one stream, state carried)")
+    softmax = "beside the next chunk's recurrence" if overlap else "after the recurrence"
+    print(f"(test evaluation: {time.time() - start:.1f}s, one stream, state carried; "
+          f"softmax {softmax})")
     run.write_metrics(test_perplexity=test_ppl)
     run.summaries.write(int(run.ts.global_step.numpy()), {"test/perplexity": test_ppl})
     if run.options.export_dir:

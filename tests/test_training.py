@@ -197,17 +197,42 @@ def test_stream_log_probs_under_xla_equal_plain_kernels(rnn_mode, monkeypatch):
     ts = training.TrainState(CONFIG, rnn_mode=rnn_mode, seed=2)
     ids = _stream(300, seed=4)
     expected = training.stream_log_probs(ts.model, ids, chunk_len=7)
-    make_eval_step, lengths = training.make_eval_step, []
+    make_stream_steps, lengths = training.make_stream_steps, []
 
-    def recording_eval_step(*args, **kwargs):
-        step = make_eval_step(*args, **kwargs)
-        return lambda x, y, state: (lengths.append(x.shape[1]), step(x, y, state))[1]
-    monkeypatch.setattr(training, "make_eval_step", recording_eval_step)
+    def recording_stream_steps(*args, **kwargs):
+        hidden, losses = make_stream_steps(*args, **kwargs)
+        return lambda x, state: (lengths.append(x.shape[1]), hidden(x, state))[1], losses
+    monkeypatch.setattr(training, "make_stream_steps", recording_stream_steps)
     for chunk_len, chunk_lengths in ((128, [128] * 3), (4096, [512])):
         lengths.clear()
         got = training.stream_log_probs(ts.model, ids, chunk_len, jit_compile=True)
         assert got.shape == (299,) and lengths == chunk_lengths
         np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5, err_msg=str(chunk_len))
+
+
+@pytest.mark.parametrize("jit_compile", [False, True])
+def test_stream_log_probs_overlapped_equal_serial(jit_compile):
+    # The losses on a second thread, two chunks in flight: same words, same order, same values.
+    ts = training.TrainState(CONFIG, seed=2)
+    ids = _stream(300, seed=4)
+    serial = training.stream_log_probs(ts.model, ids, 16, jit_compile, overlap=False)
+    overlapped = training.stream_log_probs(ts.model, ids, 16, jit_compile, overlap=True)
+    assert serial.shape == (299,)
+    np.testing.assert_array_equal(overlapped, serial)
+
+
+def test_stream_losses_overlap_while_the_recurrent_weights_fit_in_the_cache():
+    model = training.TrainState(CONFIG, seed=2).model
+    weights = 2 * 8 * 32 * 4  # layers x [hidden, 4 hidden] float32
+    assert training.overlaps_stream_losses(model, cache_bytes=weights)
+    assert not training.overlaps_stream_losses(model, cache_bytes=weights - 1)
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("32768K\n", 32 << 20), ("1M", 1 << 20), ("2G", 2 << 30), ("512", 512), ("", None),
+    ("K", None), ("12X", None)])
+def test_cache_size_bytes_reads_sysfs_sizes(text, expected):
+    assert training.cache_size_bytes(text) == expected
 
 
 @pytest.mark.parametrize("keep_prob", [1.0, 0.5])
