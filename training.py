@@ -6,6 +6,7 @@ import contextlib
 import glob
 import math
 import time
+from typing import Callable, NamedTuple
 
 import numpy as np
 import tensorflow as tf
@@ -301,7 +302,9 @@ def evaluate(model, batches, eval_step=None):
 
     State starts at zero and is carried across batches; the tail that does not
     fill a batch is skipped, as the tutorial did. Pass `eval_step` (from
-    make_eval_step) to reuse one trace across calls.
+    make_eval_step) to reuse one trace across calls. (Its two stages apart, as
+    the stream runs them, measured the same at batch 20: small 20.3k-23.1k
+    against 21.2k-22.2k words/s.)
     """
     eval_step = eval_step or make_eval_step(model, batches.batch_size, batches.num_steps)
     state = model.zero_state(batches.batch_size)
@@ -341,25 +344,31 @@ def overlaps_stream_losses(model, cache_bytes=None):
     """Whether stream_log_probs runs a chunk's losses beside the next chunk's recurrence.
 
     Yes when the per-step recurrent weights of all layers fit in the last-level
-    cache (cache_bytes, default: this host's): the batch-1 recurrence is then
-    bound by latency on about one core and the softmax fills the other. PTB's
-    test stream under XLA (AVX-512 host, 32 MB L3), alternating fresh processes:
-    small (1.3 MB) median 5.72 -> 4.76 s (6 each, faster in every pair), medium
-    (13.5 MB) 22.1 -> 22.4 s (4 each, a wash). Past the cache (large, 72 MB)
-    every step streams its weights from memory, and the softmax beside it
-    slowed it: 178-195 -> 207-216 s.
+    cache (cache_bytes, default: this host's): the recurrence is then bound by
+    latency on about one core and the softmax fills the other. PTB's test
+    stream under XLA (AVX-512 host, 32 MB L3), alternating fresh processes:
+    small (1.3 MB) median 5.82 -> 4.95 s (9 each, faster in every pair),
+    medium (13.5 MB) 22.1 -> 22.4 s (4 each, a wash). Past the cache (large,
+    72 MB) every step streams its weights from memory, and the softmax beside
+    it slowed the stream: 178-195 -> 207-216 s.
     """
     weights = sum(math.prod(cell.recurrent_shape) for cell in model.cells) * 4  # float32
     return weights <= (last_level_cache_bytes() if cache_bytes is None else cache_bytes)
 
 
-def make_stream_steps(model, jit_compile=False):
-    """The single stream's two stages, as tf.functions over any chunk length (batch 1).
+class StreamStages(NamedTuple):
+    """The single stream's two stages, as tf.functions over any chunk length T (batch 1)."""
+    hidden: Callable  # (x int32 [1, T], state) -> (outputs float32 [1, T, hidden], final state)
+    losses: Callable  # (outputs, y int32 [1, T]) -> per-word losses float32 [1, T]
 
-    hidden: (x int32 [1, T], state) -> (outputs float32 [1, T, hidden], final state);
-    losses: (outputs, y int32 [1, T]) -> per-word losses float32 [1, T]. Apart, one
-    chunk's losses (the softmax, a throughput-bound product) can run while the next
-    chunk's recurrence (latency-bound batch-1 products) runs: see stream_log_probs.
+
+def make_stream_stages(model, jit_compile=False):
+    """The forward pass in two stages: the recurrence, then the softmax and its losses.
+
+    Apart, one chunk's losses (the softmax, a throughput-bound product) can run
+    while the next chunk's recurrence (batch-1 products bound by latency) runs:
+    see staged_losses. No dropout; one trace (under XLA, one compilation per
+    distinct length).
     """
     spec = tf.TensorSpec([1, None], tf.int32)
     state_spec = tf.nest.map_structure(tf.TensorSpec.from_tensor, model.zero_state(1))
@@ -372,7 +381,37 @@ def make_stream_steps(model, jit_compile=False):
                  jit_compile=jit_compile)
     def losses(outputs, y):
         return model_lib.word_losses(model.project(outputs), y)
-    return hidden, losses
+    return StreamStages(hidden, losses)
+
+
+def staged_losses(stages, chunks, state, overlap):
+    """Yields the per-word losses (np.float32 [1, T]) of each (x, y) of chunks, in order.
+
+    The state is carried from chunk to chunk. With overlap, chunk k's losses
+    run on a second thread while the calling thread runs chunk k+1's
+    recurrence (overlaps_stream_losses says when that pays); at most two
+    chunks' outputs are held. The losses are the same either way.
+    """
+    def losses_of(outputs, y):
+        return stages.losses(outputs, y).numpy()
+    in_flight = collections.deque()
+    with contextlib.ExitStack() as stack:
+        submit = (stack.enter_context(concurrent.futures.ThreadPoolExecutor(1)).submit
+                  if overlap else _run_now)
+        for x, y in chunks:
+            outputs, state = stages.hidden(x, state)
+            if len(in_flight) == 2:
+                yield in_flight.popleft().result()
+            in_flight.append(submit(losses_of, outputs, y))
+        while in_flight:
+            yield in_flight.popleft().result()
+
+
+def _run_now(fn, *args):
+    """fn(*args) as a finished Future: the serial twin of an executor's submit."""
+    done = concurrent.futures.Future()
+    done.set_result(fn(*args))
+    return done
 
 
 def stream_log_probs(model, ids, chunk_len=2048, jit_compile=False, overlap=None):
@@ -384,9 +423,6 @@ def stream_log_probs(model, ids, chunk_len=2048, jit_compile=False, overlap=None
 
     Args:
       ids: int sequence of word ids, length >= 2.
-      overlap: run each chunk's losses on a second thread while the main thread
-        runs the next chunk's recurrence; None: overlaps_stream_losses(model).
-        The result is the same either way.
       jit_compile: run the chunks under XLA (fused and basic modes; about 3x
         faster at batch 1, where TensorFlow's per-op cost dominates). Chunks
         are then padded so that one length compiles: a stream longer than
@@ -394,44 +430,33 @@ def stream_log_probs(model, ids, chunk_len=2048, jit_compile=False, overlap=None
         less than compiling a second length: PTB's test stream on small took
         5.6 s against 6.0 s, medians of 6 fresh processes; on medium 22.0
         against 22.4 s, of 3), a shorter one to the next power of two.
-        Padding comes after a chunk's words, so it changes none of their
-        losses, and its own are dropped.
+        Padding comes after the stream's last word, so it changes none of the
+        words' losses, and its own are dropped.
+      overlap: a chunk's losses beside the next chunk's recurrence (see
+        staged_losses); None: overlaps_stream_losses(model).
     Returns:
       float64 np.ndarray [len(ids) - 1]: log p(ids[t+1] | ids[:t+1]).
     """
     ids = np.asarray(ids, dtype=np.int32)
-    hidden, losses = make_stream_steps(model, jit_compile=jit_compile)
-    state = model.zero_state(1)
     words = len(ids) - 1
+    if words < 1:
+        return np.zeros([0])
     length = chunk_len if words > chunk_len else min(chunk_len, 1 << (words - 1).bit_length())
-
-    def log_probs(outputs, y, n):
-        return -losses(outputs, y[None]).numpy()[0, :n].astype(np.float64)
-    if overlap is None:
-        overlap = overlaps_stream_losses(model)
-    pieces, in_flight = [], collections.deque()
-    with contextlib.ExitStack() as stack:
-        submit = (stack.enter_context(concurrent.futures.ThreadPoolExecutor(1)).submit
-                  if overlap else _run_now)
-        for start in range(0, words, chunk_len):
-            stop = min(start + chunk_len, words)
-            x, y = ids[start:stop], ids[start + 1:stop + 1]
-            if jit_compile:  # the one compiled length
-                pad = length - (stop - start)
-                x, y = np.pad(x, (0, pad)), np.pad(y, (0, pad))
-            outputs, state = hidden(x[None], state)
-            if len(in_flight) == 2:  # at most two chunks' outputs held
-                pieces.append(in_flight.popleft().result())
-            in_flight.append(submit(log_probs, outputs, y, stop - start))
-        pieces.extend(f.result() for f in in_flight)
-    return np.concatenate(pieces) if pieces else np.zeros([0])
+    stages = make_stream_stages(model, jit_compile=jit_compile)
+    overlap = overlaps_stream_losses(model) if overlap is None else overlap
+    chunks = (_chunk(ids, start, chunk_len, length if jit_compile else None)
+              for start in range(0, words, chunk_len))
+    losses = staged_losses(stages, chunks, model.zero_state(1), overlap)
+    return -np.concatenate([chunk[0] for chunk in losses])[:words].astype(np.float64)
 
 
-def _run_now(fn, *args):
-    """fn(*args) as a finished Future: the serial twin of an executor's submit."""
-    done = concurrent.futures.Future()
-    done.set_result(fn(*args))
-    return done
+def _chunk(ids, start, chunk_len, padded_len):
+    """(x, y) int32 [1, n] of the words from `start`, zero-padded to padded_len if given."""
+    stop = min(start + chunk_len, len(ids) - 1)
+    x, y = ids[start:stop], ids[start + 1:stop + 1]
+    if padded_len:
+        x, y = np.pad(x, (0, padded_len - len(x))), np.pad(y, (0, padded_len - len(y)))
+    return x[None], y[None]
 
 
 def stream_perplexity(model, ids, chunk_len=2048, jit_compile=False, overlap=None):

@@ -197,12 +197,13 @@ def test_stream_log_probs_under_xla_equal_plain_kernels(rnn_mode, monkeypatch):
     ts = training.TrainState(CONFIG, rnn_mode=rnn_mode, seed=2)
     ids = _stream(300, seed=4)
     expected = training.stream_log_probs(ts.model, ids, chunk_len=7)
-    make_stream_steps, lengths = training.make_stream_steps, []
+    make_stream_stages, lengths = training.make_stream_stages, []
 
-    def recording_stream_steps(*args, **kwargs):
-        hidden, losses = make_stream_steps(*args, **kwargs)
-        return lambda x, state: (lengths.append(x.shape[1]), hidden(x, state))[1], losses
-    monkeypatch.setattr(training, "make_stream_steps", recording_stream_steps)
+    def recording_stream_stages(*args, **kwargs):
+        stages = make_stream_stages(*args, **kwargs)
+        return stages._replace(hidden=lambda x, state: (lengths.append(x.shape[1]),
+                                                        stages.hidden(x, state))[1])
+    monkeypatch.setattr(training, "make_stream_stages", recording_stream_stages)
     for chunk_len, chunk_lengths in ((128, [128] * 3), (4096, [512])):
         lengths.clear()
         got = training.stream_log_probs(ts.model, ids, chunk_len, jit_compile=True)
