@@ -350,7 +350,8 @@ def overlaps_stream_losses(model, cache_bytes=None):
     small (1.3 MB) median 5.82 -> 4.95 s (9 each, faster in every pair),
     medium (13.5 MB) 22.1 -> 22.4 s (4 each, a wash). Past the cache (large,
     72 MB) every step streams its weights from memory, and the softmax beside
-    it slowed the stream: 178-195 -> 207-216 s.
+    it slowed the stream: 178-195 -> 207-216 s. Measured on CPU under XLA; on
+    a GPU the second thread only queues the softmax's kernels sooner.
     """
     weights = sum(math.prod(cell.recurrent_shape) for cell in model.cells) * 4  # float32
     return weights <= (last_level_cache_bytes() if cache_bytes is None else cache_bytes)
@@ -387,17 +388,19 @@ def make_stream_stages(model, jit_compile=False):
 def staged_losses(stages, chunks, state, overlap):
     """Yields the per-word losses (np.float32 [1, T]) of each (x, y) of chunks, in order.
 
-    The state is carried from chunk to chunk. With overlap, chunk k's losses
-    run on a second thread while the calling thread runs chunk k+1's
-    recurrence (overlaps_stream_losses says when that pays); at most two
-    chunks' outputs are held. The losses are the same either way.
+    The state is carried from chunk to chunk. With overlap, the losses run on
+    a second thread while the calling thread runs the next chunks' recurrence
+    (overlaps_stream_losses says when that pays); the worker may lag by two
+    chunks, so at most three chunks' outputs are alive. An error on either
+    thread reaches the caller. The losses are the same either way.
     """
     def losses_of(outputs, y):
         return stages.losses(outputs, y).numpy()
     in_flight = collections.deque()
     with contextlib.ExitStack() as stack:
-        submit = (stack.enter_context(concurrent.futures.ThreadPoolExecutor(1)).submit
-                  if overlap else _run_now)
+        submit = _run_now
+        if overlap:
+            submit = stack.enter_context(concurrent.futures.ThreadPoolExecutor(1)).submit
         for x, y in chunks:
             outputs, state = stages.hidden(x, state)
             if len(in_flight) == 2:
@@ -422,7 +425,7 @@ def stream_log_probs(model, ids, chunk_len=2048, jit_compile=False, overlap=None
     (the softmax of a whole chunk is one matmul).
 
     Args:
-      ids: int sequence of word ids, length >= 2.
+      ids: int sequence of word ids (fewer than 2: an empty result).
       jit_compile: run the chunks under XLA (fused and basic modes; about 3x
         faster at batch 1, where TensorFlow's per-op cost dominates). Chunks
         are then padded so that one length compiles: a stream longer than

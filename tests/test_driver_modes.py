@@ -91,6 +91,9 @@ def test_driver_eval_equals_stream_perplexity(trained, loaded):
     assert got == pytest.approx(expected, abs=1e-3)
     test_ppl = float(re.search(r"^Test Perplexity: ([\d.]+)$", trained["stdout"], re.M).group(1))
     assert got == pytest.approx(test_ppl, abs=2e-3)  # what training printed, same weights
+    # A tiny model's recurrent weights fit any cache: its stream overlaps, and says so.
+    assert training.overlaps_stream_losses(model)
+    assert "softmax beside the next chunk's recurrence)" in trained["stdout"]
     words = reader.read_words(str(trained["data"] / "test.txt"))
     unknown = sum(w not in word_to_id for w in words)
     assert unknown > 0  # the capped vocabulary leaves some test words out

@@ -2,6 +2,7 @@
 
 import dataclasses
 import math
+import threading
 
 import numpy as np
 import pytest
@@ -220,6 +221,52 @@ def test_stream_log_probs_overlapped_equal_serial(jit_compile):
     overlapped = training.stream_log_probs(ts.model, ids, 16, jit_compile, overlap=True)
     assert serial.shape == (299,)
     np.testing.assert_array_equal(overlapped, serial)
+
+
+def _fake_stages(fail_at=None):
+    """Stages over plain numbers: hidden adds x to the state; losses record their thread."""
+    threads = []
+
+    def hidden(x, state):
+        return x + state, state + 1
+
+    def losses(outputs, y):
+        threads.append(threading.get_ident())
+        if y == fail_at:
+            raise ValueError(f"chunk {y}")
+        return tf.constant([outputs * 10 + y])
+    return training.StreamStages(hidden, losses), threads
+
+
+@pytest.mark.parametrize("overlap", [False, True])
+def test_staged_losses_keep_order_and_state_and_run_the_losses_aside_when_overlapping(overlap):
+    stages, threads = _fake_stages()
+    chunks = [(x, x) for x in range(5)]
+    got = [int(v[0]) for v in training.staged_losses(stages, chunks, 100, overlap)]
+    assert got == [(x + 100 + x) * 10 + x for x in range(5)]  # state 100, 101, ...
+    main = threading.get_ident()
+    assert all((t != main) == overlap for t in threads) and len(threads) == 5
+
+
+@pytest.mark.parametrize("overlap", [False, True])
+def test_staged_losses_raise_a_failed_chunks_error(overlap):
+    stages, _ = _fake_stages(fail_at=2)
+    with pytest.raises(ValueError, match="chunk 2"):
+        list(training.staged_losses(stages, [(x, x) for x in range(5)], 0, overlap))
+
+
+def test_last_level_cache_bytes_takes_the_largest_readable_size(monkeypatch, tmp_path):
+    for name, text in (("index0", "32K"), ("index2", "1024K"), ("index3", "32768K"),
+                       ("index4", "junk")):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "size").write_text(text + "\n")
+    paths = [str(tmp_path / f"index{i}" / "size") for i in range(5)]  # index1: missing
+    monkeypatch.setattr(training.glob, "glob", lambda pattern: paths)
+    assert training.last_level_cache_bytes() == 32 << 20
+    monkeypatch.setattr(training.glob, "glob", lambda pattern: paths[:2])
+    assert training.last_level_cache_bytes() == 32 << 10
+    monkeypatch.setattr(training.glob, "glob", lambda pattern: [])
+    assert training.last_level_cache_bytes() == training._DEFAULT_LAST_LEVEL_CACHE_BYTES
 
 
 def test_stream_losses_overlap_while_the_recurrent_weights_fit_in_the_cache():
