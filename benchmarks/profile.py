@@ -226,7 +226,8 @@ def run(args):
         runtime = sum(e.self_ms for e in result.events) - total
         print(f"{name} {result.mode}: {result.steps} {result.phase} steps, "
               f"{result.wall_ms / result.steps:.1f} ms per step wall; per step over every "
-              f"thread {total / result.steps:.1f} ms of work (below) and {runtime / result.steps:.1f} ms of the runtime's spans "
+              f"thread {total / result.steps:.1f} ms of work (below) and "
+              f"{runtime / result.steps:.1f} ms of the runtime's spans "
               f"(dispatch, waiting, compiling)", flush=True)
         print(table(work(result.kinds), total, result.steps, args.top), flush=True)
         print(table(work(result.events), total, result.steps, args.top), flush=True)
