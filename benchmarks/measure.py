@@ -93,8 +93,8 @@ class _StepClock(training.EpochHooks):
     """run_epoch hooks that start the clock after `warmup` steps and stop it `steps` later.
 
     It counts steps in Python, so polling it never waits for the device. The
-    clock stops inside the hook, so tearing down the abandoned tf.data iterator
-    (up to ~0.1 s) is not timed.
+    clock stops inside the hook, so tearing down the abandoned tf.data iterator is
+    not timed.
     """
 
     def __init__(self, warmup, steps):

@@ -9,7 +9,14 @@ compiled step), TensorFlow's ops run outside XLA, and the runtime's own spans
 (dispatch, waiting, compiling: left out of the tables, their sum printed).
 Thread-pool threads count too, so the total is CPU time over every thread, not
 wall time: shares are of the work's. Names that differ only in a numeric
-suffix (dot.12, dot.31) are also summed as one kind."""
+suffix (dot.12, dot.31) are also summed as one kind.
+
+It also reports how much of the wall time no thread was inside a traced piece of
+work (the union of the innermost work events over every thread, taken from the
+steps' time): the runtime between ops, or work the trace does not show. Under
+XLA some dots show only as a short event while their work goes on untraced (in
+medium's training step the weight-gradient products with a transposed operand:
+events under 1 ms for 10-50 ms of work), so read their share from this figure."""
 
 import collections
 import dataclasses
@@ -45,6 +52,7 @@ class Profile:
     phase: str  # "train" or "eval"
     steps: int
     wall_ms: float
+    traced_ms: float  # wall time during which some thread was in a traced piece of work
     events: list  # EventTotal, largest self time first
     kinds: list  # EventTotal per kind (the name without its numeric suffix)
 
@@ -71,17 +79,45 @@ def self_times(events):
     return result
 
 
+def innermost(events):
+    """The events of one thread's line that hold none of the others: [(name, offset, duration)].
+
+    Events on one line nest, so in start order (longest first) an event holds
+    another exactly when the next one starts before it ends.
+    """
+    ordered = sorted(events, key=lambda e: (e[1], -e[2]))
+    return [(name, offset, duration) for i, (name, offset, duration) in enumerate(ordered)
+            if i + 1 == len(ordered) or ordered[i + 1][1] >= offset + duration]
+
+
+def covered(spans):
+    """Length of the union of [start, end) spans, in their unit."""
+    total, reach = 0, None
+    for start, end in sorted(spans):
+        if reach is None or start > reach:
+            total, reach = total + end - start, end
+        elif end > reach:
+            total, reach = total + end - reach, end
+    return total
+
+
 def kind(name):
     """An event's kind: its name without a trailing numeric suffix (dot.12 -> dot)."""
     return re.sub(r"[._]\d+$", "", name)
 
 
 def read_xspace(path, plane_prefix="/host:CPU"):
-    """{name: [count, self_ps]} of every event on the host planes of the trace at path."""
+    """Reads the trace at path.
+
+    Returns:
+      ({name: [count, self_ps]} of every event on the host planes, ps of wall time
+      during which some thread was in an innermost event that is work, not is_runtime).
+    """
     space = xplane_pb2.XSpace()
     with open(path, "rb") as f:
         space.ParseFromString(f.read())
     totals = collections.defaultdict(lambda: [0, 0])
+    work_spans = []  # [start_ps, end_ps) on one clock: the line's start plus the offset
     for plane in space.planes:
         if not plane.name.startswith(plane_prefix):
             continue
@@ -92,7 +128,10 @@ def read_xspace(path, plane_prefix="/host:CPU"):
             for name, self_ps in self_times(events):
                 totals[name][0] += 1
                 totals[name][1] += self_ps
-    return totals
+            start = line.timestamp_ns * 1000
+            work_spans += [(start + offset, start + offset + duration) for _, offset, duration
+                           in innermost([e for e in events if not is_runtime(e[0])])]
+    return totals, covered(work_spans)
 
 
 def _sorted_totals(totals):
@@ -110,10 +149,12 @@ def _run_steps(ts, train_step, batches, steps):
         ts.reset_epoch(epoch)
 
 
-# The runtime's own spans: dispatch, waiting for a result, compiling, tracing. Their self
-# time is mostly a thread waiting for the work, so the work's table leaves them out.
-_RUNTIME = re.compile(r"::|^(BlockUntilReady|EagerLocalExecute|tf\.function|convert_to_tensor|"
-                      r"wrapped_copy|ParallelFor)|Compile|Pass$|^Canonicalizer")
+# The runtime's own spans: dispatch, waiting for a result, compiling, tracing; and its
+# markers (a thunk's end, an allocation). Their self time is mostly a thread waiting for the
+# work, so the work's table leaves them out.
+_RUNTIME = re.compile(r"::|^(BlockUntilReady|Eager|TFE_|tf\.function|convert_to_tensor|"
+                      r"wrapped_copy|ParallelFor|end: |Memory(Dea|A)llocation$)|^(train|eval)_step$|"
+                      r"Compile|Pass$|^Canonicalizer")
 
 
 def is_runtime(name):
@@ -180,13 +221,13 @@ def profile(name, mode, data_path, overrides=(), warmup=10, steps=20, seed=0, ph
         traces = glob.glob(os.path.join(logdir, "**", "*.xplane.pb"), recursive=True)
         if not traces:
             raise common.BenchmarkError(f"the profiler wrote no trace under {logdir}")
-        totals = read_xspace(traces[0])
+        totals, traced_ps = read_xspace(traces[0])
     by_kind = collections.defaultdict(lambda: [0, 0])
     for event_name, (count, ps) in totals.items():
         by_kind[kind(event_name)][0] += count
         by_kind[kind(event_name)][1] += ps
     return Profile(config=name, mode=label, phase=phase, steps=steps, wall_ms=1e3 * wall,
-                   events=_sorted_totals(totals), kinds=_sorted_totals(by_kind))
+                   traced_ms=min(traced_ps / 1e9, 1e3 * wall), events=_sorted_totals(totals), kinds=_sorted_totals(by_kind))
 
 
 def work(rows):
@@ -224,8 +265,10 @@ def run(args):
                          args.override, args.warmup, args.steps, args.seed, args.phase)
         total = sum(e.self_ms for e in work(result.events))
         runtime = sum(e.self_ms for e in result.events) - total
+        untraced = (result.wall_ms - result.traced_ms) / result.steps
         print(f"{name} {result.mode}: {result.steps} {result.phase} steps, "
-              f"{result.wall_ms / result.steps:.1f} ms per step wall; per step over every "
+              f"{result.wall_ms / result.steps:.1f} ms per step wall, of which "
+              f"{untraced:.1f} ms with no thread in traced work; per step over every "
               f"thread {total / result.steps:.1f} ms of work (below) and "
               f"{runtime / result.steps:.1f} ms of the runtime's spans "
               f"(dispatch, waiting, compiling)", flush=True)

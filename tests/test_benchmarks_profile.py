@@ -20,6 +20,20 @@ def test_self_times_read_events_in_any_order():
     assert dict(profile.self_times(events)) == {"a": 70, "b": 20, "c": 10}
 
 
+def test_innermost_keeps_the_events_that_hold_no_other():
+    # a [0, 100) holds b [10, 40), which holds c [20, 30); d [50, 60) is in a; e [100, 120) is not.
+    events = [("a", 0, 100), ("b", 10, 30), ("c", 20, 10), ("d", 50, 10), ("e", 100, 20)]
+    assert [e[0] for e in profile.innermost(events)] == ["c", "d", "e"]
+    assert profile.innermost([]) == []
+
+
+def test_covered_is_the_length_of_the_union_of_spans():
+    # [0, 10) and [5, 20) overlap (20); [30, 40) is apart (10); [32, 35) lies inside it.
+    assert profile.covered([(30, 40), (0, 10), (5, 20), (32, 35)]) == 30
+    assert profile.covered([(0, 10), (10, 15)]) == 15
+    assert profile.covered([]) == 0
+
+
 @pytest.mark.parametrize("name, expected", [("dot.12", "dot"), ("fusion_3", "fusion"),
                                             ("MatMul", "MatMul"), ("copy.1.2", "copy.1")])
 def test_kind_drops_one_numeric_suffix(name, expected):
@@ -34,7 +48,8 @@ def test_profile_command_tables_the_events_of_real_steps(benchmark, make_corpus,
     lines = capsys.readouterr().out.strip().splitlines()
     (result,) = json.loads(lines[-1])["results"]
     assert lines[0].startswith("test fused: 3 train steps, ")
-    assert result["steps"] == 3 and result["wall_ms"] > 0
+    assert result["steps"] == 3 and 0 < result["traced_ms"] <= result["wall_ms"]
+    assert " ms with no thread in traced work; " in lines[0]
     # The step's matrix products run as TensorFlow's MatMul ops here (no XLA): they are seen.
     names = {e["name"] for e in result["events"]}
     assert any("MatMul" in name for name in names), sorted(names)[:40]
