@@ -118,6 +118,25 @@ def test_fused_lstm_matches_dynamic_rnn(forget_bias, dtype, mode):
                   rtol=tol, atol=tol)
 
 
+@pytest.mark.parametrize("mode", ["eager", "jit"])
+@pytest.mark.parametrize("dtype", [tf.float64, tf.float32])
+def test_gate_activations_as_one_expression_are_the_per_gate_ones(dtype, mode):
+    # The while loop's one select over [batch, 4H] and the unrolled per-gate ops:
+    # bit for bit under XLA; TensorFlow's own kernels may round the last bit of
+    # an element differently by where it falls in a vector register.
+    gates = _random([BATCH, 4 * UNITS], 3, scale=4.0, dtype=dtype)
+    acts = [maybe_function(fused_lstm._activations(UNITS, 0.7, dtype, one), mode)(gates)
+            for one in (True, False)]
+    if mode == "jit":
+        np.testing.assert_array_equal(acts[0], acts[1])
+    np.testing.assert_allclose(acts[0], acts[1], rtol=2 * np.finfo(dtype.as_numpy_dtype).eps)
+    x = gates.numpy()
+    want = np.concatenate([sigmoid(x[:, :UNITS]), np.tanh(x[:, UNITS:2 * UNITS]),
+                           sigmoid(x[:, 2 * UNITS:3 * UNITS] + 0.7),
+                           sigmoid(x[:, 3 * UNITS:])], axis=1)
+    np.testing.assert_allclose(acts[0], want, rtol=1e-6)
+
+
 @pytest.mark.parametrize("mode", ["eager", "function", "jit"])
 @pytest.mark.parametrize("dtype", [tf.float64, tf.float32])
 @pytest.mark.parametrize("forget_bias", [0.0, 0.7])
