@@ -4,6 +4,7 @@ from typing import NamedTuple
 
 import tensorflow as tf
 
+import precision as precision_lib
 from rnn import cells
 from rnn import kernels
 
@@ -72,7 +73,7 @@ class PTBModel(tf.Module):
     def __init__(self, vocab_size, hidden_size, num_layers, init_scale, keep_prob=1.0,
                  rnn_mode="auto", seed=0, name="ptb_model", cell="lstm", tie_embeddings=False,
                  variational_dropout=False, recurrent_keep_prob=1.0, embedding_dropout=1.0,
-                 weight_drop=1.0):
+                 weight_drop=1.0, precision=precision_lib.FLOAT32):
         super().__init__(name=name)
         if cell not in _CELLS:
             raise ValueError(f"unknown cell {cell!r}; choose one of {', '.join(_CELLS)}")
@@ -88,6 +89,10 @@ class PTBModel(tf.Module):
         self.weight_drop = weight_drop
         self.rnn_mode = kernels.resolve(rnn_mode, cell=cell,
                                         recurrent_mask=recurrent_keep_prob < 1.0)
+        # The training pass's products over all time steps in bfloat16 (precision.py);
+        # forward-only passes stay float32.
+        precision_lib.check(precision, self.rnn_mode)
+        self.precision = precision
         init = _uniform(init_scale, seed)
         with self.name_scope:
             self.embedding = tf.Variable(init([vocab_size, hidden_size]), name="embedding")
@@ -99,9 +104,10 @@ class PTBModel(tf.Module):
             self.softmax_b = tf.Variable(init([vocab_size]), name="softmax_b")
 
     @classmethod
-    def from_config(cls, config, rnn_mode="auto", seed=0):
+    def from_config(cls, config, rnn_mode="auto", seed=0, precision=precision_lib.FLOAT32):
         return cls(config.vocab_size, config.hidden_size, config.num_layers, config.init_scale,
-                   config.keep_prob, rnn_mode=rnn_mode, seed=seed, cell=config.cell,
+                   config.keep_prob, rnn_mode=rnn_mode, seed=seed, precision=precision,
+                   cell=config.cell,
                    tie_embeddings=config.tie_embeddings,
                    variational_dropout=config.variational_dropout,
                    recurrent_keep_prob=config.recurrent_keep_prob,
@@ -233,27 +239,39 @@ class PTBModel(tf.Module):
                 weight_mask = _scaled(masks.weights[layer], self.weight_drop, x.dtype)
             x, layer_final = kernels.KERNELS[self.rnn_mode].run(
                 cell, x, layer_state, training, recurrent_mask=recurrent_mask,
-                weight_mask=weight_mask)
+                weight_mask=weight_mask, **self._products(training))
             x = self._dropout(x, sites[layer + 1])
             final.append(layer_final)
         # [batch, num_steps, hidden]: transpose the small tensor, not the logits.
         return tf.transpose(x, [1, 0, 2]), tuple(final)
 
+    def _products(self, training):
+        """The kernel's keywords for the training pass: its products in self.precision."""
+        if training and self.precision != precision_lib.FLOAT32:
+            return {"matmul": precision_lib.matmul}
+        return {}
+
     def __call__(self, inputs, state, training=False, seed=None, keep_masks=None):
         """Returns (logits float32 [batch_size, num_steps, vocab_size], final state)."""
         outputs, final = self.hidden(inputs, state, training, seed, keep_masks)
-        return self.project(outputs), final
+        return self.project(outputs, training), final
 
-    def project(self, outputs):
-        """Softmax logits of hidden outputs: [..., hidden_size] -> [..., vocab_size]."""
-        if self.softmax_w is not None:
-            return tf.tensordot(outputs, self.softmax_w, 1) + self.softmax_b
-        # Tied: outputs @ embedding^T as one [words, hidden] x [vocab, hidden]^T product, so
+    def project(self, outputs, training=False):
+        """Softmax logits of hidden outputs: [..., hidden_size] -> [..., vocab_size].
+
+        training: the product in self.precision (float32 otherwise).
+        """
+        matmul = self._products(training).get("matmul", tf.matmul)
+        # One [words, hidden] x [hidden, vocab] product. Tied: x [vocab, hidden]^T, so
         # the [vocab, hidden] matrix is read in place (no transposed copy, no batched matmul).
         flat = tf.reshape(outputs, [-1, self.hidden_size])
-        logits = tf.matmul(flat, self.embedding, transpose_b=True) + self.softmax_b
+        if self.softmax_w is not None:
+            logits = matmul(flat, self.softmax_w)
+        else:
+            logits = matmul(flat, self.embedding, transpose_b=True)
         shape = tf.concat([tf.shape(outputs)[:-1], [self.vocab_size]], axis=0)
-        return tf.ensure_shape(tf.reshape(logits, shape), outputs.shape[:-1] + [self.vocab_size])
+        return tf.ensure_shape(tf.reshape(logits + self.softmax_b, shape),
+                               outputs.shape[:-1] + [self.vocab_size])
 
 
 def _keep_mask(seed, stream, shape, keep_prob):

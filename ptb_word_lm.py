@@ -42,6 +42,7 @@ import checkpoints  # noqa: E402
 import configs  # noqa: E402
 import export  # noqa: E402
 import inference  # noqa: E402
+import precision  # noqa: E402
 import reader  # noqa: E402
 import run  # noqa: E402
 from errors import UserError  # noqa: E402
@@ -76,6 +77,11 @@ flags.DEFINE_bool("deterministic", False, "Enable TensorFlow op determinism (bit
                   "runs and resumes; may be slower).")
 flags.DEFINE_bool("xla", None, "Compile the training and evaluation steps with XLA (default: "
                   "on for --rnn_mode=basic and fused; auto picks fused on a CPU).")
+flags.DEFINE_enum("precision", precision.FLOAT32, list(precision.PRECISIONS),
+                  "Training precision: float32 throughout, or bfloat16 for the training step's "
+                  "large matrix products (on oneDNN, outside XLA; weights, state, loss and update "
+                  "stay float32, evaluation is float32). Needs --rnn_mode=fused (auto on a CPU) "
+                  "under XLA, one device.")
 flags.DEFINE_enum("progress", "auto", ["auto", *run.PROGRESS],
                   "Training progress: plain prints the tutorial's lines each tenth of an epoch; "
                   "tty redraws one line (fraction, perplexity, speed, ETA); auto: tty on a "
@@ -150,7 +156,7 @@ def _run_options():
         export_dir=FLAGS.export_dir, max_minutes=FLAGS.max_minutes, strategy=FLAGS.strategy,
         num_cpu_replicas=FLAGS.num_cpu_replicas,
         collective_timeout_seconds=FLAGS.collective_timeout_seconds,
-        connect_timeout_seconds=FLAGS.connect_timeout_seconds)
+        connect_timeout_seconds=FLAGS.connect_timeout_seconds, precision=FLAGS.precision)
 
 
 def _check_mode_flags():

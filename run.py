@@ -23,6 +23,7 @@ import distribute
 import export
 import model as model_lib
 import monitoring
+import precision as precision_lib
 import reader
 import training
 from errors import UserError
@@ -70,6 +71,7 @@ class RunOptions:
     num_cpu_replicas: int = 0  # mirrored over N logical CPU devices (tests); 0: the GPUs
     collective_timeout_seconds: float = 300.0  # a collective waiting longer fails the run
     connect_timeout_seconds: float = 120.0  # multi_worker: wait this long for every worker
+    precision: str = precision_lib.FLOAT32  # of the training step's large products
 
     def __post_init__(self):
         check_seed(self.seed)
@@ -92,7 +94,9 @@ class RunOptions:
         if self.progress not in PROGRESS:
             raise RunError(f"progress must be one of {', '.join(PROGRESS)}, got "
                            f"{self.progress!r}")
-        kernels.jit_compile(kernels.resolve(self.rnn_mode), self.xla)
+        rnn_mode = kernels.resolve(self.rnn_mode)
+        # rnn_mode as auto resolves without the config (a GRU config checks again in _open_run).
+        precision_lib.check(self.precision, rnn_mode, kernels.jit_compile(rnn_mode, self.xla))
         try:
             distribute.check_options(self.strategy, self.num_cpu_replicas,
                                      self.collective_timeout_seconds,
@@ -295,8 +299,11 @@ def _open_run(config, corpus, save_path, options, epoch_size, replicas):
     """
     rnn_mode = model_lib.resolve_rnn_mode(config, options.rnn_mode)  # auto: by the cell
     jit_compile = kernels.jit_compile(rnn_mode, options.xla)
+    precision_lib.check(options.precision, rnn_mode, jit_compile,
+                        replicas.name if replicas.strategy else "none")
     with replicas.scope():
-        ts = training.TrainState(config, rnn_mode=rnn_mode, seed=options.seed)
+        ts = training.TrainState(config, rnn_mode=rnn_mode, seed=options.seed,
+                                 precision=options.precision)
     checkpointer = replicas.checkpointer(lambda: checkpoints.Checkpointer(
         save_path, ts, checkpoints.run_info(config, options.seed, corpus.word_to_id),
         options.keep_checkpoints), ts)
@@ -316,7 +323,8 @@ def _open_run(config, corpus, save_path, options, epoch_size, replicas):
                        f"permissions and rerun") from None
     print(f"Config: {json.dumps(configs.to_dict(config))}")
     parameters = sum(int(v.shape.num_elements()) for v in ts.model.trainable_variables)
-    print(f"rnn_mode: {rnn_mode}  xla: {jit_compile}  parameters: {parameters:,}")
+    print(f"rnn_mode: {rnn_mode}  xla: {jit_compile}  precision: "
+          f"{precision_lib.describe(options.precision)}  parameters: {parameters:,}")
     if replicas.strategy:
         print(f"strategy: {replicas.name}  rows per replica: "
               f"{config.batch_size // replicas.num_replicas} of {config.batch_size}")

@@ -13,6 +13,7 @@ import tensorflow as tf
 
 import averaging
 import model as model_lib
+import precision as precision_lib
 from errors import UserError
 
 
@@ -45,10 +46,11 @@ class TrainState(tf.Module):
     complete snapshot, and the training step never returns to the host.
     """
 
-    def __init__(self, config, rnn_mode="auto", seed=0):
+    def __init__(self, config, rnn_mode="auto", seed=0, precision=precision_lib.FLOAT32):
         super().__init__(name="train_state")
         self.config = config
-        self.model = model_lib.PTBModel.from_config(config, rnn_mode=rnn_mode, seed=seed)
+        self.model = model_lib.PTBModel.from_config(config, rnn_mode=rnn_mode, seed=seed,
+                                                    precision=precision)
         self.seed = tf.Variable(seed, dtype=tf.int64, trainable=False, name="seed")
         self.lr = tf.Variable(0.0, trainable=False, name="learning_rate")
         self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
@@ -163,10 +165,26 @@ def batch_gradients(ts, x, y, state, keep_masks, global_batch_size):
       global_batch_size: int, the batch size the cost is averaged over.
     """
     variables = ts.model.trainable_variables
+    word_losses = (model_lib.word_losses if _one_program(ts)
+                   else _compiled_word_losses)
     with tf.GradientTape() as tape:
         logits, final = ts.model(x, state, training=True, keep_masks=keep_masks)
-        cost = tf.reduce_sum(model_lib.word_losses(logits, y)) / global_batch_size
+        cost = tf.reduce_sum(word_losses(logits, y)) / global_batch_size
     return cost, tape.gradient(cost, variables), final
+
+
+# The loss as a program of its own, for a step that is not one (see _one_program).
+_compiled_word_losses = tf.function(model_lib.word_losses, jit_compile=True)
+
+
+def _one_program(ts, jit_compile=True):
+    """Whether the training step compiles as one XLA program (when jit_compile asks for XLA).
+
+    Not with products in bfloat16 (precision.py): XLA would turn them back into
+    float32 ones, so they run outside it and the LSTM loops and the loss compile
+    as pieces of the step instead.
+    """
+    return jit_compile and ts.model.precision == precision_lib.FLOAT32
 
 
 def apply_gradients(ts, cost, grads, final, as_matvec=False):
@@ -221,11 +239,12 @@ def make_train_step(ts, jit_compile=False):
     """
     config = ts.config
     spec = tf.TensorSpec([config.batch_size, config.num_steps], tf.int32)
+    one_program = _one_program(ts, jit_compile)
 
-    @tf.function(jit_compile=jit_compile)
+    @tf.function(jit_compile=one_program)
     def compiled_step(x, y, keep_masks):
         cost, grads, final = batch_gradients(ts, x, y, ts.carried, keep_masks, config.batch_size)
-        return cost, apply_gradients(ts, cost, grads, final, as_matvec=jit_compile)
+        return cost, apply_gradients(ts, cost, grads, final, as_matvec=one_program)
 
     @tf.function(input_signature=[spec, spec])
     def train_step(x, y):

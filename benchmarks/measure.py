@@ -18,6 +18,7 @@ import tensorflow as tf
 import configs
 import errors
 import model as model_lib
+import precision as precision_lib
 import reader
 import training
 from benchmarks import common
@@ -26,15 +27,20 @@ from rnn import kernels
 
 @dataclasses.dataclass(frozen=True)
 class Mode:
-    """One way of running the training step: the LSTM kernel (or auto), XLA on or off, and
-    environment variables set for its process (e.g. XLA_FLAGS), as (name, value) pairs."""
+    """One way of running the training step: the LSTM kernel (or auto), XLA on or off,
+    environment variables set for its process (e.g. XLA_FLAGS), as (name, value) pairs, and
+    the precision of the training step's large products (precision.py)."""
     rnn_mode: str
     xla: bool
     env: tuple = ()
+    precision: str = precision_lib.FLOAT32
 
     @property
     def label(self):
-        return self.rnn_mode + ("+xla" if self.xla else "") + env_label(self.env)
+        """e.g. fused+xla, fused+xla+bfloat16 (the float32 default unsaid)."""
+        return (self.rnn_mode + ("+xla" if self.xla else "")
+                + ("" if self.precision == precision_lib.FLOAT32 else "+" + self.precision)
+                + env_label(self.env))
 
 
 def env_label(env):
@@ -183,7 +189,8 @@ def measure(name, mode, data_path, overrides=(), warmup=20, steps=300, eval_step
     config = resolve_config(name, overrides, corpus.vocab_size)
     rnn_mode = model_lib.resolve_rnn_mode(config, mode.rnn_mode)
     jit_compile = kernels.jit_compile(rnn_mode, mode.xla)
-    ts = training.TrainState(config, rnn_mode=rnn_mode, seed=seed)
+    precision_lib.check(mode.precision, rnn_mode, jit_compile)
+    ts = training.TrainState(config, rnn_mode=rnn_mode, seed=seed, precision=mode.precision)
     ts.reset_epoch(0)
     train_batches = reader.ptb_producer(corpus.train, config.batch_size, config.num_steps)
     valid_batches = reader.ptb_producer(corpus.valid, config.batch_size, config.num_steps)
@@ -211,7 +218,7 @@ def command(args, name, mode):
     flags = [f"--config={name}", f"--rnn_mode={mode.rnn_mode}", f"--xla={int(mode.xla)}",
              f"--warmup={args.warmup}", f"--steps={args.steps}",
              f"--eval_steps={args.eval_steps or args.steps}", f"--data_path={args.data_path}",
-             f"--seed={args.seed}"]
+             f"--seed={args.seed}", f"--precision={mode.precision}"]
     flags += [f"--override={item}" for item in args.override]
     if args.stream_eval:
         flags.append("--stream_eval")
@@ -221,7 +228,8 @@ def command(args, name, mode):
 def run(args):
     """The hidden `_measure` command: one Measurement as the JSON last line, or one error line."""
     try:
-        result = measure(args.config, Mode(args.rnn_mode, bool(args.xla)), args.data_path,
+        result = measure(args.config, Mode(args.rnn_mode, bool(args.xla),
+                                           precision=args.precision), args.data_path,
                          args.override, args.warmup, args.steps, args.eval_steps,
                          args.stream_eval, args.seed)
     except errors.UserError as e:

@@ -30,6 +30,7 @@ import tensorflow as tf
 from tensorflow.tsl.profiler.protobuf import xplane_pb2
 
 import model as model_lib
+import precision as precision_lib
 import reader
 import training
 from benchmarks import common, measure
@@ -172,13 +173,15 @@ def _step_runner(config, mode, corpus, phase, seed):
     rnn_mode = model_lib.resolve_rnn_mode(config, mode.rnn_mode)
     jit_compile = kernels.jit_compile(rnn_mode, mode.xla)
     label = f"auto({rnn_mode})" if mode.rnn_mode == kernels.AUTO else mode.label
-    runner = _train_runner if phase == "train" else _eval_runner
-    return label, runner(config, rnn_mode, jit_compile, corpus, seed)
+    if phase == "eval":  # forward-only passes run in float32 whatever the precision
+        return label, _eval_runner(config, rnn_mode, jit_compile, corpus, seed)
+    precision_lib.check(mode.precision, rnn_mode, jit_compile)
+    return label, _train_runner(config, rnn_mode, jit_compile, corpus, seed, mode.precision)
 
 
-def _train_runner(config, rnn_mode, jit_compile, corpus, seed):
+def _train_runner(config, rnn_mode, jit_compile, corpus, seed, precision):
     """run(steps): training steps of the library's step, state carried."""
-    ts = training.TrainState(config, rnn_mode=rnn_mode, seed=seed)
+    ts = training.TrainState(config, rnn_mode=rnn_mode, seed=seed, precision=precision)
     ts.reset_epoch(0)
     batches = reader.ptb_producer(corpus.train, config.batch_size, config.num_steps)
     train_step = training.make_train_step(ts, jit_compile=jit_compile)
@@ -261,7 +264,8 @@ def run(args):
     common.check_data(args.data_path)
     results = []
     for name in names:
-        result = profile(name, measure.Mode(args.rnn_mode, bool(args.xla)), args.data_path,
+        mode = measure.Mode(args.rnn_mode, bool(args.xla), precision=args.precision)
+        result = profile(name, mode, args.data_path,
                          args.override, args.warmup, args.steps, args.seed, args.phase)
         total = sum(e.self_ms for e in work(result.events))
         runtime = sum(e.self_ms for e in result.events) - total

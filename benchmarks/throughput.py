@@ -18,6 +18,7 @@ import statistics
 import sys
 
 import configs
+import precision as precision_lib
 import reader
 from benchmarks import PEER_ENV, common
 from benchmarks import ceiling as ceiling_lib
@@ -94,11 +95,16 @@ def parse_env(items):
     return variants
 
 
+# Precisions a --rnn_modes item may name after its mode: fused+xla+bfloat16.
+_SUFFIX_PRECISIONS = tuple(p for p in precision_lib.PRECISIONS if p != precision_lib.FLOAT32)
+
+
 def parse_modes(rnn_modes, xla, env=()):
     """Expands e.g. --rnn_modes=basic,block+xla --xla=0,1 into Modes, in order, without repeats.
 
     An item spelled `<mode>+xla` is taken as it is; a bare `<mode>` is crossed
     with every --xla value, and every mode with every --env variant (parse_env).
+    A last `+bfloat16` trains the mode's large products in bfloat16 (precision.py).
     The modes are the kernel table's (rnn/kernels.py) and auto.
 
     Raises:
@@ -108,15 +114,18 @@ def parse_modes(rnn_modes, xla, env=()):
     variants = parse_env(env)
     modes = []
     for item in common.split(rnn_modes):
-        name, plus, suffix = item.partition("+")
-        if name not in MODES or (plus and suffix != "xla"):
+        name, *suffixes = item.split("+")
+        precision = suffixes.pop() if suffixes and suffixes[-1] in _SUFFIX_PRECISIONS else None
+        if name not in MODES or suffixes not in ([], ["xla"]):
             raise common.BenchmarkError(
                 f"--rnn_modes item {item!r}: expected one of {', '.join(MODES)}, optionally "
-                f"with +xla (e.g. basic+xla)")
-        for flag in ([True] if plus else xla_values):
+                f"with +xla and then +{'/+'.join(_SUFFIX_PRECISIONS)} (e.g. basic+xla, "
+                f"fused+xla+bfloat16)")
+        for flag in ([True] if suffixes else xla_values):
             for variant in variants:
-                if Mode(name, flag, variant) not in modes:
-                    modes.append(Mode(name, flag, variant))
+                mode = Mode(name, flag, variant, precision or precision_lib.FLOAT32)
+                if mode not in modes:
+                    modes.append(mode)
     if not modes:
         raise common.BenchmarkError("--rnn_modes is empty; e.g. --rnn_modes=basic,block")
     return modes

@@ -215,7 +215,7 @@ def _flat(values):
 
 
 def fused_lstm(cell, inputs, initial_state, unroll=False, recurrent_mask=None,
-               weight_mask=None):
+               weight_mask=None, matmul=None, compile_loops=False):
     """Runs an LSTMCell over a sequence with a hand-written backward pass.
 
     Computes exactly what `dynamic_rnn` computes with the same `cell.kernel`,
@@ -249,6 +249,12 @@ def fused_lstm(cell, inputs, initial_state, unroll=False, recurrent_mask=None,
       weight_mask: optional float `[num_units, 4 * num_units]`: W_h * mask
         replaces W_h (weight drop). Applied before the custom gradient, so the
         gradient reaches the kernel through the product.
+      matmul: optional (a, b, transpose_a, transpose_b) -> a @ b for the
+        products over all steps (the input projection, dW and d(inputs)), e.g.
+        precision.matmul's bfloat16 ones; tf.matmul when None. The per-step
+        recurrent products stay tf.matmul in the cell's dtype.
+      compile_loops: compile the two loops with XLA on their own, for a caller
+        that is not itself compiled (the bfloat16 products must run outside XLA).
 
     Returns:
       (outputs `[num_steps, batch, num_units]` time-major,
@@ -268,23 +274,50 @@ def fused_lstm(cell, inputs, initial_state, unroll=False, recurrent_mask=None,
         recurrent_mask = tf.convert_to_tensor(recurrent_mask, dtype=cell.dtype)
     outputs, c, h = _fused_lstm(inputs, initial_state.c, initial_state.h,
                                 kernel, bias, cell.input_size,
-                                cell.forget_bias, unroll, recurrent_mask)
+                                cell.forget_bias, unroll, recurrent_mask,
+                                matmul or tf.matmul, compile_loops)
     outputs.set_shape([static_steps, static_batch, cell.num_units])
     return outputs, LSTMStateTuple(c, h)
 
 
+def _sequence_product(values, w, matmul):
+    """values [T, batch, n] @ w [n, m] -> [T, batch, m], as one [T * batch, n] product."""
+    product = matmul(_flat(values), w)
+    return tf.reshape(product, tf.concat([tf.shape(values)[:-1], tf.shape(w)[1:]], axis=0))
+
+
+def _compiled(loop):
+    """`loop` as an XLA program of its own (compile_loops), retraced per shape and Python argument.
+
+    Its tensor arguments enter through stop_gradient: a tape that saw the call
+    would record it for autodiff, with the loop's TensorLists as outputs, which
+    cannot leave XLA. fused_lstm's gradient is its own anyway.
+    """
+    compiled = tf.function(loop, jit_compile=True)
+
+    def run(*args):
+        return compiled(*(tf.stop_gradient(a) if tf.is_tensor(a) else a for a in args))
+    return run
+
+
+_compiled_forward = _compiled(_lstm_forward)
+_compiled_backward = _compiled(_lstm_backward)
+
+
 def _fused_lstm(inputs, c0, h0, kernel, bias, input_size, forget_bias,
-                unroll, recurrent_mask=None):
+                unroll, recurrent_mask=None, matmul=tf.matmul, compile_loops=False):
     """custom_gradient core of `fused_lstm`; returns (outputs, c_T, h_T)."""
     # The mask is an input only when there is one (no gradient: it is not trained).
     masks = () if recurrent_mask is None else (recurrent_mask,)
+    forward, backward = ((_compiled_forward, _compiled_backward) if compile_loops
+                         else (_lstm_forward, _lstm_backward))
 
     @tf.custom_gradient
     def run(inputs, c0, h0, kernel, bias, *masks):
         mask = masks[0] if masks else None
         w_x, w_h = kernel[:input_size], kernel[input_size:]
-        projected = tf.tensordot(inputs, w_x, axes=1) + bias  # [T, batch, 4H]
-        outputs, cs, acts, c, h = _lstm_forward(
+        projected = _sequence_product(inputs, w_x, matmul) + bias  # [T, batch, 4H]
+        outputs, cs, acts, c, h = forward(
             projected, c0, h0, w_h, forget_bias, unroll, mask)
 
         def grad(d_outputs, dc, dh):
@@ -297,16 +330,16 @@ def _fused_lstm(inputs, c0, h0, kernel, bias, input_size, forget_bias,
             h_prev = tf.concat([h0[None], outputs], axis=0)[:-1]
             if mask is not None:
                 h_prev = h_prev * mask  # what met W_h: [T, batch, H] * [batch, H]
-            dgates, dc0, dh0 = _lstm_backward(
+            dgates, dc0, dh0 = backward(
                 d_outputs, dc, dh, cs, c_prev, acts, w_h, unroll, mask)
             flat_dgates = _flat(dgates)  # [T * batch, 4H]
             # [x_t, h_{t-1}] rows, as the kernel's: dW_x and dW_h in one GEMM
             # (measured a little faster than two at H=200 and H=650).
             x_h = _flat(tf.concat([inputs, h_prev], axis=2))
-            d_kernel = tf.matmul(x_h, flat_dgates, transpose_a=True)
+            d_kernel = matmul(x_h, flat_dgates, transpose_a=True)
             d_bias = tf.reduce_sum(flat_dgates, axis=0)
             d_inputs = tf.reshape(
-                tf.matmul(flat_dgates, w_x, transpose_b=True),
+                matmul(flat_dgates, w_x, transpose_b=True),
                 tf.shape(inputs))
             return (d_inputs, dc0, dh0, d_kernel, d_bias) + (None,) * len(masks)
 

@@ -216,7 +216,9 @@ class Kernel:
       recurrent_mask=None, weight_mask=None) -> (outputs [T, batch, H]
       time-major, final state). The masks are float, scaled by 1/keep:
       recurrent_mask [batch, H] multiplies h_{t-1} before W_h at every step,
-      weight_mask (the cell's recurrent_shape) multiplies W_h.
+      weight_mask (the cell's recurrent_shape) multiplies W_h. fused's run also
+      takes matmul=, the products over all steps in another precision (see
+      precision.py; precision.check lets only fused be asked for it).
     xla: it can run inside an XLA-compiled step (jit_compile=True).
     needs_gpu: it runs only where TensorFlow sees a GPU.
     default_jit: steps are compiled with XLA unless the user says otherwise
@@ -242,12 +244,16 @@ def _basic(cell, inputs, state, training, recurrent_mask=None, weight_mask=None)
     return dynamic_rnn_lib.dynamic_rnn(cell, inputs, state, time_major=True)
 
 
-def _fused(cell, inputs, state, training, recurrent_mask=None, weight_mask=None):
+def _fused(cell, inputs, state, training, recurrent_mask=None, weight_mask=None,
+           matmul=None):
     # Forward-only passes unrolled: under XLA the static per-step slices
     # compile to vectorized code (about 2x faster at H=200 and 1.2x at
     # H=650); with a backward pass the while_loop measured as fast.
+    # Products of another precision (matmul) run outside XLA: the loops then
+    # compile on their own.
     return fused_lstm(cell, inputs, state, unroll=not training,
-                      recurrent_mask=recurrent_mask, weight_mask=weight_mask)
+                      recurrent_mask=recurrent_mask, weight_mask=weight_mask,
+                      matmul=matmul, compile_loops=matmul is not None)
 
 
 def _library(kernel_fn):

@@ -46,6 +46,7 @@ if REPO not in sys.path:
 import benchmarks  # noqa: E402,F401
 import configs  # noqa: E402
 import errors  # noqa: E402
+import precision  # noqa: E402
 import reader  # noqa: E402
 from benchmarks import ceiling, measure, perplexity, profile, scaling, throughput  # noqa: E402
 
@@ -64,7 +65,9 @@ def _add_throughput(sub):
     tp.add_argument("--configs", default="small",
                     help=f"comma list of {','.join(configs.CONFIGS)}")
     tp.add_argument("--rnn_modes", default="basic,block",
-                    help=f"comma list of {','.join(throughput.MODES)}, each optionally +xla")
+                    help=f"comma list of {','.join(throughput.MODES)}, each optionally +xla, "
+                         f"then optionally +bfloat16 (the training step's large products in "
+                         f"bfloat16, precision.py)")
     tp.add_argument("--xla", default="0", help="comma list of 0/1 crossed with bare --rnn_modes")
     tp.add_argument("--env", action="append", default=[],
                     help="repeatable: measure every mode also with these environment variables, "
@@ -129,6 +132,8 @@ def _add_profile(sub):
                     help=f"comma list of {','.join(configs.CONFIGS)}")
     pp.add_argument("--rnn_mode", default="auto", choices=throughput.MODES)
     pp.add_argument("--xla", type=int, choices=(0, 1), default=1)
+    pp.add_argument("--precision", default=precision.FLOAT32, choices=precision.PRECISIONS,
+                    help="of the training step's large products (precision.py)")
     pp.add_argument("--warmup", type=int, default=10, help="untimed steps first (tracing)")
     pp.add_argument("--steps", type=int, default=20, help="profiled steps")
     pp.add_argument("--phase", choices=profile.PHASES, default="train",
@@ -173,6 +178,7 @@ def _add_measure(sub):
     mp.add_argument("--seed", type=int, default=0)
     mp.add_argument("--override", action="append", default=[])
     mp.add_argument("--stream_eval", action="store_true")
+    mp.add_argument("--precision", default=precision.FLOAT32, choices=precision.PRECISIONS)
 
 
 def build_parser():

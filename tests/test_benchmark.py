@@ -51,6 +51,30 @@ def test_measure_refuses_xla_for_a_kernel_without_one(benchmark, tiny_corpus):
     assert str(exit_info.value).startswith("error: --rnn_mode=block cannot run under --xla")
 
 
+def test_measure_refuses_bfloat16_without_xla(benchmark, tiny_corpus):
+    with pytest.raises(SystemExit) as exit_info:
+        benchmark.main(["_measure", "--config=test", "--rnn_mode=fused", "--xla=0",
+                        "--precision=bfloat16", "--warmup=1", "--steps=1", "--eval_steps=1",
+                        f"--data_path={tiny_corpus}"])
+    assert str(exit_info.value).startswith("error: --precision=bfloat16 compiles fused mode's")
+
+
+def test_measure_times_a_bfloat16_mode(benchmark, tiny_corpus, capsys):
+    assert benchmark.main(["_measure", "--config=test", "--rnn_mode=fused", "--xla=1",
+                           "--precision=bfloat16", "--warmup=1", "--steps=2", "--eval_steps=2",
+                           "--override=batch_size=2", f"--data_path={tiny_corpus}"]) == 0
+    result = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert result["mode"] == "fused+xla+bfloat16" and result["train_wps"] > 0
+
+
+def test_throughput_passes_the_precision_to_the_child(benchmark, tiny_corpus, capsys):
+    commands = _dry_run_commands(benchmark, capsys, [
+        "throughput", f"--data_path={tiny_corpus}", "--configs=test",
+        "--rnn_modes=fused+xla,fused+xla+bfloat16"])
+    assert commands["test fused+xla"].precision == "float32"
+    assert commands["test fused+xla+bfloat16"].precision == "bfloat16"
+
+
 def _dry_run_commands(benchmark, capsys, argv):
     """{label: the parsed flags of its child command} from a --dry_run's lines."""
     assert benchmark.main([*argv, "--dry_run"]) == 0

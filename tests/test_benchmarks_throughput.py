@@ -20,8 +20,18 @@ def test_parse_modes_takes_the_kernel_table_and_auto():
     assert [m.rnn_mode for m in modes] == [*kernels.NAMES, "auto"]
 
 
+def test_parse_modes_takes_a_precision_after_the_mode():
+    modes = throughput.parse_modes("fused+xla,fused+xla+bfloat16,fused+bfloat16", "1")
+    assert [m.label for m in modes] == ["fused+xla", "fused+xla+bfloat16"]
+    assert [m.precision for m in modes] == ["float32", "bfloat16"]
+    (measured,) = throughput.parse_modes("fused+bfloat16", "0")
+    assert (measured.xla, measured.precision) == (False, "bfloat16")  # its child says why not
+
+
 @pytest.mark.parametrize("rnn_modes, xla", [("lstm", "0"), ("basic+jit", "0"), ("basic", "2"),
-                                            ("", "0")])
+                                            ("", "0"), ("fused+bfloat16+xla", "0"),
+                                            ("fused+xla+float32", "0"),
+                                            ("fused+xla+bfloat16+bfloat16", "0")])
 def test_parse_modes_rejects_bad_specs(rnn_modes, xla):
     with pytest.raises(common.BenchmarkError):
         throughput.parse_modes(rnn_modes, xla)

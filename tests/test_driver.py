@@ -31,7 +31,8 @@ def test_driver_trains_and_reports_like_the_tutorial(corpus, tmp_path):
     assert result.returncode == 0, result.stderr
     out = result.stdout
     assert re.search(r"^Config: \{.*\"hidden_size\": 16", out, re.M)
-    assert re.search(r"^rnn_mode: basic  xla: False  parameters: [\d,]+$", out, re.M)
+    assert re.search(r"^rnn_mode: basic  xla: False  precision: float32  parameters: [\d,]+$",
+                     out, re.M)
     assert re.search(r"^Epoch: 1 Learning rate: 1\.000$", out, re.M)
     assert len(re.findall(r"^0\.\d{3} perplexity: [\d.]+ speed: \d+ wps$", out, re.M)) >= 3
     train = [float(v) for v in re.findall(r"^Epoch: \d Train Perplexity: ([\d.]+)$", out, re.M)]
@@ -54,6 +55,7 @@ def test_driver_trains_and_reports_like_the_tutorial(corpus, tmp_path):
     (["--override=hidden=5"], r"unknown config key 'hidden'; valid keys: init_scale"),
     (["--rnn_mode=cudnn"], r"rnn_mode cudnn needs a GPU but TensorFlow sees none; use fused"),
     (["--rnn_mode=block", "--xla"], r"--rnn_mode=block cannot run under --xla"),
+    (["--precision=bfloat16"], r"--precision=bfloat16 runs only with --rnn_mode=fused"),
     (["--override=batch_size=500"], r"epoch_size == 0, decrease batch_size or num_steps"),
     (["--checkpoint_every_minutes=-1"], r"checkpoint_every_minutes must be >= 0 \(0: off\)"),
     (["--seed=18446744073709551616"], r"seed 18446744073709551616 is outside the 64-bit range"),

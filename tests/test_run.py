@@ -44,7 +44,8 @@ def test_run_trains_and_reports_like_the_tutorial(corpus, tmp_path, capsys):
     metrics = run.train_and_evaluate(config, corpus, str(save), OPTIONS)
     out = capsys.readouterr().out
     assert re.search(r"^Config: \{.*\"hidden_size\": 16", out, re.M)
-    assert re.search(r"^rnn_mode: basic  xla: False  parameters: [\d,]+$", out, re.M)
+    assert re.search(r"^rnn_mode: basic  xla: False  precision: float32  parameters: [\d,]+$",
+                     out, re.M)
     assert re.search(r"^Epoch: 1 Learning rate: 1\.000$", out, re.M)
     assert len(re.findall(r"^0\.\d{3} perplexity: [\d.]+ speed: \d+ wps$", out, re.M)) >= 3
     train = _lines(out, r"^Epoch: \d Train Perplexity: ([\d.]+)$")
@@ -263,7 +264,8 @@ def test_run_auto_picks_the_kernel_that_runs_the_cell(corpus, tmp_path, capsys, 
     options = dataclasses.replace(OPTIONS, rnn_mode="auto", xla=None)
     metrics = run.train_and_evaluate(_config(corpus, cell=cell, tie_embeddings=True), corpus,
                                      str(tmp_path / "run"), options)
-    assert re.search(r"^rnn_mode: basic  xla: True  parameters: ", capsys.readouterr().out, re.M)
+    assert re.search(r"^rnn_mode: basic  xla: True  precision: float32  parameters: ",
+                     capsys.readouterr().out, re.M)
     assert math.isfinite(metrics["test_perplexity"])
     model, _, config = checkpoints.load_model(str(tmp_path / "run"))
     assert (config.cell, model.rnn_mode) == (cell, "basic")

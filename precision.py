@@ -1,0 +1,99 @@
+"""The training step's precision: float32 throughout (the default), or large products in bfloat16.
+
+With bfloat16 (`--precision=bfloat16`) the products over all time steps (each
+LSTM layer's input projection and its weight and input gradients, the softmax
+and its two gradients) take bfloat16 operands and run on TensorFlow's own
+MatMul (oneDNN), outside XLA. XLA's CPU compiler turns bfloat16 dots back into
+float32 ones (measured slower than float32), while oneDNN runs them on the
+CPU's bfloat16 instructions: 283-315 against 150-188 GFLOPS for float32 on an
+AMD EPYC with avx512_bf16 (2026-12-03). oneDNN accumulates in float32 and
+rounds each product's result to bfloat16; it comes back as float32.
+
+Everything else stays float32: the weights (the master copy SGD updates), the
+recurrent state and the per-step recurrent products, the gate arithmetic, the
+loss, clipping and the update. Forward-only passes (validation, test, score)
+run in float32 as they always did, so the perplexities reported are exact.
+The training step is then no longer one XLA program: fused_lstm's loops and
+the loss compile as pieces of it (see training.make_train_step).
+"""
+
+import tensorflow as tf
+
+import errors
+
+FLOAT32, BFLOAT16 = "float32", "bfloat16"
+PRECISIONS = (FLOAT32, BFLOAT16)
+# CPU flags (/proc/cpuinfo) of instructions that multiply bfloat16 natively.
+_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+class PrecisionError(errors.UserError):
+    """A precision that does not exist or cannot run with the other settings."""
+
+
+def check(precision, rnn_mode, xla=True, strategy="none"):
+    """Raises PrecisionError unless `precision` can train with the resolved rnn_mode and xla.
+
+    Args:
+      precision: one of PRECISIONS.
+      rnn_mode: the resolved kernel name (not auto).
+      xla: whether the steps compile with XLA (resolved).
+      strategy: the data-parallel strategy name ("none" for one device).
+    """
+    if precision not in PRECISIONS:
+        raise PrecisionError(f"unknown precision {precision!r}; choose one of "
+                             f"{', '.join(PRECISIONS)}")
+    if precision == FLOAT32:
+        return
+    if rnn_mode != "fused":
+        raise PrecisionError(f"--precision={precision} runs only with --rnn_mode=fused (auto on "
+                             f"a CPU), not {rnn_mode}")
+    if not xla:
+        raise PrecisionError(f"--precision={precision} compiles fused mode's loops with XLA; "
+                             f"drop --xla=0")
+    if strategy not in ("none", None):
+        raise PrecisionError(f"--precision={precision} trains on one device only for now; "
+                             f"drop --strategy={strategy} or use --precision=float32")
+
+
+def native_bfloat16(flags=None):
+    """The CPU flag that multiplies bfloat16 natively (avx512_bf16, amx_bf16), or None.
+
+    Without one, oneDNN emulates bfloat16 products and they may run slower than
+    float32; the driver says so at start-up.
+    """
+    if flags is None:
+        flags = _cpu_flags()
+    return next((flag for flag in _BF16_FLAGS if flag in flags), None)
+
+
+def _cpu_flags():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return line.partition(":")[2].split()
+    except OSError:
+        pass
+    return []
+
+
+def describe(precision):
+    """The start-up line's words for `precision`: what runs in it and on which instructions."""
+    if precision == FLOAT32:
+        return FLOAT32
+    flag = native_bfloat16()
+    if flag:
+        return f"{precision} (the large products, on oneDNN with {flag})"
+    return (f"{precision} (the large products, on oneDNN; this CPU has no bfloat16 "
+            f"instructions: emulated, maybe slower than float32)")
+
+
+def matmul(a, b, transpose_a=False, transpose_b=False):
+    """a @ b (2-D) with bfloat16 operands on TensorFlow's MatMul; the result in a's dtype.
+
+    Its gradient (by autodiff) is two bfloat16 products as well.
+    """
+    product = tf.matmul(tf.cast(a, tf.bfloat16), tf.cast(b, tf.bfloat16),
+                        transpose_a=transpose_a, transpose_b=transpose_b)
+    return tf.cast(product, a.dtype)
