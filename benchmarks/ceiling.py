@@ -47,6 +47,9 @@ class Product:
 # The ways a product can run: (kernel, w transposed). "xla": XLA's dot in a jit-compiled
 # function; "tf": TensorFlow's MatMul op in a plain tf.function (oneDNN or Eigen).
 VARIANTS = (("xla", False), ("xla", True), ("tf", False), ("tf", True))
+# TensorFlow's MatMul on bfloat16 operands (oneDNN): what --precision=bfloat16 runs the
+# products over all time steps on (precision.py). Not in the float32 ceilings.
+BF16 = ("bf16", False)
 
 
 def variant_label(kernel, transposed):
@@ -107,6 +110,10 @@ class Ceiling:
     # The best-kernel ceiling with the loss's passes added to the products' time.
     train_wps_with_loss: float | None = None
     eval_wps_with_loss: float | None = None
+    # The training ceiling of --precision=bfloat16: the products over all time steps also
+    # on BF16 where faster (its forward-only passes are float32: eval_wps holds for them).
+    bfloat16_train_wps: float | None = None
+    bfloat16_train_wps_with_loss: float | None = None
 
     @classmethod
     def from_dict(cls, values):
@@ -162,7 +169,7 @@ def _product_function(product, transposed, chain, kernel="xla"):
     pays its op's dispatch, as it would in a step."""
 
     @tf.function(jit_compile=(kernel == "xla"))
-    def run(a, w):
+    def run(a, w):  # a and w bfloat16 already for BF16, as the step's casts are not products
         for _ in range(chain):
             out = tf.matmul(a, w, transpose_b=transposed)                   # [m, n]
             a = _recurrent_input(out, product.k) if product.serial else a + out[:1, :1]
@@ -200,9 +207,11 @@ def time_products(products, min_seconds=0.3, sweeps=3, variants=VARIANTS):
         for kernel, transposed in variants:
             shape = [product.n, product.k] if transposed else [product.k, product.n]
             w = tf.random.uniform(shape, -1.0, 1.0) * (2.0 / product.k ** 0.5)
+            dtype = tf.bfloat16 if (kernel, transposed) == BF16 else tf.float32
+            a_in, w = tf.cast(a, dtype), tf.cast(w, dtype)
             run = _product_function(product, transposed, _chain_length(product), kernel)
-            run(a, w).numpy()  # traces and compiles
-            runs.append((index, variant_label(kernel, transposed), run, a, w))
+            run(a_in, w).numpy()  # traces and compiles
+            runs.append((index, variant_label(kernel, transposed), run, a_in, w))
     best = [{} for _ in products]
     for _ in range(sweeps):
         for index, label, run, a, w in runs:
@@ -350,19 +359,28 @@ def measure_machine_peak(n=2048, min_seconds=0.3, sweeps=3):
 
 def measure_ceiling(name, overrides=(), min_seconds=0.3, sweeps=3, machine=None):
     """Config `name`'s ceilings, overrides applied: each product's speed on each variant, the
-    best-kernel and the XLA train and eval words/s; `machine` (a MachinePeak) is attached."""
+    best-kernel and the XLA train and eval words/s, the training ceiling with the products
+    over all time steps also on BF16 (--precision=bfloat16); `machine` is attached."""
     config = resolve_config(name, overrides)
     products = step_products(config)
-    timed = time_products(products, min_seconds, sweeps)
-    best = [fastest(variants) for variants in timed]
+    measured = time_products(products, min_seconds, sweeps)  # label -> seconds, per product
+    whole = [i for i, p in enumerate(products) if not p.serial]  # bfloat16 with the flag
+    for i, bf16 in zip(whole, time_products([products[i] for i in whole], min_seconds,
+                                            sweeps, (BF16,))):
+        measured[i].update(bf16)
+    float32 = [{label: s for label, s in v.items() if label != variant_label(*BF16)}
+               for v in measured]
+    best = [fastest(variants) for variants in float32]
     best_seconds = [seconds for _, seconds in best]
     train_wps, eval_wps = ceiling(config, best_seconds)
-    xla_train_wps, xla_eval_wps = ceiling(config, [fastest(v, "xla")[1] for v in timed])
+    xla_train_wps, xla_eval_wps = ceiling(config, [fastest(v, "xla")[1] for v in float32])
+    bf16_seconds = [fastest(v)[1] for v in measured]
     words = config.batch_size * config.num_steps
     loss = time_loss(words, config.vocab_size, min_seconds, sweeps)
-    with_loss = ceiling(config, best_seconds, (loss.forward_ms / 1e3, loss.train_ms / 1e3))
+    loss_seconds = (loss.forward_ms / 1e3, loss.train_ms / 1e3)
+    with_loss = ceiling(config, best_seconds, loss_seconds)
     rows = []
-    for p, (label, seconds), variants in zip(products, best, timed):
+    for p, (label, seconds), variants in zip(products, best, measured):
         per_product = p.flops / p.count / 1e9
         rows.append(ProductSpeed(
             product=p.name, shape=[p.m, p.k, p.n], per_step=p.count,
@@ -372,7 +390,9 @@ def measure_ceiling(name, overrides=(), min_seconds=0.3, sweeps=3, machine=None)
         config=name, train_wps=train_wps, eval_wps=eval_wps,
         mflop_per_word=sum(p.flops for p in products) / words / 1e6, products=rows,
         xla_train_wps=xla_train_wps, xla_eval_wps=xla_eval_wps, machine=machine, loss=loss,
-        train_wps_with_loss=with_loss[0], eval_wps_with_loss=with_loss[1])
+        train_wps_with_loss=with_loss[0], eval_wps_with_loss=with_loss[1],
+        bfloat16_train_wps=ceiling(config, bf16_seconds)[0],
+        bfloat16_train_wps_with_loss=ceiling(config, bf16_seconds, loss_seconds)[0])
 
 
 def describe(result):
@@ -383,7 +403,9 @@ def describe(result):
             f"eval {common.num(result.eval_wps)} wps (XLA's dots only: train "
             f"{common.num(result.xla_train_wps)}, eval {common.num(result.xla_eval_wps)}; "
             f"with the loss's passes: train {common.num(result.train_wps_with_loss)}, "
-            f"eval {common.num(result.eval_wps_with_loss)})")
+            f"eval {common.num(result.eval_wps_with_loss)}; training with bfloat16 "
+            f"products: {common.num(result.bfloat16_train_wps)}, with the loss "
+            f"{common.num(result.bfloat16_train_wps_with_loss)})")
 
 
 def describe_machine(machine):
@@ -396,7 +418,7 @@ def describe_machine(machine):
 def _print_products(result):
     print(describe(result) + f" ({result.mflop_per_word:.1f} MFLOP per trained word)",
           flush=True)
-    labels = [variant_label(*v) for v in VARIANTS]
+    labels = [variant_label(*v) for v in (*VARIANTS, BF16)]
     peak = result.machine.sgemm_gflops if result.machine else None
     print(f"  {'product':34s} {'m x k x n':>17s} {'':4s} " + " ".join(f"{x:>7s}" for x in labels)
           + "  GFLOPS; fastest, ms/step" + (", of sgemm" if peak else ""), flush=True)

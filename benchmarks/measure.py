@@ -59,6 +59,7 @@ class Measurement:
     mode: str  # Mode.label; auto as auto(<the kernel it chose>)
     rnn_mode: str  # the kernel that ran (auto until resolved)
     xla: bool
+    precision: str = precision_lib.FLOAT32  # of the training step's large products
     error: str | None = None
     batch_size: int | None = None
     num_steps: int | None = None
@@ -86,7 +87,7 @@ class Measurement:
     @classmethod
     def failed(cls, config, mode, error):
         return cls(config=config, mode=mode.label, rnn_mode=mode.rnn_mode, xla=mode.xla,
-                   error=error)
+                   precision=mode.precision, error=error)
 
 
 def resolve_config(name, overrides, vocab_size):
@@ -201,7 +202,7 @@ def measure(name, mode, data_path, overrides=(), warmup=20, steps=300, eval_step
                       else None)
     return Measurement(
         config=name, mode=f"auto({rnn_mode})" if mode.rnn_mode == kernels.AUTO else mode.label,
-        rnn_mode=rnn_mode, xla=mode.xla,
+        rnn_mode=rnn_mode, xla=mode.xla, precision=mode.precision,
         batch_size=config.batch_size, num_steps=config.num_steps,
         parameters=sum(int(tf.size(v)) for v in ts.model.trainable_variables),
         train_steps=steps, train_seconds=train_seconds,

@@ -61,6 +61,8 @@ class CeilingSummary:
     xla_eval_wps: float | None = None
     train_wps_with_loss: float | None = None
     eval_wps_with_loss: float | None = None
+    bfloat16_train_wps: float | None = None  # the training ceilings of --precision=bfloat16
+    bfloat16_train_wps_with_loss: float | None = None
 
 
 # -------------------- flags
@@ -294,15 +296,27 @@ def add_ceiling(results, ceiling_rounds):
                              train_wps_with_loss=_median_if_all(
                                  c.train_wps_with_loss for c in timed),
                              eval_wps_with_loss=_median_if_all(
-                                 c.eval_wps_with_loss for c in timed))
-    ceiling_wps = {key: getattr(summary, key) for key in _CEILING_KEYS
-                   if getattr(summary, key) is not None}
+                                 c.eval_wps_with_loss for c in timed),
+                             bfloat16_train_wps=_median_if_all(
+                                 c.bfloat16_train_wps for c in timed),
+                             bfloat16_train_wps_with_loss=_median_if_all(
+                                 c.bfloat16_train_wps_with_loss for c in timed))
     for result in results:
         if result.error is None:
-            result.ceiling_wps = ceiling_wps
+            result.ceiling_wps = _ceiling_of(summary, result.precision)
             result.of_ceiling = {key: getattr(result, key.removesuffix("_with_loss")) / wps
-                                 for key, wps in ceiling_wps.items()}
+                                 for key, wps in result.ceiling_wps.items()}
     return summary
+
+
+def _ceiling_of(summary, precision):
+    """The ceilings (_CEILING_KEYS) a mode of `precision` is held against: bfloat16's
+    training ones for --precision=bfloat16 (its evaluation is float32), where measured."""
+    wps = {key: getattr(summary, key) for key in _CEILING_KEYS}
+    if precision == precision_lib.BFLOAT16:
+        wps["train_wps"] = summary.bfloat16_train_wps
+        wps["train_wps_with_loss"] = summary.bfloat16_train_wps_with_loss
+    return {key: value for key, value in wps.items() if value is not None}
 
 
 # The ceilings a measurement is held against: best-kernel, and with the loss's passes.

@@ -143,6 +143,17 @@ def test_a_ceiling_without_the_loss_leaves_its_column_empty():
     assert "| 56% / 28% | – |" in throughput.throughput_table([result], [])
 
 
+def test_a_bfloat16_mode_trains_against_the_bfloat16_ceiling_and_evaluates_against_float32():
+    f32 = Measurement("small", "fused+xla", "fused", True, train_wps=500.0, eval_wps=1000.0)
+    bf16 = Measurement("small", "fused+xla+bfloat16", "fused", True, precision="bfloat16",
+                       train_wps=600.0, eval_wps=1000.0)
+    rounds = [ceiling.Ceiling("small", train_wps=1000.0, eval_wps=4000.0,
+                              bfloat16_train_wps=1500.0)]
+    throughput.add_ceiling([f32, bf16], rounds)
+    assert f32.of_ceiling == pytest.approx({"train_wps": 0.5, "eval_wps": 0.25})
+    assert bf16.of_ceiling == pytest.approx({"train_wps": 0.4, "eval_wps": 0.25})
+
+
 def test_a_failed_round_fails_the_result():
     good = Measurement("small", "fused", "fused", False, train_wps=5.0, peak_rss_mb=1)
     bad = Measurement("small", "fused", "fused", False, error="boom")
