@@ -11,6 +11,7 @@ The command line of the benchmarks/ package: flags in, one call of a tool out.
         --root=runs --rnn_mode=block              # unknown flags go to ptb_word_lm.py
     python scripts/benchmark.py perplexity --data_path=/path/to/ptb --configs=small --collect_only
     python scripts/benchmark.py ceiling --configs=small,medium,large
+    python scripts/benchmark.py throughput --configs=medium --rnn_modes=fused+xla,fused+xla+bfloat16
     python scripts/benchmark.py scaling --data_path=/path/to/ptb --configs=small,medium,large
     python scripts/benchmark.py profile --data_path=/path/to/ptb --configs=medium --steps=20
     python scripts/benchmark.py profile --data_path=/path/to/ptb --configs=small --phase=eval
@@ -23,7 +24,9 @@ peers and with --ceiling the config's ceiling; a table, then one JSON line.
 ceiling (benchmarks/ceiling.py): the words/s of a step that did nothing but its
 matrix products, each timed alone on its fastest kernel (XLA's dot or
 TensorFlow's MatMul, either layout), beside XLA's alone and the machine's peak;
-and with the softmax loss's own passes added (timed the same way).
+and with the softmax loss's own passes added (timed the same way); and the
+training ceiling of --precision=bfloat16 (the products over all time steps also
+on bfloat16 MatMuls).
 scaling (benchmarks/scaling.py): 1 worker on one core against 2 workers on one
 core each (multi_worker on loopback ports), the efficiency, the all-reduce's
 share of a step and the arithmetic for --workers on a --gbps network.
