@@ -95,8 +95,10 @@ class RunOptions:
             raise RunError(f"progress must be one of {', '.join(PROGRESS)}, got "
                            f"{self.progress!r}")
         rnn_mode = kernels.resolve(self.rnn_mode)
-        # rnn_mode as auto resolves without the config (a GRU config checks again in _open_run).
-        precision_lib.check(self.precision, rnn_mode, kernels.jit_compile(rnn_mode, self.xla))
+        # auto resolves here without the config, and strategy auto without TF_CONFIG: both
+        # are checked again in _open_run.
+        precision_lib.check(self.precision, rnn_mode, kernels.jit_compile(rnn_mode, self.xla),
+                            "none" if self.strategy == "auto" else self.strategy)
         try:
             distribute.check_options(self.strategy, self.num_cpu_replicas,
                                      self.collective_timeout_seconds,

@@ -40,9 +40,12 @@ def test_check_lets_float32_run_with_anything(rnn_mode):
     precision.check("bfloat16", "fused", True, "none")
 
 
-def test_run_options_refuse_bfloat16_without_xla_before_any_work():
+def test_run_options_refuse_what_bfloat16_cannot_run_before_any_work():
     with pytest.raises(precision.PrecisionError, match="drop --xla=0"):
         run.RunOptions(rnn_mode="fused", xla=False, precision="bfloat16")
+    with pytest.raises(precision.PrecisionError, match="drop --strategy=mirrored"):
+        run.RunOptions(precision="bfloat16", strategy="mirrored", num_cpu_replicas=2)
+    assert run.RunOptions(precision="bfloat16").precision == "bfloat16"  # auto: fused, XLA
 
 
 def test_native_bfloat16_reads_the_cpu_flags():
