@@ -52,8 +52,9 @@ def check(precision, rnn_mode, xla=True, strategy="none"):
         raise PrecisionError(f"--precision={precision} compiles fused mode's loops with XLA; "
                              f"drop --xla=0")
     if strategy not in ("none", None):
-        raise PrecisionError(f"--precision={precision} trains on one device only for now; "
-                             f"drop --strategy={strategy} or use --precision=float32")
+        raise PrecisionError(f"--precision={precision} trains on one device only for now, not "
+                             f"with strategy {strategy}; train on one device or use "
+                             f"--precision=float32")
 
 
 def native_bfloat16(flags=None):
@@ -78,15 +79,18 @@ def _cpu_flags():
     return []
 
 
-def describe(precision):
-    """The start-up line's words for `precision`: what runs in it and on which instructions."""
+def describe(precision, flags=None):
+    """The start-up line's words for `precision`: what runs in it and on which instructions.
+
+    flags: the CPU's flags; None reads /proc/cpuinfo.
+    """
     if precision == FLOAT32:
         return FLOAT32
-    flag = native_bfloat16()
+    flag = native_bfloat16(flags)
     if flag:
         return f"{precision} (the large products, on oneDNN with {flag})"
-    return (f"{precision} (the large products, on oneDNN; this CPU has no bfloat16 "
-            f"instructions: emulated, maybe slower than float32)")
+    return (f"{precision} (the large products, on oneDNN; no bfloat16 instructions found "
+            f"in this CPU's flags: maybe emulated, maybe slower than float32)")
 
 
 def matmul(a, b, transpose_a=False, transpose_b=False):

@@ -165,26 +165,25 @@ def batch_gradients(ts, x, y, state, keep_masks, global_batch_size):
       global_batch_size: int, the batch size the cost is averaged over.
     """
     variables = ts.model.trainable_variables
-    word_losses = (model_lib.word_losses if _one_program(ts)
-                   else _compiled_word_losses)
+    word_losses = _compiled_word_losses if _split_step(ts) else model_lib.word_losses
     with tf.GradientTape() as tape:
         logits, final = ts.model(x, state, training=True, keep_masks=keep_masks)
         cost = tf.reduce_sum(word_losses(logits, y)) / global_batch_size
     return cost, tape.gradient(cost, variables), final
 
 
-# The loss as a program of its own, for a step that is not one (see _one_program).
+# The loss as a program of its own, for a split step (see _split_step).
 _compiled_word_losses = tf.function(model_lib.word_losses, jit_compile=True)
 
 
-def _one_program(ts, jit_compile=True):
-    """Whether the training step compiles as one XLA program (when jit_compile asks for XLA).
+def _split_step(ts):
+    """Whether the training step runs as compiled pieces rather than as one XLA program.
 
-    Not with products in bfloat16 (precision.py): XLA would turn them back into
-    float32 ones, so they run outside it and the LSTM loops and the loss compile
-    as pieces of the step instead.
+    With products in bfloat16 (precision.py): XLA would turn them back into
+    float32 ones, so they run outside it, and the LSTM loops (fused_lstm's
+    compile_loops) and the loss compile as pieces of the step instead.
     """
-    return jit_compile and ts.model.precision == precision_lib.FLOAT32
+    return ts.model.precision != precision_lib.FLOAT32
 
 
 def apply_gradients(ts, cost, grads, final, as_matvec=False):
@@ -235,11 +234,13 @@ def make_train_step(ts, jit_compile=False):
     so gradients stop at the batch boundary (truncated backprop). A non-finite
     cost leaves every variable untouched and records the step in ts.bad_step.
     Returns (cost, grad_norm). (distribute.py builds the data-parallel step
-    from the same two halves, batch_gradients and apply_gradients.)
+    from the same two halves, batch_gradients and apply_gradients.) With
+    jit_compile the step is one XLA program, or for bfloat16 products a plain
+    tf.function of compiled pieces (_split_step).
     """
     config = ts.config
     spec = tf.TensorSpec([config.batch_size, config.num_steps], tf.int32)
-    one_program = _one_program(ts, jit_compile)
+    one_program = jit_compile and not _split_step(ts)
 
     @tf.function(jit_compile=one_program)
     def compiled_step(x, y, keep_masks):

@@ -423,7 +423,8 @@ def _print_products(result):
     print(f"  {'product':34s} {'m x k x n':>17s} {'':4s} " + " ".join(f"{x:>7s}" for x in labels)
           + "  GFLOPS; fastest, ms/step" + (", of sgemm" if peak else ""), flush=True)
     for row in result.products:
-        cells = " ".join(f"{row.gflops_by_variant.get(x, 0):7.0f}" for x in labels)
+        cells = " ".join(f"{row.gflops_by_variant[x]:7.0f}" if x in row.gflops_by_variant
+                         else f"{common.DASH:>7s}" for x in labels)
         of_peak = f" {row.gflops / peak:4.0%}" if peak else ""
         print(f"  {row.product:34s} {'x'.join(map(str, row.shape)):>17s} x{row.per_step:<3d} "
               f"{cells}  {row.fastest:6s} {row.ms_per_step:8.2f}{of_peak}", flush=True)

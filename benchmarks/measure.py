@@ -201,7 +201,8 @@ def measure(name, mode, data_path, overrides=(), warmup=20, steps=300, eval_step
     stream_seconds = (_time_stream_eval(ts.model, corpus.test, jit_compile) if stream_eval
                       else None)
     return Measurement(
-        config=name, mode=f"auto({rnn_mode})" if mode.rnn_mode == kernels.AUTO else mode.label,
+        config=name, mode=(mode.label.replace(kernels.AUTO, f"auto({rnn_mode})", 1)
+                           if mode.rnn_mode == kernels.AUTO else mode.label),
         rnn_mode=rnn_mode, xla=mode.xla, precision=mode.precision,
         batch_size=config.batch_size, num_steps=config.num_steps,
         parameters=sum(int(tf.size(v)) for v in ts.model.trainable_variables),

@@ -172,8 +172,11 @@ def _step_runner(config, mode, corpus, phase, seed):
         raise ValueError(f"phase must be one of {PHASES}, got {phase!r}")
     rnn_mode = model_lib.resolve_rnn_mode(config, mode.rnn_mode)
     jit_compile = kernels.jit_compile(rnn_mode, mode.xla)
-    label = f"auto({rnn_mode})" if mode.rnn_mode == kernels.AUTO else mode.label
     if phase == "eval":  # forward-only passes run in float32 whatever the precision
+        mode = dataclasses.replace(mode, precision=precision_lib.FLOAT32)
+    label = (mode.label.replace(kernels.AUTO, f"auto({rnn_mode})", 1)
+             if mode.rnn_mode == kernels.AUTO else mode.label)
+    if phase == "eval":
         return label, _eval_runner(config, rnn_mode, jit_compile, corpus, seed)
     precision_lib.check(mode.precision, rnn_mode, jit_compile)
     return label, _train_runner(config, rnn_mode, jit_compile, corpus, seed, mode.precision)
