@@ -42,6 +42,12 @@ class Mode:
                 + ("" if self.precision == precision_lib.FLOAT32 else "+" + self.precision)
                 + env_label(self.env))
 
+    def label_as_run(self, rnn_mode):
+        """The label with auto shown as auto(<rnn_mode, the kernel it resolved to>)."""
+        if self.rnn_mode != kernels.AUTO:
+            return self.label
+        return f"auto({rnn_mode})" + self.label[len(kernels.AUTO):]
+
 
 def env_label(env):
     """" {NAME=value ...}" for a mode's environment variables, "" without any."""
@@ -201,8 +207,7 @@ def measure(name, mode, data_path, overrides=(), warmup=20, steps=300, eval_step
     stream_seconds = (_time_stream_eval(ts.model, corpus.test, jit_compile) if stream_eval
                       else None)
     return Measurement(
-        config=name, mode=(mode.label.replace(kernels.AUTO, f"auto({rnn_mode})", 1)
-                           if mode.rnn_mode == kernels.AUTO else mode.label),
+        config=name, mode=mode.label_as_run(rnn_mode),
         rnn_mode=rnn_mode, xla=mode.xla, precision=mode.precision,
         batch_size=config.batch_size, num_steps=config.num_steps,
         parameters=sum(int(tf.size(v)) for v in ts.model.trainable_variables),

@@ -173,11 +173,9 @@ def _step_runner(config, mode, corpus, phase, seed):
     rnn_mode = model_lib.resolve_rnn_mode(config, mode.rnn_mode)
     jit_compile = kernels.jit_compile(rnn_mode, mode.xla)
     if phase == "eval":  # forward-only passes run in float32 whatever the precision
-        mode = dataclasses.replace(mode, precision=precision_lib.FLOAT32)
-    label = (mode.label.replace(kernels.AUTO, f"auto({rnn_mode})", 1)
-             if mode.rnn_mode == kernels.AUTO else mode.label)
-    if phase == "eval":
+        label = dataclasses.replace(mode, precision=precision_lib.FLOAT32).label_as_run(rnn_mode)
         return label, _eval_runner(config, rnn_mode, jit_compile, corpus, seed)
+    label = mode.label_as_run(rnn_mode)
     precision_lib.check(mode.precision, rnn_mode, jit_compile)
     return label, _train_runner(config, rnn_mode, jit_compile, corpus, seed, mode.precision)
 

@@ -44,3 +44,9 @@ def test_time_evaluation_goes_round_a_short_split(monkeypatch):
     # Row 0 of the layout is ids 0..9, so batch i starts at id 3 i: batches 0, 1, 2 of the
     # three-batch split, then round again, 1 + 7 = 8 steps in all.
     assert seen == [0, 3, 6, 0, 3, 6, 0, 3]
+
+
+def test_a_mode_labels_auto_by_the_kernel_it_ran_and_keeps_its_precision():
+    assert measure.Mode("auto", True, precision="bfloat16").label_as_run("fused") == \
+        "auto(fused)+xla+bfloat16"
+    assert measure.Mode("fused", True).label_as_run("fused") == "fused+xla"
