@@ -164,16 +164,19 @@ def batch_gradients(ts, x, y, state, keep_masks, global_batch_size):
       keep_masks: the rows' dropout masks, or None without dropout.
       global_batch_size: int, the batch size the cost is averaged over.
     """
-    variables = ts.model.trainable_variables
-    word_losses = _compiled_word_losses if _split_step(ts) else model_lib.word_losses
+    model = ts.model
+    variables = model.trainable_variables
+    word_losses = _compiled_word_losses if _split_step(ts) else model_lib.biased_word_losses
     with tf.GradientTape() as tape:
-        logits, final = ts.model(x, state, training=True, keep_masks=keep_masks)
-        cost = tf.reduce_sum(word_losses(logits, y)) / global_batch_size
+        outputs, final = model.hidden(x, state, training=True, keep_masks=keep_masks)
+        # model.word_losses(outputs, y, training=True), with the loss compiled when split.
+        losses = word_losses(model.softmax_product(outputs, training=True), model.softmax_b, y)
+        cost = tf.reduce_sum(losses) / global_batch_size
     return cost, tape.gradient(cost, variables), final
 
 
 # The loss as a program of its own, for a split step (see _split_step).
-_compiled_word_losses = tf.function(model_lib.word_losses, jit_compile=True)
+_compiled_word_losses = tf.function(model_lib.biased_word_losses, jit_compile=True)
 
 
 def _split_step(ts):
@@ -265,7 +268,7 @@ def make_eval_step(model, batch_size, num_steps=None, jit_compile=False):
     @tf.function(input_signature=[spec, spec, state_spec], jit_compile=jit_compile)
     def eval_step(x, y, state):
         outputs, final = model.hidden(x, state, training=False)
-        losses = model_lib.word_losses(model.project(outputs), y)
+        losses = model.word_losses(outputs, y)
         return losses, final
     return eval_step
 
@@ -401,7 +404,7 @@ def make_stream_stages(model, jit_compile=False):
     @tf.function(input_signature=[tf.TensorSpec([1, None, model.hidden_size], tf.float32), spec],
                  jit_compile=jit_compile)
     def losses(outputs, y):
-        return model_lib.word_losses(model.project(outputs), y)
+        return model.word_losses(outputs, y)
     return StreamStages(hidden, losses)
 
 

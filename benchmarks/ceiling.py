@@ -11,8 +11,8 @@ is kept beside it, and the machine's peak beside both: a large sgemm as
 measured, and what the cores, clock and vector units imply.
 
 Beside the products, the softmax loss's own passes over the [words, vocab]
-logits are timed (the forward, and the forward with its gradient) on the same
-kernels: work that no step can skip, whatever its products run on. The
+logits are timed (the bias, the loss, and in training the gradients of both)
+on the same kernels: work that no step can skip, whatever its products run on. The
 ceiling "with the loss" adds them to the products' time, so it shows how much
 of a gap to the products-only ceiling the loss alone accounts for.
 """
@@ -80,8 +80,9 @@ class MachinePeak:
 
 @dataclasses.dataclass
 class LossPass:
-    """The softmax loss's passes over [words, vocab] logits at their fastest variant: the
-    forward (every step) and the forward with its gradient (training), ms per step."""
+    """The softmax loss's passes over [words, vocab] logits and the bias at their fastest
+    variant: the forward (every step) and the forward with its gradients (training), ms per
+    step."""
     shape: list  # [words, vocab]
     forward_ms: float
     forward_fastest: str
@@ -184,11 +185,11 @@ def _chain_length(product):
     return 8 if 2 * product.m * product.k * product.n < 1e9 else 1  # 1: over 5 ms each
 
 
-def _timed_calls(run, a, w, min_seconds):
-    """Seconds per call of run(a, w), over calls for at least min_seconds."""
+def _timed_calls(run, *args, min_seconds):
+    """Seconds per call of run(*args), over calls for at least min_seconds."""
     calls, start = 0, time.perf_counter()
     while calls == 0 or time.perf_counter() - start < min_seconds:
-        result = run(a, w)
+        result = run(*args)
         calls += 1
     # Waits for the last call: eager calls on the CPU return when the whole call is done, so
     # one output is enough.
@@ -215,7 +216,8 @@ def time_products(products, min_seconds=0.3, sweeps=3, variants=VARIANTS):
     best = [{} for _ in products]
     for _ in range(sweeps):
         for index, label, run, a, w in runs:
-            seconds = _timed_calls(run, a, w, min_seconds) / _chain_length(products[index])
+            seconds = (_timed_calls(run, a, w, min_seconds=min_seconds)
+                       / _chain_length(products[index]))
             best[index][label] = min(best[index].get(label, float("inf")), seconds)
     return best
 
@@ -238,59 +240,65 @@ def ceiling(config, seconds_per_product, loss_seconds=(0.0, 0.0)):
     return words / train, words / evaluation
 
 
-# The ways the loss can run: (kernel, form). "ours": model.word_losses (what the steps
-# run); "stock": tf.nn.sparse_softmax_cross_entropy_with_logits.
+# The ways the loss can run: (kernel, form). "ours": what the steps run (the model's
+# word_losses in a forward pass, model.word_losses of the biased logits in training);
+# "stock": tf.nn.sparse_softmax_cross_entropy_with_logits of the biased logits.
 LOSS_VARIANTS = (("xla", "ours"), ("tf", "ours"), ("xla", "stock"), ("tf", "stock"))
 
 
 def _loss_function(kernel, form, train):
-    """A (logits [n, v], targets [n]) -> losses [n] function, or with `train` -> (losses,
-    d(sum of losses)/d(logits) [n, v]) as a step needs both, on `kernel` (as
-    _product_function's)."""
-    def losses(logits, targets):
-        if form == "ours":
-            return model_lib.word_losses(logits, targets)
-        return tf.nn.sparse_softmax_cross_entropy_with_logits(targets, logits)
+    """A (logits [n, v] without the bias, bias [v], targets [n]) -> losses [n] function, or
+    with `train` -> (losses, d(sum of losses)/d(logits) [n, v], .../d(bias) [v]) as a step
+    needs them, on `kernel` (as _product_function's)."""
+    def losses(logits, bias, targets):
+        if form == "stock":
+            return tf.nn.sparse_softmax_cross_entropy_with_logits(targets, logits + bias)
+        if train:
+            return model_lib.word_losses(logits + bias, targets)
+        return model_lib.biased_word_losses(logits, bias, targets)
 
     @tf.function(jit_compile=(kernel == "xla"))
-    def run(logits, targets):
+    def run(logits, bias, targets):
         if not train:
-            return losses(logits, targets)
+            return losses(logits, bias, targets)
         with tf.GradientTape() as tape:
-            tape.watch(logits)
-            values = losses(logits, targets)
-        return values, tape.gradient(values, logits)
+            tape.watch([logits, bias])
+            values = losses(logits, bias, targets)
+        return (values,) + tuple(tape.gradient(values, [logits, bias]))
     return run
 
 
 def _call_cost_function(kernel):
     """What a call of a compiled function costs with the loss's inputs and nothing to do."""
     @tf.function(jit_compile=(kernel == "xla"))
-    def run(logits, targets):
-        return logits[0, :1] + tf.cast(targets[:1], logits.dtype)
+    def run(logits, bias, targets):
+        return logits[0, :1] + bias[:1] + tf.cast(targets[:1], logits.dtype)
     return run
 
 
 def time_loss(words, vocab_size, min_seconds=0.3, sweeps=3):
-    """The loss's passes over [words, vocab_size] logits on every LOSS_VARIANTS: a LossPass.
+    """The loss's passes over [words, vocab_size] logits and the bias on every LOSS_VARIANTS:
+    a LossPass.
 
     One pass is one call (a chain would let XLA hoist the max and the sum, which do not
     depend on the targets, out of it), so each kernel's cost of an empty call, timed the
     same way, is taken off (loss_pass).
     """
     logits = tf.random.normal([words, vocab_size], stddev=3.0)
+    bias = tf.random.normal([vocab_size], stddev=3.0)
     targets = tf.random.uniform([words], 0, vocab_size, tf.int32)
     runs = [((kernel, kernel if form == "ours" else f"{kernel} stock", train),
              _loss_function(kernel, form, train))
             for kernel, form in LOSS_VARIANTS for train in (False, True)]
     runs += [((kernel, None, None), _call_cost_function(kernel)) for kernel in ("xla", "tf")]
     for _, run in runs:
-        tf.nest.flatten(run(logits, targets))[0].numpy()  # traces and compiles
+        tf.nest.flatten(run(logits, bias, targets))[0].numpy()  # traces and compiles
     best = {}
     for _ in range(sweeps):
         for key, run in runs:
             best[key] = min(best.get(key, float("inf")),
-                            _timed_calls(run, logits, targets, min_seconds))
+                            _timed_calls(run, logits, bias, targets,
+                                         min_seconds=min_seconds))
     return loss_pass([words, vocab_size], best)
 
 

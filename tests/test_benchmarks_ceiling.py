@@ -50,17 +50,20 @@ def test_loss_pass_takes_each_kernels_empty_call_off_and_picks_the_fastest():
     assert result.train_fastest == "xla" and result.train_ms == pytest.approx(8.0)
 
 
-def test_loss_functions_give_the_loss_and_its_gradient_on_every_variant():
+def test_loss_functions_give_the_loss_and_its_gradients_on_every_variant():
     logits = tf.constant([[1.0, 2.0, 0.5], [0.0, -1.0, 3.0]])
+    bias = tf.constant([0.5, -1.0, 2.0])
     targets = tf.constant([1, 2])
-    expected = tf.nn.sparse_softmax_cross_entropy_with_logits(targets, logits).numpy()
-    expected_grad = (tf.nn.softmax(logits) - tf.one_hot(targets, 3)).numpy()
+    expected = tf.nn.sparse_softmax_cross_entropy_with_logits(targets, logits + bias).numpy()
+    expected_grad = (tf.nn.softmax(logits + bias) - tf.one_hot(targets, 3)).numpy()
     for kernel, form in ceiling.LOSS_VARIANTS:
-        forward = ceiling._loss_function(kernel, form, train=False)(logits, targets)
-        losses, grad = ceiling._loss_function(kernel, form, train=True)(logits, targets)
+        forward = ceiling._loss_function(kernel, form, train=False)(logits, bias, targets)
+        losses, grad, d_bias = ceiling._loss_function(kernel, form, train=True)(
+            logits, bias, targets)
         np.testing.assert_allclose(forward.numpy(), expected, rtol=1e-5)
         np.testing.assert_allclose(losses.numpy(), expected, rtol=1e-5)
         np.testing.assert_allclose(grad.numpy(), expected_grad, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(d_bias.numpy(), expected_grad.sum(0), rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("k, n", [(4, 2), (2, 4)])

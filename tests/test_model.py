@@ -146,6 +146,63 @@ def test_word_losses_equal_stock_op_in_value_and_gradient(jit_compile):
     assert np.all(np.isfinite(ours[0])) and np.all(np.isfinite(ours[1]))
 
 
+@pytest.mark.parametrize("jit_compile", [False, True])
+def test_biased_word_losses_equal_word_losses_of_the_biased_logits(jit_compile):
+    rng = np.random.RandomState(3)
+    scales = np.array([1.0, 30.0], np.float32)[:, None, None]
+    logits = tf.constant(rng.randn(2, 4, 50).astype(np.float32) * scales)
+    bias = tf.constant(rng.randn(50).astype(np.float32) * 5)
+    targets = tf.constant(rng.randint(0, 50, [2, 4]).astype(np.int32))
+    weights = tf.constant(rng.rand(2, 4).astype(np.float32))
+
+    @tf.function(jit_compile=jit_compile)
+    def value_and_grads(fn):
+        with tf.GradientTape() as tape:
+            tape.watch([logits, bias])
+            losses = fn()
+            total = tf.reduce_sum(losses * weights)
+        return (losses,) + tuple(tape.gradient(total, [logits, bias]))
+
+    ours = value_and_grads(lambda: model_lib.biased_word_losses(logits, bias, targets))
+    plain = value_and_grads(lambda: model_lib.word_losses(logits + bias, targets))
+    for got, expected in zip(ours, plain):
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+
+
+def _far_apart_logits_and_bias():
+    """Logits and bias whose maxima sit in different columns, 100 apart: the bound of
+    max(logits + bias) is 100 above the true max, where exp underflows."""
+    logits = np.zeros([3, 50], np.float32)
+    logits[:, 0] = -100.0
+    bias = np.zeros([50], np.float32)
+    bias[0] = 100.0
+    return tf.constant(logits), tf.constant(bias), tf.constant([0, 1, 7], tf.int32)
+
+
+@pytest.mark.parametrize("jit_compile", [False, True])
+def test_biased_word_losses_are_exact_where_the_bound_would_underflow(jit_compile, monkeypatch):
+    logits, bias, targets = _far_apart_logits_and_bias()
+    stock = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=targets, logits=logits + bias)
+    biased = tf.function(model_lib.biased_word_losses, jit_compile=jit_compile)
+    np.testing.assert_allclose(biased(logits, bias, targets), stock, rtol=1e-6)
+    # Shifted by the bound the losses would be inf: the case does exercise the guard.
+    monkeypatch.setattr(model_lib, "_MAX_BOUNDED_SPREAD", np.inf)
+    unguarded = tf.function(model_lib.biased_word_losses, jit_compile=jit_compile)
+    assert not np.all(np.isfinite(unguarded(logits, bias, targets)))
+
+
+@pytest.mark.parametrize("tie", [False, True])
+def test_model_word_losses_are_the_losses_of_its_logits(tie):
+    model = model_lib.PTBModel(vocab_size=VOCAB, hidden_size=6, num_layers=2, init_scale=0.5,
+                               rnn_mode="basic", tie_embeddings=tie)
+    model.softmax_b.assign(tf.random.stateless_normal([VOCAB], seed=[1, 2], stddev=3.0))
+    x, y = _ids(2, 5), _ids(2, 5, seed=1)
+    outputs, _ = model.hidden(x, model.zero_state(2))
+    np.testing.assert_allclose(model.word_losses(outputs, y),
+                               model_lib.word_losses(model.project(outputs), y),
+                               rtol=1e-5, atol=1e-5)
+
+
 def test_mask_rows_are_the_rows_of_the_whole_batch_masks():
     model = model_lib.PTBModel(vocab_size=11, hidden_size=6, num_layers=2, init_scale=0.1,
                                keep_prob=0.5, rnn_mode="basic")
