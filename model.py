@@ -347,9 +347,13 @@ def word_losses(logits, targets):
     return _word_losses(tf.convert_to_tensor(logits), tf.convert_to_tensor(targets))
 
 
-# The largest spread of the bias for which biased_word_losses shifts by its bound:
-# every row's largest exponential is then at least exp(-80) = 1.8e-35, a normal float32.
-_MAX_BOUNDED_SPREAD = 80.0
+# The largest spread of the bias (max - min) for which biased_word_losses shifts by its
+# bound. The bound then lies at most 50 above a row's max, so every term within
+# 87.3 - 50 of that max stays a normal float32 (below exp(-87.3) TF flushes it to 0),
+# and the terms lost are each under exp(-37.3) of the largest: even 10^5 of them
+# (ln 10^5 = 11.5) sum to under exp(-25.8), below float32 rounding of the sum (2^-24 =
+# exp(-16.6)). Past about 60 they could reach that rounding.
+_MAX_BOUNDED_SPREAD = 50.0
 
 
 def biased_word_losses(logits, bias, targets):
@@ -361,8 +365,8 @@ def biased_word_losses(logits, bias, targets):
     is max(logits) + max(bias), a bound of every row's max(logits + bias) that
     needs no such array, and the add fuses into the exponentials' pass. The bound
     exceeds a row's max by at most the spread of the bias (max - min), a few units
-    in a trained PTB model; past _MAX_BOUNDED_SPREAD the exponentials could
-    underflow, and the shift is the exact max. The values and gradients are
+    in a trained PTB model; past _MAX_BOUNDED_SPREAD the small terms of the sum
+    could underflow, and the shift is the exact max. The values and gradients are
     word_losses' to float32 rounding; the bias's gradient is the logits' summed
     over the words.
 
@@ -385,6 +389,7 @@ def _word_losses(logits, targets):
 
 @tf.custom_gradient
 def _biased_word_losses(logits, bias, targets):
+    """biased_word_losses on tensors: (losses, grad) with d bias = d logits summed over words."""
     def bounded():
         shift = tf.reduce_max(logits, axis=-1, keepdims=True) + tf.reduce_max(bias)
         return tf.exp(logits + (bias - shift)), shift
@@ -395,7 +400,8 @@ def _biased_word_losses(logits, bias, targets):
         return tf.exp(biased - shift), shift
 
     # Each branch computes its own exponentials, so XLA writes them straight
-    # into the conditional's result. A NaN bias takes the exact branch.
+    # into the conditional's result. A NaN bias fails the test and takes the exact
+    # branch (either branch gives NaN losses).
     exp, shift = tf.cond(tf.reduce_max(bias) - tf.reduce_min(bias) <= _MAX_BOUNDED_SPREAD,
                          bounded, exact)                             # [..., vocab], [..., 1]
     target_logit = (tf.gather(logits, targets, batch_dims=targets.shape.rank)

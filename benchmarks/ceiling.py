@@ -240,8 +240,8 @@ def ceiling(config, seconds_per_product, loss_seconds=(0.0, 0.0)):
     return words / train, words / evaluation
 
 
-# The ways the loss can run: (kernel, form). "ours": what the steps run (the model's
-# word_losses in a forward pass, model.word_losses of the biased logits in training);
+# The ways the loss can run: (kernel, form). "ours": what the steps run, in evaluation
+# and in training (model.biased_word_losses, the bias added inside the loss's passes);
 # "stock": tf.nn.sparse_softmax_cross_entropy_with_logits of the biased logits.
 LOSS_VARIANTS = (("xla", "ours"), ("tf", "ours"), ("xla", "stock"), ("tf", "stock"))
 
@@ -253,8 +253,6 @@ def _loss_function(kernel, form, train):
     def losses(logits, bias, targets):
         if form == "stock":
             return tf.nn.sparse_softmax_cross_entropy_with_logits(targets, logits + bias)
-        if train:
-            return model_lib.word_losses(logits + bias, targets)
         return model_lib.biased_word_losses(logits, bias, targets)
 
     @tf.function(jit_compile=(kernel == "xla"))

@@ -146,27 +146,54 @@ def test_word_losses_equal_stock_op_in_value_and_gradient(jit_compile):
     assert np.all(np.isfinite(ours[0])) and np.all(np.isfinite(ours[1]))
 
 
-@pytest.mark.parametrize("jit_compile", [False, True])
-def test_biased_word_losses_equal_word_losses_of_the_biased_logits(jit_compile):
-    rng = np.random.RandomState(3)
-    scales = np.array([1.0, 30.0], np.float32)[:, None, None]
-    logits = tf.constant(rng.randn(2, 4, 50).astype(np.float32) * scales)
-    bias = tf.constant(rng.randn(50).astype(np.float32) * 5)
-    targets = tf.constant(rng.randint(0, 50, [2, 4]).astype(np.int32))
-    weights = tf.constant(rng.rand(2, 4).astype(np.float32))
-
+def _losses_and_grads(fn, logits, bias, weights, jit_compile):
+    """fn() -> losses, with d(sum of losses * weights)/d(logits, bias)."""
     @tf.function(jit_compile=jit_compile)
-    def value_and_grads(fn):
+    def run():
         with tf.GradientTape() as tape:
             tape.watch([logits, bias])
             losses = fn()
             total = tf.reduce_sum(losses * weights)
         return (losses,) + tuple(tape.gradient(total, [logits, bias]))
+    return run()
 
-    ours = value_and_grads(lambda: model_lib.biased_word_losses(logits, bias, targets))
-    plain = value_and_grads(lambda: model_lib.word_losses(logits + bias, targets))
+
+def _assert_biased_losses_match(logits, bias, targets, jit_compile, rtol=1e-5, atol=1e-6):
+    """biased_word_losses against word_losses of logits + bias, in values and gradients."""
+    weights = tf.constant(np.random.RandomState(0).rand(*targets.shape).astype(np.float32))
+    ours = _losses_and_grads(lambda: model_lib.biased_word_losses(logits, bias, targets),
+                             logits, bias, weights, jit_compile)
+    plain = _losses_and_grads(lambda: model_lib.word_losses(logits + bias, targets),
+                              logits, bias, weights, jit_compile)
+    stock = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=targets, logits=logits + bias)
+    np.testing.assert_allclose(ours[0], stock, rtol=rtol, atol=atol)
     for got, expected in zip(ours, plain):
-        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(got, expected, rtol=rtol, atol=atol)
+
+
+@pytest.mark.parametrize("jit_compile", [False, True])
+@pytest.mark.parametrize("shape", [[2, 4], [6]], ids=["rank2", "rank1"])
+def test_biased_word_losses_equal_word_losses_of_the_biased_logits(jit_compile, shape):
+    rng = np.random.RandomState(3)
+    scales = rng.choice([1.0, 30.0], size=shape + [1]).astype(np.float32)
+    logits = tf.constant(rng.randn(*shape, 50).astype(np.float32) * scales)
+    bias = tf.constant(rng.randn(50).astype(np.float32) * 5)
+    targets = tf.constant(rng.randint(0, 50, shape).astype(np.int32))
+    _assert_biased_losses_match(logits, bias, targets, jit_compile)
+
+
+@pytest.mark.parametrize("jit_compile", [False, True])
+def test_biased_word_losses_keep_small_terms_at_the_largest_bounded_spread(jit_compile):
+    # The bias spreads exactly _MAX_BOUNDED_SPREAD (the bound is taken), the bound lies
+    # that far above each row's max, and 9,998 terms 9 below the max carry half the
+    # sum: were they lost to underflow, the losses would be off by log 2.
+    vocab, spread = 10_000, model_lib._MAX_BOUNDED_SPREAD
+    logits = np.full([3, vocab], -9.0, np.float32)
+    logits[:, 0], logits[:, 1] = -spread - 100.0, 0.0
+    bias = np.zeros([vocab], np.float32)
+    bias[0] = spread
+    _assert_biased_losses_match(tf.constant(logits), tf.constant(bias),
+                                tf.constant([1, 2, 9_999], tf.int32), jit_compile)
 
 
 def _far_apart_logits_and_bias():
@@ -182,13 +209,12 @@ def _far_apart_logits_and_bias():
 @pytest.mark.parametrize("jit_compile", [False, True])
 def test_biased_word_losses_are_exact_where_the_bound_would_underflow(jit_compile, monkeypatch):
     logits, bias, targets = _far_apart_logits_and_bias()
-    stock = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=targets, logits=logits + bias)
-    biased = tf.function(model_lib.biased_word_losses, jit_compile=jit_compile)
-    np.testing.assert_allclose(biased(logits, bias, targets), stock, rtol=1e-6)
+    _assert_biased_losses_match(logits, bias, targets, jit_compile)
     # Shifted by the bound the losses would be inf: the case does exercise the guard.
     monkeypatch.setattr(model_lib, "_MAX_BOUNDED_SPREAD", np.inf)
     unguarded = tf.function(model_lib.biased_word_losses, jit_compile=jit_compile)
-    assert not np.all(np.isfinite(unguarded(logits, bias, targets)))
+    stock = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=targets, logits=logits + bias)
+    assert not np.allclose(unguarded(logits, bias, targets), stock)
 
 
 @pytest.mark.parametrize("tie", [False, True])

@@ -9,6 +9,7 @@ import pytest
 import tensorflow as tf
 
 import configs
+import model as model_lib
 import reader
 import training
 
@@ -47,6 +48,32 @@ def test_train_step_changes_every_variable_and_carries_state():
         assert not np.array_equal(old, new)
     assert int(ts.step.numpy()) == 1 and int(ts.epoch_iters.numpy()) == CONFIG.num_steps
     assert np.abs(ts.carried[0].h.numpy()).sum() > 0
+
+
+@pytest.mark.parametrize("jit_compile", [False, True])
+def test_batch_gradients_are_those_of_the_tutorial_cost_of_the_logits(jit_compile):
+    # The step adds the softmax bias inside the loss (model.biased_word_losses); its cost
+    # and gradients are those of sequence_cost(model(x)), the bias spread as in training.
+    ts = training.TrainState(CONFIG, rnn_mode="basic", seed=1)
+    ts.model.softmax_b.assign(tf.random.stateless_normal([CONFIG.vocab_size], [4, 2], stddev=3.0))
+    x, y = reader.ptb_producer(_stream(), CONFIG.batch_size, CONFIG.num_steps).batch(0)
+    state = ts.model.zero_state(CONFIG.batch_size)
+    variables = ts.model.trainable_variables
+
+    @tf.function(jit_compile=jit_compile)
+    def both():
+        cost, grads, _ = training.batch_gradients(ts, x, y, state, None, CONFIG.batch_size)
+        with tf.GradientTape() as tape:
+            logits, _ = ts.model(x, state, training=True)
+            tutorial = model_lib.sequence_cost(logits, y)
+        return (cost, tutorial, [tf.convert_to_tensor(g) for g in grads],
+                [tf.convert_to_tensor(g) for g in tape.gradient(tutorial, variables)])
+
+    cost, tutorial, grads, expected = both()
+    np.testing.assert_allclose(cost, tutorial, rtol=1e-6)
+    for var, got, want in zip(variables, grads, expected):
+        assert np.abs(want.numpy()).max() > 0, var.name
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6, err_msg=var.name)
 
 
 def test_train_step_clips_by_global_norm():
