@@ -68,26 +68,31 @@ def _scan(step, sequences, carry, out_shapes, unroll, reverse=False):
 
 
 # Per-step recurrent weights of at least this many bytes are multiplied with
-# their rows contracted (see _per_step_matmul): in while loops (training) from
-# H=650 (6.8 MB); in unrolled loops (validation, test) only from H=1500 (36 MB,
-# past the 32 MB cache), as at H=650 they measured slower there.
+# their rows contracted (see _per_step_matmul). Where that form is W_h as
+# stored (the backward while loop's dgates @ W_h^T: training) from H=650
+# (6.8 MB). Where it needs a copy of the weights at every step (the forward
+# loop's W_h^T, an unrolled loop's gather) only from H=1500 (36 MB, past the
+# 32 MB cache): at H=650 the copy cost more than the form gained (unrolled
+# validation 130 -> 150 ms; medium's training step, its forward loop taking
+# W_h as it is, 336 -> 327 ms median, AVX-512 AMD host, 2026-12-04; on the
+# AVX2 host both loops row-contracted had measured 378-382 ms against 386-394
+# with both as is, which also copied W_h^T, for the backward; this mix is
+# unmeasured there).
 _ROW_CONTRACTED_BYTES = 2 << 20
-_ROW_CONTRACTED_BYTES_UNROLLED = 16 << 20
+_ROW_CONTRACTED_BYTES_COPIED = 16 << 20
 
 
-def _per_step_matmul(w, unroll):
+def _per_step_matmul(w, unroll, min_bytes):
     """x -> x @ w for a loop that multiplies a few rows by the same `w` every step.
 
-    Small weights go in as they are: XLA hands the product to YNNPACK. Larger
-    ones go in transposed with their rows contracted (`x @ (w^T)^T`), which
-    XLA hands to Eigen: YNNPACK repacks the weights on every call, and once
-    they outgrow the cache that doubles the memory traffic of a step.
-    Measured under XLA, batch 20 (AVX2 host): H=1500 forward 4.2 -> 2.8 ms and
-    backward 5.9 -> 2.9 ms per step; H=650 medium training step 386-394 ->
-    378-382 ms, but its unrolled validation step 130 -> 150 ms; H=200 0.07 ms
+    Weights under `min_bytes` go in as they are: XLA hands the product to
+    YNNPACK. Larger ones go in transposed with their rows contracted
+    (`x @ (w^T)^T`), which XLA hands to Eigen: YNNPACK repacks the weights on
+    every call, and once they outgrow the cache that doubles the memory
+    traffic of a step. Measured under XLA, batch 20 (AVX2 host): H=1500
+    forward 4.2 -> 2.8 ms and backward 5.9 -> 2.9 ms per step; H=200 0.07 ms
     as is against 0.11 transposed.
     """
-    min_bytes = _ROW_CONTRACTED_BYTES_UNROLLED if unroll else _ROW_CONTRACTED_BYTES
     if w.shape.num_elements() * w.dtype.size < min_bytes:
         return lambda x: tf.matmul(x, w)
     w_t = tf.transpose(w)  # [n, k]
@@ -145,7 +150,7 @@ def _lstm_forward(projected, c0, h0, w_h, forget_bias, unroll, recurrent_mask=No
       `[T, batch, 4H]`, c_T, h_T); c_T, h_T are c0, h0 when T == 0.
     """
     batch, units = h0.shape[0], w_h.shape[0]
-    times_w_h = _per_step_matmul(w_h, unroll)
+    times_w_h = _per_step_matmul(w_h, unroll, _ROW_CONTRACTED_BYTES_COPIED)  # W_h^T: a copy
     activations = _activations(units, forget_bias, projected.dtype, one_expression=not unroll)
 
     def step(state, projected_t):
@@ -180,8 +185,10 @@ def _lstm_backward(d_outputs, dc, dh, cs, c_prev, acts, w_h, unroll, recurrent_m
       (dgates `[T, batch, 4H]` wrt the gate pre-activations, dc_0, dh_0).
     """
     batch, units = dc.shape[0], w_h.shape[0]
-    # dgates [batch, 4H] @ W_h^T [4H, H]
-    times_w_h_t = _per_step_matmul(tf.transpose(w_h), unroll)
+    # dgates [batch, 4H] @ W_h^T [4H, H]: row-contracted, W_h as stored (unrolled: a gather)
+    times_w_h_t = _per_step_matmul(
+        tf.transpose(w_h), unroll,
+        _ROW_CONTRACTED_BYTES_COPIED if unroll else _ROW_CONTRACTED_BYTES)
 
     is_j, _ = _gate_columns(units)
 

@@ -201,11 +201,13 @@ def test_fused_lstm_unroll_leaves_no_while_loop():
 
 
 def _row_contracted_matmuls(run, cell, inputs, state):
-    """MatMuls with transpose_b in the traced forward-and-gradient graph."""
-    graph = tf.function(_gradients).get_concrete_function(
-        run, cell, inputs, state).graph
-    return sum(op.type == "MatMul" and op.get_attr("transpose_b")
-               for op in graph.get_operations())
+    """MatMuls with transpose_b in the traced forward-and-gradient graph, the
+    bodies of its while loops included (each counted once, not per step)."""
+    graph_def = tf.function(_gradients).get_concrete_function(
+        run, cell, inputs, state).graph.as_graph_def()
+    nodes = list(graph_def.node) + [
+        node for function in graph_def.library.function for node in function.node_def]
+    return sum(node.op == "MatMul" and node.attr["transpose_b"].b for node in nodes)
 
 
 @pytest.mark.parametrize("mode", ["eager", "jit"])
@@ -215,7 +217,7 @@ def test_fused_lstm_with_row_contracted_weights_matches_dynamic_rnn(run, mode, m
     cell = _lstm(dtype=tf.float64)
     inputs, state = _sequence_and_state(tf.float64)
     monkeypatch.setattr(fused_lstm, "_ROW_CONTRACTED_BYTES", 0)
-    monkeypatch.setattr(fused_lstm, "_ROW_CONTRACTED_BYTES_UNROLLED", 0)
+    monkeypatch.setattr(fused_lstm, "_ROW_CONTRACTED_BYTES_COPIED", 0)
     got = maybe_function(lambda x, s: run(cell, x, s), mode)(inputs, state)
     _assert_close(got, _reference(cell, inputs, state), rtol=1e-10, atol=1e-10)
     grads = maybe_function(_gradients, mode)(run, cell, inputs, state)
@@ -223,15 +225,31 @@ def test_fused_lstm_with_row_contracted_weights_matches_dynamic_rnn(run, mode, m
                   rtol=1e-10, atol=1e-10)
 
 
-def test_fused_lstm_contracts_rows_of_weights_over_the_threshold_only(monkeypatch):
+def test_unrolled_fused_lstm_contracts_rows_over_the_copied_threshold_only(monkeypatch):
     cell = _lstm(dtype=tf.float64)
     inputs, state = _sequence_and_state(tf.float64)
     small = _row_contracted_matmuls(_unrolled, cell, inputs, state)
-    monkeypatch.setattr(fused_lstm, "_ROW_CONTRACTED_BYTES", 0)  # the while loops' threshold
+    monkeypatch.setattr(fused_lstm, "_ROW_CONTRACTED_BYTES", 0)  # the backward while loop's
     assert _row_contracted_matmuls(_unrolled, cell, inputs, state) == small
-    monkeypatch.setattr(fused_lstm, "_ROW_CONTRACTED_BYTES_UNROLLED", 0)
+    monkeypatch.setattr(fused_lstm, "_ROW_CONTRACTED_BYTES_COPIED", 0)
     # One per step forward (h @ W_h) and one per step backward (dgates @ W_h^T).
     assert _row_contracted_matmuls(_unrolled, cell, inputs, state) == small + 2 * STEPS
+
+
+def test_while_loop_fused_lstm_contracts_rows_by_whether_it_copies_the_weights(monkeypatch):
+    # The backward loop's dgates @ W_h^T contracts W_h's rows as stored (its threshold);
+    # the forward's h @ W_h would need W_h^T copied every step (the higher threshold).
+    cell = _lstm(dtype=tf.float64)
+    inputs, state = _sequence_and_state(tf.float64)
+    run = fused_lstm.fused_lstm
+    small = _row_contracted_matmuls(run, cell, inputs, state)
+    monkeypatch.setattr(fused_lstm, "_ROW_CONTRACTED_BYTES", 0)
+    assert _row_contracted_matmuls(run, cell, inputs, state) == small + 1  # the backward body's
+    monkeypatch.setattr(fused_lstm, "_ROW_CONTRACTED_BYTES", 2 << 20)
+    monkeypatch.setattr(fused_lstm, "_ROW_CONTRACTED_BYTES_COPIED", 0)
+    assert _row_contracted_matmuls(run, cell, inputs, state) == small + 1  # the forward body's
+    monkeypatch.setattr(fused_lstm, "_ROW_CONTRACTED_BYTES", 0)
+    assert _row_contracted_matmuls(run, cell, inputs, state) == small + 2
 
 
 def _partial_loss_gradients(run, cell, inputs, state, part):
