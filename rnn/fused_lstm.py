@@ -71,13 +71,14 @@ def _scan(step, sequences, carry, out_shapes, unroll, reverse=False):
 # their rows contracted (see _per_step_matmul). Where that form is W_h as
 # stored (the backward while loop's dgates @ W_h^T: training) from H=650
 # (6.8 MB). Where it needs a copy of the weights at every step (the forward
-# loop's W_h^T, an unrolled loop's gather) only from H=1500 (36 MB, past the
-# 32 MB cache): at H=650 the copy cost more than the form gained (unrolled
-# validation 130 -> 150 ms; medium's training step, its forward loop taking
-# W_h as it is, 336 -> 327 ms median, AVX-512 AMD host, 2026-12-04; on the
-# AVX2 host both loops row-contracted had measured 378-382 ms against 386-394
-# with both as is, which also copied W_h^T, for the backward; this mix is
-# unmeasured there).
+# loop's W_h^T inside a whole compiled step, an unrolled loop's gather) only
+# from H=1500 (36 MB, past the 32 MB cache; a forward loop compiled on its
+# own keeps 2 MB, see _lstm_forward): at H=650 the copy cost more than the
+# form gained (unrolled validation 130 -> 150 ms; medium's training step,
+# its forward loop taking W_h as it is, 336 -> 327 ms median, AVX-512 AMD
+# host, 2026-12-04; on the AVX2 host both loops row-contracted had measured
+# 378-382 ms against 386-394 with both as is, which also copied W_h^T, for
+# the backward; this mix is unmeasured there).
 _ROW_CONTRACTED_BYTES = 2 << 20
 _ROW_CONTRACTED_BYTES_COPIED = 16 << 20
 
@@ -132,7 +133,8 @@ def _activations(units, forget_bias, dtype, one_expression):
     return lambda gates: tf.where(is_j, tf.tanh(gates), tf.sigmoid(gates + column_bias))
 
 
-def _lstm_forward(projected, c0, h0, w_h, forget_bias, unroll, recurrent_mask=None):
+def _lstm_forward(projected, c0, h0, w_h, forget_bias, unroll, recurrent_mask=None,
+                  own_program=False):
     """The recurrence given all steps' input projections.
 
     Args:
@@ -143,6 +145,8 @@ def _lstm_forward(projected, c0, h0, w_h, forget_bias, unroll, recurrent_mask=No
       unroll: Python loop over a static T instead of a tf.while_loop.
       recurrent_mask: optional `[batch, H]`: every step's h_{t-1} is multiplied
         by it before @ W_h (variational recurrent dropout).
+      own_program: the loop is compiled as an XLA program of its own
+        (compile_loops), not inside a whole compiled step.
 
     Returns:
       (outputs h_1..h_T `[T, batch, H]`, cell states c_1..c_T `[T, batch, H]`,
@@ -150,7 +154,12 @@ def _lstm_forward(projected, c0, h0, w_h, forget_bias, unroll, recurrent_mask=No
       `[T, batch, 4H]`, c_T, h_T); c_T, h_T are c0, h0 when T == 0.
     """
     batch, units = h0.shape[0], w_h.shape[0]
-    times_w_h = _per_step_matmul(w_h, unroll, _ROW_CONTRACTED_BYTES_COPIED)  # W_h^T: a copy
+    # Row-contracted, h @ W_h needs W_h^T copied. In a while loop compiled on its own
+    # (bfloat16 training) the copy paid from 2 MB as before: medium's bfloat16 step measured
+    # 282 -> 286 and 279 -> 295 ms median taking W_h as it is (8 alternating rounds each).
+    min_bytes = (_ROW_CONTRACTED_BYTES if own_program and not unroll
+                 else _ROW_CONTRACTED_BYTES_COPIED)
+    times_w_h = _per_step_matmul(w_h, unroll, min_bytes)
     activations = _activations(units, forget_bias, projected.dtype, one_expression=not unroll)
 
     def step(state, projected_t):
@@ -325,7 +334,7 @@ def _fused_lstm(inputs, c0, h0, kernel, bias, input_size, forget_bias,
         w_x, w_h = kernel[:input_size], kernel[input_size:]
         projected = _sequence_product(inputs, w_x, matmul) + bias  # [T, batch, 4H]
         outputs, cs, acts, c, h = forward(
-            projected, c0, h0, w_h, forget_bias, unroll, mask)
+            projected, c0, h0, w_h, forget_bias, unroll, mask, compile_loops)
 
         def grad(d_outputs, dc, dh):
             d_outputs, dc, dh = (

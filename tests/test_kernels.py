@@ -252,6 +252,27 @@ def test_while_loop_fused_lstm_contracts_rows_by_whether_it_copies_the_weights(m
     assert _row_contracted_matmuls(run, cell, inputs, state) == small + 2
 
 
+def test_loops_compiled_on_their_own_contract_rows_by_the_while_loops_threshold(monkeypatch):
+    # compile_loops (bfloat16 training): both loops follow _ROW_CONTRACTED_BYTES, as measured.
+    cell = _lstm(dtype=tf.float64)
+    inputs, state = _sequence_and_state(tf.float64)
+
+    def count():
+        # Fresh compiled loops: the module's own keep their traces across thresholds.
+        monkeypatch.setattr(fused_lstm, "_compiled_forward",
+                            fused_lstm._compiled(fused_lstm._lstm_forward))
+        monkeypatch.setattr(fused_lstm, "_compiled_backward",
+                            fused_lstm._compiled(fused_lstm._lstm_backward))
+        return _row_contracted_matmuls(
+            lambda cell, x, s: fused_lstm.fused_lstm(cell, x, s, compile_loops=True),
+            cell, inputs, state)
+    small = count()
+    monkeypatch.setattr(fused_lstm, "_ROW_CONTRACTED_BYTES_COPIED", 0)
+    assert count() == small
+    monkeypatch.setattr(fused_lstm, "_ROW_CONTRACTED_BYTES", 0)
+    assert count() == small + 2
+
+
 def _partial_loss_gradients(run, cell, inputs, state, part):
     """Gradients of a loss on only one of outputs / final c / final h."""
     with tf.GradientTape() as tape:
