@@ -1,6 +1,7 @@
 """Our whole-sequence LSTM over LSTMCell's variables, with a hand-written backward pass."""
 
 import tensorflow as tf
+from tensorflow.python.ops import control_flow_util
 
 from .cells import LSTMStateTuple
 
@@ -83,6 +84,11 @@ _ROW_CONTRACTED_BYTES = 2 << 20
 _ROW_CONTRACTED_BYTES_COPIED = 16 << 20
 
 
+def _compiled_by_xla():
+    """Whether the ops being traced now will be compiled by XLA (a jit_compile function, or in one)."""
+    return control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph())
+
+
 def _per_step_matmul(w, unroll, min_bytes):
     """x -> x @ w for a loop that multiplies a few rows by the same `w` every step.
 
@@ -93,8 +99,13 @@ def _per_step_matmul(w, unroll, min_bytes):
     traffic of a step. Measured under XLA, batch 20 (AVX2 host): H=1500
     forward 4.2 -> 2.8 ms and backward 5.9 -> 2.9 ms per step; H=200 0.07 ms
     as is against 0.11 transposed.
+
+    Outside XLA (--xla=0) every size goes in as it is: TensorFlow's own
+    MatMul (oneDNN) runs the row-contracted form at half the speed
+    (`benchmark.py ceiling`'s tf and tf wT columns, AVX-512 AMD host: medium
+    forward 170 / 91 GFLOPS, backward 158 / 79; large 128 / 64, 116 / 56).
     """
-    if w.shape.num_elements() * w.dtype.size < min_bytes:
+    if not _compiled_by_xla() or w.shape.num_elements() * w.dtype.size < min_bytes:
         return lambda x: tf.matmul(x, w)
     w_t = tf.transpose(w)  # [n, k]
     if unroll:

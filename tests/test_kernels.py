@@ -200,10 +200,11 @@ def test_fused_lstm_unroll_leaves_no_while_loop():
     assert not _has_while_loop(_unrolled, cell, inputs, state)
 
 
-def _row_contracted_matmuls(run, cell, inputs, state):
-    """MatMuls with transpose_b in the traced forward-and-gradient graph, the
-    bodies of its while loops included (each counted once, not per step)."""
-    graph_def = tf.function(_gradients).get_concrete_function(
+def _row_contracted_matmuls(run, cell, inputs, state, jit=True):
+    """MatMuls with transpose_b in the forward-and-gradient graph traced (under
+    XLA with `jit`), the bodies of its while loops included (each counted once,
+    not per step)."""
+    graph_def = tf.function(_gradients, jit_compile=jit).get_concrete_function(
         run, cell, inputs, state).graph.as_graph_def()
     nodes = list(graph_def.node) + [
         node for function in graph_def.library.function for node in function.node_def]
@@ -252,6 +253,20 @@ def test_while_loop_fused_lstm_contracts_rows_by_whether_it_copies_the_weights(m
     assert _row_contracted_matmuls(run, cell, inputs, state) == small + 2
 
 
+@pytest.mark.parametrize("run", [fused_lstm.fused_lstm, _unrolled])
+def test_fused_lstm_outside_xla_takes_the_weights_as_they_are(run, monkeypatch):
+    # TensorFlow's own MatMul runs the row-contracted form at half the speed.
+    cell = _lstm(dtype=tf.float64)
+    inputs, state = _sequence_and_state(tf.float64)
+    as_they_are = _row_contracted_matmuls(run, cell, inputs, state, jit=False)
+    monkeypatch.setattr(fused_lstm, "_ROW_CONTRACTED_BYTES", 0)
+    monkeypatch.setattr(fused_lstm, "_ROW_CONTRACTED_BYTES_COPIED", 0)
+    assert _row_contracted_matmuls(run, cell, inputs, state, jit=False) == as_they_are
+    # Under XLA the same thresholds contract both loops' products.
+    per_loop = STEPS if run is _unrolled else 1
+    assert _row_contracted_matmuls(run, cell, inputs, state) == as_they_are + 2 * per_loop
+
+
 def test_loops_compiled_on_their_own_contract_rows_by_the_while_loops_threshold(monkeypatch):
     # compile_loops (bfloat16 training): both loops follow _ROW_CONTRACTED_BYTES, as measured.
     cell = _lstm(dtype=tf.float64)
@@ -263,9 +278,9 @@ def test_loops_compiled_on_their_own_contract_rows_by_the_while_loops_threshold(
                             fused_lstm._compiled(fused_lstm._lstm_forward))
         monkeypatch.setattr(fused_lstm, "_compiled_backward",
                             fused_lstm._compiled(fused_lstm._lstm_backward))
-        return _row_contracted_matmuls(
+        return _row_contracted_matmuls(  # the step around them is not compiled
             lambda cell, x, s: fused_lstm.fused_lstm(cell, x, s, compile_loops=True),
-            cell, inputs, state)
+            cell, inputs, state, jit=False)
     small = count()
     monkeypatch.setattr(fused_lstm, "_ROW_CONTRACTED_BYTES_COPIED", 0)
     assert count() == small
