@@ -68,8 +68,9 @@ def _scan(step, sequences, carry, out_shapes, unroll, reverse=False):
     return carry, tuple(ta.stack() for ta in outs_ta)
 
 
-# Per-step recurrent weights of at least this many bytes are multiplied with
-# their rows contracted (see _per_step_matmul). Where that form is W_h as
+# Under XLA, per-step recurrent weights of at least this many bytes are
+# multiplied with their rows contracted (see _per_step_matmul; outside XLA
+# every size goes in as it is). Where that form is W_h as
 # stored (the backward while loop's dgates @ W_h^T: training) from H=650
 # (6.8 MB). Where it needs a copy of the weights at every step (the forward
 # loop's W_h^T inside a whole compiled step, an unrolled loop's gather) only
@@ -85,12 +86,22 @@ _ROW_CONTRACTED_BYTES_COPIED = 16 << 20
 
 
 def _compiled_by_xla():
-    """Whether the ops being traced now will be compiled by XLA (a jit_compile function, or in one)."""
+    """Whether the ops being traced now will be compiled by XLA: in a jit_compile function, or in
+    a function traced inside one.
+
+    It sees what is traced in XLA's context only: not a gradient function that
+    TensorFlow traces apart from a compiled forward (so _fused_lstm asks once,
+    for both passes), not a plain tf.function's trace reused by a compiled
+    caller (the trace cache does not key on the context), not XLA's
+    auto-clustering. There it answers False, which costs speed, never values.
+    """
     return control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph())
 
 
 def _per_step_matmul(w, unroll, min_bytes):
     """x -> x @ w for a loop that multiplies a few rows by the same `w` every step.
+
+    min_bytes: the size from which to contract rows under XLA; None outside it.
 
     Weights under `min_bytes` go in as they are: XLA hands the product to
     YNNPACK. Larger ones go in transposed with their rows contracted
@@ -105,7 +116,7 @@ def _per_step_matmul(w, unroll, min_bytes):
     (`benchmark.py ceiling`'s tf and tf wT columns, AVX-512 AMD host: medium
     forward 170 / 91 GFLOPS, backward 158 / 79; large 128 / 64, 116 / 56).
     """
-    if not _compiled_by_xla() or w.shape.num_elements() * w.dtype.size < min_bytes:
+    if min_bytes is None or w.shape.num_elements() * w.dtype.size < min_bytes:
         return lambda x: tf.matmul(x, w)
     w_t = tf.transpose(w)  # [n, k]
     if unroll:
@@ -145,7 +156,7 @@ def _activations(units, forget_bias, dtype, one_expression):
 
 
 def _lstm_forward(projected, c0, h0, w_h, forget_bias, unroll, recurrent_mask=None,
-                  own_program=False):
+                  own_program=False, xla=True):
     """The recurrence given all steps' input projections.
 
     Args:
@@ -158,6 +169,7 @@ def _lstm_forward(projected, c0, h0, w_h, forget_bias, unroll, recurrent_mask=No
         by it before @ W_h (variational recurrent dropout).
       own_program: the loop is compiled as an XLA program of its own
         (compile_loops), not inside a whole compiled step.
+      xla: the loop is compiled by XLA (else it runs TensorFlow's kernels).
 
     Returns:
       (outputs h_1..h_T `[T, batch, H]`, cell states c_1..c_T `[T, batch, H]`,
@@ -168,7 +180,7 @@ def _lstm_forward(projected, c0, h0, w_h, forget_bias, unroll, recurrent_mask=No
     # Row-contracted, h @ W_h needs W_h^T copied. In a while loop compiled on its own
     # (bfloat16 training) the copy paid from 2 MB as before: medium's bfloat16 step measured
     # 282 -> 286 and 279 -> 295 ms median taking W_h as it is (8 alternating rounds each).
-    min_bytes = (_ROW_CONTRACTED_BYTES if own_program and not unroll
+    min_bytes = (None if not xla else _ROW_CONTRACTED_BYTES if own_program and not unroll
                  else _ROW_CONTRACTED_BYTES_COPIED)
     times_w_h = _per_step_matmul(w_h, unroll, min_bytes)
     activations = _activations(units, forget_bias, projected.dtype, one_expression=not unroll)
@@ -188,7 +200,8 @@ def _lstm_forward(projected, c0, h0, w_h, forget_bias, unroll, recurrent_mask=No
     return outputs, cs, acts, c, h
 
 
-def _lstm_backward(d_outputs, dc, dh, cs, c_prev, acts, w_h, unroll, recurrent_mask=None):
+def _lstm_backward(d_outputs, dc, dh, cs, c_prev, acts, w_h, unroll, recurrent_mask=None,
+                   xla=True):
     """Reverse loop of the recurrence: only dgates_t @ W_h^T per step.
 
     Args:
@@ -200,6 +213,7 @@ def _lstm_backward(d_outputs, dc, dh, cs, c_prev, acts, w_h, unroll, recurrent_m
       unroll: Python loop over a static T instead of a tf.while_loop.
       recurrent_mask: optional `[batch, H]`, as in `_lstm_forward`: the
         gradient reaching h_{t-1} through W_h is multiplied by it.
+      xla: the loop is compiled by XLA (else it runs TensorFlow's kernels).
 
     Returns:
       (dgates `[T, batch, 4H]` wrt the gate pre-activations, dc_0, dh_0).
@@ -208,7 +222,7 @@ def _lstm_backward(d_outputs, dc, dh, cs, c_prev, acts, w_h, unroll, recurrent_m
     # dgates [batch, 4H] @ W_h^T [4H, H]: row-contracted, W_h as stored (unrolled: a gather)
     times_w_h_t = _per_step_matmul(
         tf.transpose(w_h), unroll,
-        _ROW_CONTRACTED_BYTES_COPIED if unroll else _ROW_CONTRACTED_BYTES)
+        None if not xla else _ROW_CONTRACTED_BYTES_COPIED if unroll else _ROW_CONTRACTED_BYTES)
 
     is_j, _ = _gate_columns(units)
 
@@ -342,10 +356,12 @@ def _fused_lstm(inputs, c0, h0, kernel, bias, input_size, forget_bias,
     @tf.custom_gradient
     def run(inputs, c0, h0, kernel, bias, *masks):
         mask = masks[0] if masks else None
+        # Asked here, for both passes: the gradient may be traced outside XLA's context.
+        xla = compile_loops or _compiled_by_xla()
         w_x, w_h = kernel[:input_size], kernel[input_size:]
         projected = _sequence_product(inputs, w_x, matmul) + bias  # [T, batch, 4H]
         outputs, cs, acts, c, h = forward(
-            projected, c0, h0, w_h, forget_bias, unroll, mask, compile_loops)
+            projected, c0, h0, w_h, forget_bias, unroll, mask, compile_loops, xla)
 
         def grad(d_outputs, dc, dh):
             d_outputs, dc, dh = (
@@ -358,7 +374,7 @@ def _fused_lstm(inputs, c0, h0, kernel, bias, input_size, forget_bias,
             if mask is not None:
                 h_prev = h_prev * mask  # what met W_h: [T, batch, H] * [batch, H]
             dgates, dc0, dh0 = backward(
-                d_outputs, dc, dh, cs, c_prev, acts, w_h, unroll, mask)
+                d_outputs, dc, dh, cs, c_prev, acts, w_h, unroll, mask, xla)
             flat_dgates = _flat(dgates)  # [T * batch, 4H]
             # [x_t, h_{t-1}] rows, as the kernel's: dW_x and dW_h in one GEMM
             # (measured a little faster than two at H=200 and H=650).

@@ -214,11 +214,14 @@ def _row_contracted_matmuls(run, cell, inputs, state, jit=True):
 @pytest.mark.parametrize("mode", ["eager", "jit"])
 @pytest.mark.parametrize("run", [fused_lstm.fused_lstm, _unrolled])
 def test_fused_lstm_with_row_contracted_weights_matches_dynamic_rnn(run, mode, monkeypatch):
-    # The per-step matmul form of large weights, here forced for both loops.
+    # The per-step matmul form of large weights under XLA, here forced for both loops
+    # (and, eager, run on TensorFlow's kernels).
     cell = _lstm(dtype=tf.float64)
     inputs, state = _sequence_and_state(tf.float64)
     monkeypatch.setattr(fused_lstm, "_ROW_CONTRACTED_BYTES", 0)
     monkeypatch.setattr(fused_lstm, "_ROW_CONTRACTED_BYTES_COPIED", 0)
+    monkeypatch.setattr(fused_lstm, "_compiled_by_xla", lambda: True)
+    assert _row_contracted_matmuls(run, cell, inputs, state, jit=False) > 0
     got = maybe_function(lambda x, s: run(cell, x, s), mode)(inputs, state)
     _assert_close(got, _reference(cell, inputs, state), rtol=1e-10, atol=1e-10)
     grads = maybe_function(_gradients, mode)(run, cell, inputs, state)
@@ -265,6 +268,23 @@ def test_fused_lstm_outside_xla_takes_the_weights_as_they_are(run, monkeypatch):
     # Under XLA the same thresholds contract both loops' products.
     per_loop = STEPS if run is _unrolled else 1
     assert _row_contracted_matmuls(run, cell, inputs, state) == as_they_are + 2 * per_loop
+
+
+def test_a_gradient_traced_apart_from_its_compiled_forward_keeps_the_xla_form(monkeypatch):
+    # The tape outside a compiled forward: TensorFlow traces the backward function without
+    # XLA's context, and XLA compiles it; its loop keeps the form the forward chose.
+    cell = _lstm(dtype=tf.float64)
+    inputs, state = _sequence_and_state(tf.float64)
+
+    def count():  # traced afresh: a trace keeps the thresholds it saw
+        forward = tf.function(lambda x, s: fused_lstm.fused_lstm(cell, x, s), jit_compile=True)
+        return _row_contracted_matmuls(lambda cell, x, s: forward(x, s), cell, inputs, state,
+                                       jit=False)
+    as_they_are = count()
+    monkeypatch.setattr(fused_lstm, "_ROW_CONTRACTED_BYTES", 0)
+    assert count() == as_they_are + 1  # the backward body's
+    monkeypatch.setattr(fused_lstm, "_ROW_CONTRACTED_BYTES_COPIED", 0)
+    assert count() == as_they_are + 2
 
 
 def test_loops_compiled_on_their_own_contract_rows_by_the_while_loops_threshold(monkeypatch):
