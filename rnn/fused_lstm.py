@@ -98,6 +98,14 @@ def _compiled_by_xla():
     return control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph())
 
 
+def _min_bytes(xla, copied):
+    """_per_step_matmul's min_bytes: None outside XLA, else the threshold for a form that
+    copies the weights at every step (`copied`) or the one for a form that does not."""
+    if not xla:
+        return None
+    return _ROW_CONTRACTED_BYTES_COPIED if copied else _ROW_CONTRACTED_BYTES
+
+
 def _per_step_matmul(w, unroll, min_bytes):
     """x -> x @ w for a loop that multiplies a few rows by the same `w` every step.
 
@@ -180,9 +188,8 @@ def _lstm_forward(projected, c0, h0, w_h, forget_bias, unroll, recurrent_mask=No
     # Row-contracted, h @ W_h needs W_h^T copied. In a while loop compiled on its own
     # (bfloat16 training) the copy paid from 2 MB as before: medium's bfloat16 step measured
     # 282 -> 286 and 279 -> 295 ms median taking W_h as it is (8 alternating rounds each).
-    min_bytes = (None if not xla else _ROW_CONTRACTED_BYTES if own_program and not unroll
-                 else _ROW_CONTRACTED_BYTES_COPIED)
-    times_w_h = _per_step_matmul(w_h, unroll, min_bytes)
+    times_w_h = _per_step_matmul(
+        w_h, unroll, _min_bytes(xla, copied=unroll or not own_program))
     activations = _activations(units, forget_bias, projected.dtype, one_expression=not unroll)
 
     def step(state, projected_t):
@@ -220,9 +227,7 @@ def _lstm_backward(d_outputs, dc, dh, cs, c_prev, acts, w_h, unroll, recurrent_m
     """
     batch, units = dc.shape[0], w_h.shape[0]
     # dgates [batch, 4H] @ W_h^T [4H, H]: row-contracted, W_h as stored (unrolled: a gather)
-    times_w_h_t = _per_step_matmul(
-        tf.transpose(w_h), unroll,
-        None if not xla else _ROW_CONTRACTED_BYTES_COPIED if unroll else _ROW_CONTRACTED_BYTES)
+    times_w_h_t = _per_step_matmul(tf.transpose(w_h), unroll, _min_bytes(xla, copied=unroll))
 
     is_j, _ = _gate_columns(units)
 
