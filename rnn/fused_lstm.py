@@ -70,19 +70,22 @@ def _scan(step, sequences, carry, out_shapes, unroll, reverse=False):
 
 # Under XLA, per-step recurrent weights of at least this many bytes are
 # multiplied with their rows contracted (see _per_step_matmul; outside XLA
-# every size goes in as it is). Where that form is W_h as
-# stored (the backward while loop's dgates @ W_h^T: training) from H=650
-# (6.8 MB). Where it needs a copy of the weights at every step (the forward
-# loop's W_h^T inside a whole compiled step, an unrolled loop's gather) only
-# from H=1500 (36 MB, past the 32 MB cache; a forward loop compiled on its
-# own keeps 2 MB, see _lstm_forward): at H=650 the copy cost more than the
-# form gained (unrolled validation 130 -> 150 ms; medium's training step,
-# its forward loop taking W_h as it is, 336 -> 327 ms median, AVX-512 AMD
-# host, 2026-12-04; on the AVX2 host both loops row-contracted had measured
-# 378-382 ms against 386-394 with both as is, which also copied W_h^T, for
-# the backward; this mix is unmeasured there).
-_ROW_CONTRACTED_BYTES = 2 << 20
-_ROW_CONTRACTED_BYTES_COPIED = 16 << 20
+# every size goes in as it is): large's H=1500 (36 MB, past the 32 MB cache),
+# not medium's H=650 (6.8 MB). At H=650, inside a whole compiled step, both
+# loops measured faster with the weights as they are: the forward's h @ W_h
+# (row-contracted it needs W_h^T copied every step) 336 -> 327 ms a medium
+# training step, median; the backward's dgates @ W_h^T on a W_h^T copied once
+# a pass rather than on W_h's rows as stored, medians 314.4 -> 311.2, 321.5 ->
+# 316.9 and 319.9 -> 315.0 ms in three runs (faster in 20 of 28 alternating
+# rounds; the ceiling's per-step product 156 against 135 GFLOPS), in
+# bfloat16 training 240.2 -> 238.3 ms (6 of 8); unrolled
+# validation 130 ms as is, 150 row-contracted. AVX-512 AMD host, 2026-12-04;
+# on the AVX2 host both loops row-contracted had measured 378-382 ms against
+# 386-394 with both as is.
+_ROW_CONTRACTED_BYTES = 16 << 20
+# A forward while loop compiled on its own (bfloat16 training) contracts rows
+# from 2 MB (see _lstm_forward).
+_ROW_CONTRACTED_BYTES_OWN_FORWARD = 2 << 20
 
 
 def _compiled_by_xla():
@@ -98,12 +101,12 @@ def _compiled_by_xla():
     return control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph())
 
 
-def _min_bytes(xla, copied):
-    """_per_step_matmul's min_bytes: None outside XLA, else the threshold for a form that
-    copies the weights at every step (`copied`) or the one for a form that does not."""
+def _min_bytes(xla, own_forward=False):
+    """_per_step_matmul's min_bytes: None outside XLA, else the threshold of a forward while
+    loop compiled on its own (`own_forward`) or the one of every other loop."""
     if not xla:
         return None
-    return _ROW_CONTRACTED_BYTES_COPIED if copied else _ROW_CONTRACTED_BYTES
+    return _ROW_CONTRACTED_BYTES_OWN_FORWARD if own_forward else _ROW_CONTRACTED_BYTES
 
 
 def _per_step_matmul(w, unroll, min_bytes):
@@ -186,10 +189,10 @@ def _lstm_forward(projected, c0, h0, w_h, forget_bias, unroll, recurrent_mask=No
     """
     batch, units = h0.shape[0], w_h.shape[0]
     # Row-contracted, h @ W_h needs W_h^T copied. In a while loop compiled on its own
-    # (bfloat16 training) the copy paid from 2 MB as before: medium's bfloat16 step measured
+    # (bfloat16 training) the copy paid from 2 MB: medium's bfloat16 step measured
     # 282 -> 286 and 279 -> 295 ms median taking W_h as it is (8 alternating rounds each).
     times_w_h = _per_step_matmul(
-        w_h, unroll, _min_bytes(xla, copied=unroll or not own_program))
+        w_h, unroll, _min_bytes(xla, own_forward=own_program and not unroll))
     activations = _activations(units, forget_bias, projected.dtype, one_expression=not unroll)
 
     def step(state, projected_t):
@@ -226,8 +229,9 @@ def _lstm_backward(d_outputs, dc, dh, cs, c_prev, acts, w_h, unroll, recurrent_m
       (dgates `[T, batch, 4H]` wrt the gate pre-activations, dc_0, dh_0).
     """
     batch, units = dc.shape[0], w_h.shape[0]
-    # dgates [batch, 4H] @ W_h^T [4H, H]: row-contracted, W_h as stored (unrolled: a gather)
-    times_w_h_t = _per_step_matmul(tf.transpose(w_h), unroll, _min_bytes(xla, copied=unroll))
+    # dgates [batch, 4H] @ W_h^T [4H, H]: W_h^T copied once a pass (a while loop's body gets it
+    # from outside) or, row-contracted, W_h as stored (unrolled: a gather)
+    times_w_h_t = _per_step_matmul(tf.transpose(w_h), unroll, _min_bytes(xla))
 
     is_j, _ = _gate_columns(units)
 

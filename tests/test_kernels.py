@@ -219,7 +219,7 @@ def test_fused_lstm_with_row_contracted_weights_matches_dynamic_rnn(run, mode, m
     cell = _lstm(dtype=tf.float64)
     inputs, state = _sequence_and_state(tf.float64)
     monkeypatch.setattr(fused_lstm, "_ROW_CONTRACTED_BYTES", 0)
-    monkeypatch.setattr(fused_lstm, "_ROW_CONTRACTED_BYTES_COPIED", 0)
+    monkeypatch.setattr(fused_lstm, "_ROW_CONTRACTED_BYTES_OWN_FORWARD", 0)
     monkeypatch.setattr(fused_lstm, "_compiled_by_xla", lambda: True)
     assert _row_contracted_matmuls(run, cell, inputs, state, jit=False) > 0
     got = maybe_function(lambda x, s: run(cell, x, s), mode)(inputs, state)
@@ -229,31 +229,28 @@ def test_fused_lstm_with_row_contracted_weights_matches_dynamic_rnn(run, mode, m
                   rtol=1e-10, atol=1e-10)
 
 
-def test_unrolled_fused_lstm_contracts_rows_over_the_copied_threshold_only(monkeypatch):
+def test_unrolled_fused_lstm_contracts_rows_over_the_threshold_only(monkeypatch):
     cell = _lstm(dtype=tf.float64)
     inputs, state = _sequence_and_state(tf.float64)
     small = _row_contracted_matmuls(_unrolled, cell, inputs, state)
-    monkeypatch.setattr(fused_lstm, "_ROW_CONTRACTED_BYTES", 0)  # the backward while loop's
+    monkeypatch.setattr(fused_lstm, "_ROW_CONTRACTED_BYTES_OWN_FORWARD", 0)  # a while loop's
     assert _row_contracted_matmuls(_unrolled, cell, inputs, state) == small
-    monkeypatch.setattr(fused_lstm, "_ROW_CONTRACTED_BYTES_COPIED", 0)
+    monkeypatch.setattr(fused_lstm, "_ROW_CONTRACTED_BYTES", 0)
     # One per step forward (h @ W_h) and one per step backward (dgates @ W_h^T).
     assert _row_contracted_matmuls(_unrolled, cell, inputs, state) == small + 2 * STEPS
 
 
-def test_while_loop_fused_lstm_contracts_rows_by_whether_it_copies_the_weights(monkeypatch):
-    # The backward loop's dgates @ W_h^T contracts W_h's rows as stored (its threshold);
-    # the forward's h @ W_h would need W_h^T copied every step (the higher threshold).
+def test_while_loops_in_a_compiled_step_contract_rows_by_one_threshold(monkeypatch):
+    # Inside a whole compiled step both loops follow _ROW_CONTRACTED_BYTES; the lower
+    # threshold is a forward loop's compiled on its own.
     cell = _lstm(dtype=tf.float64)
     inputs, state = _sequence_and_state(tf.float64)
     run = fused_lstm.fused_lstm
     small = _row_contracted_matmuls(run, cell, inputs, state)
+    monkeypatch.setattr(fused_lstm, "_ROW_CONTRACTED_BYTES_OWN_FORWARD", 0)
+    assert _row_contracted_matmuls(run, cell, inputs, state) == small
     monkeypatch.setattr(fused_lstm, "_ROW_CONTRACTED_BYTES", 0)
-    assert _row_contracted_matmuls(run, cell, inputs, state) == small + 1  # the backward body's
-    monkeypatch.setattr(fused_lstm, "_ROW_CONTRACTED_BYTES", 2 << 20)
-    monkeypatch.setattr(fused_lstm, "_ROW_CONTRACTED_BYTES_COPIED", 0)
-    assert _row_contracted_matmuls(run, cell, inputs, state) == small + 1  # the forward body's
-    monkeypatch.setattr(fused_lstm, "_ROW_CONTRACTED_BYTES", 0)
-    assert _row_contracted_matmuls(run, cell, inputs, state) == small + 2
+    assert _row_contracted_matmuls(run, cell, inputs, state) == small + 2  # both bodies'
 
 
 @pytest.mark.parametrize("run", [fused_lstm.fused_lstm, _unrolled])
@@ -263,7 +260,7 @@ def test_fused_lstm_outside_xla_takes_the_weights_as_they_are(run, monkeypatch):
     inputs, state = _sequence_and_state(tf.float64)
     as_they_are = _row_contracted_matmuls(run, cell, inputs, state, jit=False)
     monkeypatch.setattr(fused_lstm, "_ROW_CONTRACTED_BYTES", 0)
-    monkeypatch.setattr(fused_lstm, "_ROW_CONTRACTED_BYTES_COPIED", 0)
+    monkeypatch.setattr(fused_lstm, "_ROW_CONTRACTED_BYTES_OWN_FORWARD", 0)
     assert _row_contracted_matmuls(run, cell, inputs, state, jit=False) == as_they_are
     # Under XLA the same thresholds contract both loops' products.
     per_loop = STEPS if run is _unrolled else 1
@@ -282,13 +279,12 @@ def test_a_gradient_traced_apart_from_its_compiled_forward_keeps_the_xla_form(mo
                                        jit=False)
     as_they_are = count()
     monkeypatch.setattr(fused_lstm, "_ROW_CONTRACTED_BYTES", 0)
-    assert count() == as_they_are + 1  # the backward body's
-    monkeypatch.setattr(fused_lstm, "_ROW_CONTRACTED_BYTES_COPIED", 0)
-    assert count() == as_they_are + 2
+    assert count() == as_they_are + 2  # the forward body's and the backward body's
 
 
-def test_loops_compiled_on_their_own_contract_rows_by_the_while_loops_threshold(monkeypatch):
-    # compile_loops (bfloat16 training): both loops follow _ROW_CONTRACTED_BYTES, as measured.
+def test_loops_compiled_on_their_own_contract_rows_by_their_thresholds(monkeypatch):
+    # compile_loops (bfloat16 training): the forward loop follows the lower threshold,
+    # the backward loop the one of every other loop, as measured.
     cell = _lstm(dtype=tf.float64)
     inputs, state = _sequence_and_state(tf.float64)
 
@@ -302,8 +298,8 @@ def test_loops_compiled_on_their_own_contract_rows_by_the_while_loops_threshold(
             lambda cell, x, s: fused_lstm.fused_lstm(cell, x, s, compile_loops=True),
             cell, inputs, state, jit=False)
     small = count()
-    monkeypatch.setattr(fused_lstm, "_ROW_CONTRACTED_BYTES_COPIED", 0)
-    assert count() == small
+    monkeypatch.setattr(fused_lstm, "_ROW_CONTRACTED_BYTES_OWN_FORWARD", 0)
+    assert count() == small + 1  # the forward body's
     monkeypatch.setattr(fused_lstm, "_ROW_CONTRACTED_BYTES", 0)
     assert count() == small + 2
 
