@@ -20,6 +20,7 @@ the loss compile as pieces of it (see training.make_train_step).
 import tensorflow as tf
 
 import errors
+import host
 
 FLOAT32, BFLOAT16 = "float32", "bfloat16"
 PRECISIONS = (FLOAT32, BFLOAT16)
@@ -64,19 +65,8 @@ def native_bfloat16(flags=None):
     float32; the driver says so at start-up.
     """
     if flags is None:
-        flags = _cpu_flags()
+        flags = host.cpu_flags()
     return next((flag for flag in _BF16_FLAGS if flag in flags), None)
-
-
-def _cpu_flags():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    return line.partition(":")[2].split()
-    except OSError:
-        pass
-    return []
 
 
 def describe(precision, flags=None):

@@ -27,7 +27,7 @@ import precision as precision_lib
 import reader
 import training
 from errors import UserError
-from rnn import kernels
+from rnn import fused_lstm, kernels
 
 _INT64_RANGE = (-(1 << 63), (1 << 63) - 1)
 PROGRESS = ("plain", "tty")
@@ -327,6 +327,10 @@ def _open_run(config, corpus, save_path, options, epoch_size, replicas):
     parameters = sum(int(v.shape.num_elements()) for v in ts.model.trainable_variables)
     print(f"rnn_mode: {rnn_mode}  xla: {jit_compile}  precision: "
           f"{precision_lib.describe(options.precision)}  parameters: {parameters:,}")
+    if rnn_mode == "fused" and jit_compile:  # chosen by this CPU's flags (fused_lstm)
+        own_loops = options.precision != precision_lib.FLOAT32
+        print("per-step recurrent products: "
+              + fused_lstm.per_step_forms(config.hidden_size, own_loops=own_loops))
     if replicas.strategy:
         print(f"strategy: {replicas.name}  rows per replica: "
               f"{config.batch_size // replicas.num_replicas} of {config.batch_size}")

@@ -1,7 +1,11 @@
 """Our whole-sequence LSTM over LSTMCell's variables, with a hand-written backward pass."""
 
+from typing import NamedTuple, Optional
+
 import tensorflow as tf
 from tensorflow.python.ops import control_flow_util
+
+import host
 
 from .cells import LSTMStateTuple
 
@@ -68,24 +72,56 @@ def _scan(step, sequences, carry, out_shapes, unroll, reverse=False):
     return carry, tuple(ta.stack() for ta in outs_ta)
 
 
-# Under XLA, per-step recurrent weights of at least this many bytes are
-# multiplied with their rows contracted (see _per_step_matmul; outside XLA
-# every size goes in as it is): large's H=1500 (36 MB, past the 32 MB cache),
-# not medium's H=650 (6.8 MB). At H=650, inside a whole compiled step, both
-# loops measured faster with the weights as they are: the forward's h @ W_h
-# (row-contracted it needs W_h^T copied every step) 336 -> 327 ms a medium
-# training step, median; the backward's dgates @ W_h^T on a W_h^T copied once
-# a pass rather than on W_h's rows as stored, medians 314.4 -> 311.2, 321.5 ->
-# 316.9 and 319.9 -> 315.0 ms in three runs (faster in 20 of 28 alternating
-# rounds; the ceiling's per-step product 156 against 135 GFLOPS), in
-# bfloat16 training 240.2 -> 238.3 ms (6 of 8); unrolled
-# validation 130 ms as is, 150 row-contracted. AVX-512 AMD host, 2026-12-04;
-# on the AVX2 host both loops row-contracted had measured 378-382 ms against
-# 386-394 with both as is.
-_ROW_CONTRACTED_BYTES = 16 << 20
-# A forward while loop compiled on its own (bfloat16 training) contracts rows
-# from 2 MB (see _lstm_forward).
-_ROW_CONTRACTED_BYTES_OWN_FORWARD = 2 << 20
+class RowContraction(NamedTuple):
+    """Per-step weight sizes (bytes) from which XLA's loops contract the weights' rows (see
+    _per_step_matmul); None: never, the weights go in as they are at every size."""
+    copying: Optional[int]  # the forward loop in a whole compiled step; any unrolled loop
+    backward: Optional[int]  # the backward while loop (row-contracted, W_h as stored)
+    own_forward: Optional[int]  # a forward while loop compiled on its own (bfloat16 training)
+
+
+# By the CPU's flags, read at import (row_contraction_kind); outside XLA every size goes in as
+# it is.
+ROW_CONTRACTION = {
+    # AVX-512 AMD host, 2026-12-04: the weights as they are in every loop. Whole training
+    # steps traced in one process and run alternately on the same batches, as is against
+    # rows contracted: large (W_h 36 MB) 1,316.8 -> 1,303.0 ms (faster in 5 of 6 rounds),
+    # validation 461.3 -> 448.8 ms (6 of 6), bfloat16 (loops compiled on their own) backward
+    # loop 1,082.6 -> 1,054.1 and then the forward loop 1,065.0 -> 1,023.8 (5 of 6 each);
+    # medium (6.8 MB) backward loop 314.4 -> 311.2, 321.5 -> 316.9 and 319.9 -> 315.0 ms (20
+    # of 28), forward loop 336 -> 327 (12 of 16), bfloat16 forward loop 246.9 -> 232.2 (8 of
+    # 8; before the backward loop took W_h^T it had measured the other way, 282 -> 286).
+    "avx512f": RowContraction(copying=None, backward=None, own_forward=None),
+    # The AVX2 host (per-step products, batch 20, see _per_step_matmul): H=1500 forward 4.2
+    # -> 2.8 ms and backward 5.9 -> 2.9 ms row-contracted; medium with both loops
+    # row-contracted 378-382 ms against 386-394 as is. Rows contracted from 16 MB where the
+    # form copies the weights (medium's unrolled validation 130 -> 150 ms with the copy; the
+    # forward loop of a whole step as is, 93a6aaf, was measured on the AVX-512 host only).
+    "no avx512f": RowContraction(copying=16 << 20, backward=2 << 20, own_forward=2 << 20),
+}
+
+
+def row_contraction_kind(flags):
+    """ROW_CONTRACTION's key for a CPU with these flags."""
+    return "avx512f" if "avx512f" in flags else "no avx512f"
+
+
+_ROW_KIND = row_contraction_kind(host.cpu_flags())
+_row_contraction = ROW_CONTRACTION[_ROW_KIND]
+
+
+def per_step_forms(units, own_loops=False, itemsize=4):
+    """The start-up line's words: each loop's per-step product form under XLA at H=units.
+
+    own_loops: the loops compile on their own (bfloat16 training).
+    """
+    nbytes = units * 4 * units * itemsize
+
+    def form(min_bytes):
+        return "as they are" if min_bytes is None or nbytes < min_bytes else "rows contracted"
+    forward = _row_contraction.own_forward if own_loops else _row_contraction.copying
+    return (f"forward {form(forward)}, backward {form(_row_contraction.backward)}, "
+            f"evaluation {form(_row_contraction.copying)} ({_ROW_KIND})")
 
 
 def _compiled_by_xla():
@@ -101,18 +137,16 @@ def _compiled_by_xla():
     return control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph())
 
 
-def _min_bytes(xla, own_forward=False):
-    """_per_step_matmul's min_bytes: None outside XLA, else the threshold of a forward while
-    loop compiled on its own (`own_forward`) or the one of every other loop."""
-    if not xla:
-        return None
-    return _ROW_CONTRACTED_BYTES_OWN_FORWARD if own_forward else _ROW_CONTRACTED_BYTES
+def _min_bytes(xla, loop):
+    """_per_step_matmul's min_bytes for `loop` (a RowContraction field); None outside XLA."""
+    return getattr(_row_contraction, loop) if xla else None
 
 
 def _per_step_matmul(w, unroll, min_bytes):
     """x -> x @ w for a loop that multiplies a few rows by the same `w` every step.
 
-    min_bytes: the size from which to contract rows under XLA; None outside it.
+    min_bytes: the size from which to contract rows under XLA; None outside it or
+      never (see ROW_CONTRACTION).
 
     Weights under `min_bytes` go in as they are: XLA hands the product to
     YNNPACK. Larger ones go in transposed with their rows contracted
@@ -120,7 +154,8 @@ def _per_step_matmul(w, unroll, min_bytes):
     every call, and once they outgrow the cache that doubles the memory
     traffic of a step. Measured under XLA, batch 20 (AVX2 host): H=1500
     forward 4.2 -> 2.8 ms and backward 5.9 -> 2.9 ms per step; H=200 0.07 ms
-    as is against 0.11 transposed.
+    as is against 0.11 transposed. On the AVX-512 host the weights as they are
+    measured faster at every size (ROW_CONTRACTION).
 
     Outside XLA (--xla=0) every size goes in as it is: TensorFlow's own
     MatMul (oneDNN) runs the row-contracted form at half the speed
@@ -188,11 +223,9 @@ def _lstm_forward(projected, c0, h0, w_h, forget_bias, unroll, recurrent_mask=No
       `[T, batch, 4H]`, c_T, h_T); c_T, h_T are c0, h0 when T == 0.
     """
     batch, units = h0.shape[0], w_h.shape[0]
-    # Row-contracted, h @ W_h needs W_h^T copied. In a while loop compiled on its own
-    # (bfloat16 training) the copy paid from 2 MB: medium's bfloat16 step measured
-    # 282 -> 286 and 279 -> 295 ms median taking W_h as it is (8 alternating rounds each).
+    # Row-contracted, h @ W_h needs W_h^T copied (see ROW_CONTRACTION).
     times_w_h = _per_step_matmul(
-        w_h, unroll, _min_bytes(xla, own_forward=own_program and not unroll))
+        w_h, unroll, _min_bytes(xla, "own_forward" if own_program and not unroll else "copying"))
     activations = _activations(units, forget_bias, projected.dtype, one_expression=not unroll)
 
     def step(state, projected_t):
@@ -231,7 +264,8 @@ def _lstm_backward(d_outputs, dc, dh, cs, c_prev, acts, w_h, unroll, recurrent_m
     batch, units = dc.shape[0], w_h.shape[0]
     # dgates [batch, 4H] @ W_h^T [4H, H]: W_h^T copied once a pass (a while loop's body gets it
     # from outside) or, row-contracted, W_h as stored (unrolled: a gather)
-    times_w_h_t = _per_step_matmul(tf.transpose(w_h), unroll, _min_bytes(xla))
+    times_w_h_t = _per_step_matmul(tf.transpose(w_h), unroll,
+                                   _min_bytes(xla, "copying" if unroll else "backward"))
 
     is_j, _ = _gate_columns(units)
 

@@ -211,6 +211,16 @@ def _row_contracted_matmuls(run, cell, inputs, state, jit=True):
     return sum(node.op == "MatMul" and node.attr["transpose_b"].b for node in nodes)
 
 
+_NEVER = fused_lstm.RowContraction(copying=None, backward=None, own_forward=None)
+
+
+def _contract_rows(monkeypatch, *loops):
+    """Under XLA the named loops (RowContraction fields) contract rows at every size, the
+    others never, whatever this host's CPU chose."""
+    monkeypatch.setattr(fused_lstm, "_row_contraction",
+                        _NEVER._replace(**{loop: 0 for loop in loops}))
+
+
 @pytest.mark.parametrize("mode", ["eager", "jit"])
 @pytest.mark.parametrize("run", [fused_lstm.fused_lstm, _unrolled])
 def test_fused_lstm_with_row_contracted_weights_matches_dynamic_rnn(run, mode, monkeypatch):
@@ -218,8 +228,7 @@ def test_fused_lstm_with_row_contracted_weights_matches_dynamic_rnn(run, mode, m
     # (and, eager, run on TensorFlow's kernels).
     cell = _lstm(dtype=tf.float64)
     inputs, state = _sequence_and_state(tf.float64)
-    monkeypatch.setattr(fused_lstm, "_ROW_CONTRACTED_BYTES", 0)
-    monkeypatch.setattr(fused_lstm, "_ROW_CONTRACTED_BYTES_OWN_FORWARD", 0)
+    _contract_rows(monkeypatch, "copying", "backward", "own_forward")
     monkeypatch.setattr(fused_lstm, "_compiled_by_xla", lambda: True)
     assert _row_contracted_matmuls(run, cell, inputs, state, jit=False) > 0
     got = maybe_function(lambda x, s: run(cell, x, s), mode)(inputs, state)
@@ -229,28 +238,32 @@ def test_fused_lstm_with_row_contracted_weights_matches_dynamic_rnn(run, mode, m
                   rtol=1e-10, atol=1e-10)
 
 
-def test_unrolled_fused_lstm_contracts_rows_over_the_threshold_only(monkeypatch):
+def test_unrolled_fused_lstm_contracts_rows_by_the_copying_threshold_only(monkeypatch):
     cell = _lstm(dtype=tf.float64)
     inputs, state = _sequence_and_state(tf.float64)
-    small = _row_contracted_matmuls(_unrolled, cell, inputs, state)
-    monkeypatch.setattr(fused_lstm, "_ROW_CONTRACTED_BYTES_OWN_FORWARD", 0)  # a while loop's
-    assert _row_contracted_matmuls(_unrolled, cell, inputs, state) == small
-    monkeypatch.setattr(fused_lstm, "_ROW_CONTRACTED_BYTES", 0)
+    _contract_rows(monkeypatch)
+    none = _row_contracted_matmuls(_unrolled, cell, inputs, state)
+    _contract_rows(monkeypatch, "backward", "own_forward")  # the while loops'
+    assert _row_contracted_matmuls(_unrolled, cell, inputs, state) == none
+    _contract_rows(monkeypatch, "copying")
     # One per step forward (h @ W_h) and one per step backward (dgates @ W_h^T).
-    assert _row_contracted_matmuls(_unrolled, cell, inputs, state) == small + 2 * STEPS
+    assert _row_contracted_matmuls(_unrolled, cell, inputs, state) == none + 2 * STEPS
 
 
-def test_while_loops_in_a_compiled_step_contract_rows_by_one_threshold(monkeypatch):
-    # Inside a whole compiled step both loops follow _ROW_CONTRACTED_BYTES; the lower
-    # threshold is a forward loop's compiled on its own.
+def test_while_loops_in_a_compiled_step_contract_rows_by_their_thresholds(monkeypatch):
+    # Inside a whole compiled step the forward loop follows `copying`, the backward loop
+    # `backward`; `own_forward` is a forward loop's compiled on its own.
     cell = _lstm(dtype=tf.float64)
     inputs, state = _sequence_and_state(tf.float64)
     run = fused_lstm.fused_lstm
-    small = _row_contracted_matmuls(run, cell, inputs, state)
-    monkeypatch.setattr(fused_lstm, "_ROW_CONTRACTED_BYTES_OWN_FORWARD", 0)
-    assert _row_contracted_matmuls(run, cell, inputs, state) == small
-    monkeypatch.setattr(fused_lstm, "_ROW_CONTRACTED_BYTES", 0)
-    assert _row_contracted_matmuls(run, cell, inputs, state) == small + 2  # both bodies'
+    _contract_rows(monkeypatch)
+    none = _row_contracted_matmuls(run, cell, inputs, state)
+    _contract_rows(monkeypatch, "own_forward")
+    assert _row_contracted_matmuls(run, cell, inputs, state) == none
+    _contract_rows(monkeypatch, "copying")
+    assert _row_contracted_matmuls(run, cell, inputs, state) == none + 1  # the forward body's
+    _contract_rows(monkeypatch, "backward")
+    assert _row_contracted_matmuls(run, cell, inputs, state) == none + 1  # the backward body's
 
 
 @pytest.mark.parametrize("run", [fused_lstm.fused_lstm, _unrolled])
@@ -258,9 +271,9 @@ def test_fused_lstm_outside_xla_takes_the_weights_as_they_are(run, monkeypatch):
     # TensorFlow's own MatMul runs the row-contracted form at half the speed.
     cell = _lstm(dtype=tf.float64)
     inputs, state = _sequence_and_state(tf.float64)
+    _contract_rows(monkeypatch)
     as_they_are = _row_contracted_matmuls(run, cell, inputs, state, jit=False)
-    monkeypatch.setattr(fused_lstm, "_ROW_CONTRACTED_BYTES", 0)
-    monkeypatch.setattr(fused_lstm, "_ROW_CONTRACTED_BYTES_OWN_FORWARD", 0)
+    _contract_rows(monkeypatch, "copying", "backward", "own_forward")
     assert _row_contracted_matmuls(run, cell, inputs, state, jit=False) == as_they_are
     # Under XLA the same thresholds contract both loops' products.
     per_loop = STEPS if run is _unrolled else 1
@@ -277,14 +290,17 @@ def test_a_gradient_traced_apart_from_its_compiled_forward_keeps_the_xla_form(mo
         forward = tf.function(lambda x, s: fused_lstm.fused_lstm(cell, x, s), jit_compile=True)
         return _row_contracted_matmuls(lambda cell, x, s: forward(x, s), cell, inputs, state,
                                        jit=False)
+    _contract_rows(monkeypatch)
     as_they_are = count()
-    monkeypatch.setattr(fused_lstm, "_ROW_CONTRACTED_BYTES", 0)
-    assert count() == as_they_are + 2  # the forward body's and the backward body's
+    _contract_rows(monkeypatch, "backward")
+    assert count() == as_they_are + 1  # the backward body's
+    _contract_rows(monkeypatch, "copying", "backward")
+    assert count() == as_they_are + 2
 
 
 def test_loops_compiled_on_their_own_contract_rows_by_their_thresholds(monkeypatch):
-    # compile_loops (bfloat16 training): the forward loop follows the lower threshold,
-    # the backward loop the one of every other loop, as measured.
+    # compile_loops (bfloat16 training): the forward loop follows `own_forward`, the
+    # backward loop `backward`.
     cell = _lstm(dtype=tf.float64)
     inputs, state = _sequence_and_state(tf.float64)
 
@@ -297,11 +313,44 @@ def test_loops_compiled_on_their_own_contract_rows_by_their_thresholds(monkeypat
         return _row_contracted_matmuls(  # the step around them is not compiled
             lambda cell, x, s: fused_lstm.fused_lstm(cell, x, s, compile_loops=True),
             cell, inputs, state, jit=False)
-    small = count()
-    monkeypatch.setattr(fused_lstm, "_ROW_CONTRACTED_BYTES_OWN_FORWARD", 0)
-    assert count() == small + 1  # the forward body's
-    monkeypatch.setattr(fused_lstm, "_ROW_CONTRACTED_BYTES", 0)
-    assert count() == small + 2
+    _contract_rows(monkeypatch)
+    none = count()
+    _contract_rows(monkeypatch, "copying")
+    assert count() == none
+    _contract_rows(monkeypatch, "own_forward")
+    assert count() == none + 1
+    _contract_rows(monkeypatch, "own_forward", "backward")
+    assert count() == none + 2
+
+
+def test_the_cpu_flags_choose_where_rows_are_contracted():
+    assert fused_lstm.row_contraction_kind(("avx2", "avx512f", "avx512bw")) == "avx512f"
+    assert fused_lstm.row_contraction_kind(("avx2", "fma")) == "no avx512f"
+    assert fused_lstm.row_contraction_kind(()) == "no avx512f"
+    # With AVX-512 every loop takes the weights as they are; without, large's 36 MB of W_h
+    # have their rows contracted in every loop.
+    assert fused_lstm.ROW_CONTRACTION["avx512f"] == _NEVER
+    assert all(0 < size <= 1500 * 6000 * 4 for size in fused_lstm.ROW_CONTRACTION["no avx512f"])
+
+
+def test_per_step_forms_name_each_loops_form_for_the_hidden_size(monkeypatch):
+    monkeypatch.setattr(fused_lstm, "_ROW_KIND", "no avx512f")
+    monkeypatch.setattr(fused_lstm, "_row_contraction",
+                        fused_lstm.ROW_CONTRACTION["no avx512f"])
+    assert fused_lstm.per_step_forms(200) == (
+        "forward as they are, backward as they are, evaluation as they are (no avx512f)")
+    assert fused_lstm.per_step_forms(650) == (
+        "forward as they are, backward rows contracted, evaluation as they are (no avx512f)")
+    assert fused_lstm.per_step_forms(1500) == (
+        "forward rows contracted, backward rows contracted, evaluation rows contracted "
+        "(no avx512f)")
+    monkeypatch.setattr(fused_lstm, "_ROW_KIND", "avx512f")
+    monkeypatch.setattr(fused_lstm, "_row_contraction", fused_lstm.ROW_CONTRACTION["avx512f"])
+    assert fused_lstm.per_step_forms(1500) == (
+        "forward as they are, backward as they are, evaluation as they are (avx512f)")
+    monkeypatch.setattr(fused_lstm, "_row_contraction", _NEVER._replace(own_forward=0))
+    assert fused_lstm.per_step_forms(1500, own_loops=True).startswith("forward rows contracted,")
+    assert fused_lstm.per_step_forms(1500).startswith("forward as they are,")
 
 
 def _partial_loss_gradients(run, cell, inputs, state, part):

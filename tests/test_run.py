@@ -259,6 +259,17 @@ def test_run_holds_the_run_directory_lock(corpus, tmp_path, monkeypatch):
         pass
 
 
+def test_run_under_xla_with_the_fused_kernel_says_its_per_step_products(corpus, tmp_path,
+                                                                         capsys):
+    options = dataclasses.replace(OPTIONS, rnn_mode="fused", xla=True)
+    run.train_and_evaluate(_config(corpus, max_max_epoch=1, max_epoch=1), corpus,
+                           str(tmp_path / "run"), options)
+    # The form this CPU's flags choose; 16 hidden units take the weights as they are on every.
+    assert re.search(r"^per-step recurrent products: forward as they are, backward as they are, "
+                     r"evaluation as they are \((avx512f|no avx512f)\)$",
+                     capsys.readouterr().out, re.M)
+
+
 @pytest.mark.parametrize("cell", ["gru", "rnn"])
 def test_run_auto_picks_the_kernel_that_runs_the_cell(corpus, tmp_path, capsys, cell):
     options = dataclasses.replace(OPTIONS, rnn_mode="auto", xla=None)
