@@ -328,9 +328,8 @@ def _open_run(config, corpus, save_path, options, epoch_size, replicas):
     print(f"rnn_mode: {rnn_mode}  xla: {jit_compile}  precision: "
           f"{precision_lib.describe(options.precision)}  parameters: {parameters:,}")
     if rnn_mode == "fused" and jit_compile:  # chosen by this CPU's flags (fused_lstm)
-        own_loops = options.precision != precision_lib.FLOAT32
-        print("per-step recurrent products: "
-              + fused_lstm.per_step_forms(config.hidden_size, own_loops=own_loops))
+        print("per-step recurrent products: " + fused_lstm.per_step_forms(
+            config.hidden_size, own_loops=training.split_step(ts)))
     if replicas.strategy:
         print(f"strategy: {replicas.name}  rows per replica: "
               f"{config.batch_size // replicas.num_replicas} of {config.batch_size}")

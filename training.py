@@ -166,7 +166,7 @@ def batch_gradients(ts, x, y, state, keep_masks, global_batch_size):
     """
     model = ts.model
     variables = model.trainable_variables
-    word_losses = _compiled_word_losses if _split_step(ts) else model_lib.biased_word_losses
+    word_losses = _compiled_word_losses if split_step(ts) else model_lib.biased_word_losses
     with tf.GradientTape() as tape:
         outputs, final = model.hidden(x, state, training=True, keep_masks=keep_masks)
         # model.word_losses(outputs, y, training=True), with the loss compiled when split.
@@ -175,11 +175,11 @@ def batch_gradients(ts, x, y, state, keep_masks, global_batch_size):
     return cost, tape.gradient(cost, variables), final
 
 
-# The loss as a program of its own, for a split step (see _split_step).
+# The loss as a program of its own, for a split step (see split_step).
 _compiled_word_losses = tf.function(model_lib.biased_word_losses, jit_compile=True)
 
 
-def _split_step(ts):
+def split_step(ts):
     """Whether the training step runs as compiled pieces rather than as one XLA program.
 
     With products in bfloat16 (precision.py): XLA would turn them back into
@@ -239,11 +239,11 @@ def make_train_step(ts, jit_compile=False):
     Returns (cost, grad_norm). (distribute.py builds the data-parallel step
     from the same two halves, batch_gradients and apply_gradients.) With
     jit_compile the step is one XLA program, or for bfloat16 products a plain
-    tf.function of compiled pieces (_split_step).
+    tf.function of compiled pieces (split_step).
     """
     config = ts.config
     spec = tf.TensorSpec([config.batch_size, config.num_steps], tf.int32)
-    one_program = jit_compile and not _split_step(ts)
+    one_program = jit_compile and not split_step(ts)
 
     @tf.function(jit_compile=one_program)
     def compiled_step(x, y, keep_masks):

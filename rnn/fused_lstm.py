@@ -83,20 +83,14 @@ class RowContraction(NamedTuple):
 # By the CPU's flags, read at import (row_contraction_kind); outside XLA every size goes in as
 # it is.
 ROW_CONTRACTION = {
-    # AVX-512 AMD host, 2026-12-04: the weights as they are in every loop. Whole training
-    # steps traced in one process and run alternately on the same batches, as is against
-    # rows contracted: large (W_h 36 MB) 1,316.8 -> 1,303.0 ms (faster in 5 of 6 rounds),
-    # validation 461.3 -> 448.8 ms (6 of 6), bfloat16 (loops compiled on their own) backward
-    # loop 1,082.6 -> 1,054.1 and then the forward loop 1,065.0 -> 1,023.8 (5 of 6 each);
-    # medium (6.8 MB) backward loop 314.4 -> 311.2, 321.5 -> 316.9 and 319.9 -> 315.0 ms (20
-    # of 28), forward loop 336 -> 327 (12 of 16), bfloat16 forward loop 246.9 -> 232.2 (8 of
-    # 8; before the backward loop took W_h^T it had measured the other way, 282 -> 286).
+    # AVX-512 AMD host: the weights as they are in every loop, faster in whole steps run
+    # alternately with each loop row-contracted: medium float32 -1.5%, bfloat16 -6%; large
+    # training -1%, validation -2.7%, bfloat16 -6% (docs/SPEED.md, 2026-12-04 from 06:17).
     "avx512f": RowContraction(copying=None, backward=None, own_forward=None),
-    # The AVX2 host (per-step products, batch 20, see _per_step_matmul): H=1500 forward 4.2
-    # -> 2.8 ms and backward 5.9 -> 2.9 ms row-contracted; medium with both loops
-    # row-contracted 378-382 ms against 386-394 as is. Rows contracted from 16 MB where the
-    # form copies the weights (medium's unrolled validation 130 -> 150 ms with the copy; the
-    # forward loop of a whole step as is, 93a6aaf, was measured on the AVX-512 host only).
+    # Otherwise the rule as it was: rows contracted from 2 MB where that form needs no copy
+    # of the weights or a forward loop compiles on its own, from 16 MB where it copies them
+    # every pass. The AVX2 host measured H=1500's per-step products row-contracted 4.2 -> 2.8
+    # ms (forward) and 5.9 -> 2.9 ms (backward); the 16 MB came from the AVX-512 host (93a6aaf).
     "no avx512f": RowContraction(copying=16 << 20, backward=2 << 20, own_forward=2 << 20),
 }
 
@@ -110,15 +104,16 @@ _ROW_KIND = row_contraction_kind(host.cpu_flags())
 _row_contraction = ROW_CONTRACTION[_ROW_KIND]
 
 
-def per_step_forms(units, own_loops=False, itemsize=4):
+def per_step_forms(units, own_loops=False):
     """The start-up line's words: each loop's per-step product form under XLA at H=units.
 
     own_loops: the loops compile on their own (bfloat16 training).
     """
-    nbytes = units * 4 * units * itemsize
+    nbytes = units * 4 * units * 4  # float32 W_h [H, 4H]
 
     def form(min_bytes):
         return "as they are" if min_bytes is None or nbytes < min_bytes else "rows contracted"
+
     forward = _row_contraction.own_forward if own_loops else _row_contraction.copying
     return (f"forward {form(forward)}, backward {form(_row_contraction.backward)}, "
             f"evaluation {form(_row_contraction.copying)} ({_ROW_KIND})")

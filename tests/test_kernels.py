@@ -200,11 +200,12 @@ def test_fused_lstm_unroll_leaves_no_while_loop():
     assert not _has_while_loop(_unrolled, cell, inputs, state)
 
 
-def _row_contracted_matmuls(run, cell, inputs, state, jit=True):
+def _row_contracted_matmuls(run, cell, inputs, state, jit=True, gradients=True):
     """MatMuls with transpose_b in the forward-and-gradient graph traced (under
-    XLA with `jit`), the bodies of its while loops included (each counted once,
-    not per step)."""
-    graph_def = tf.function(_gradients, jit_compile=jit).get_concrete_function(
+    XLA with `jit`; the forward alone without `gradients`), the bodies of its
+    while loops included (each counted once, not per step)."""
+    traced = _gradients if gradients else (lambda run, cell, x, s: run(cell, x, s))
+    graph_def = tf.function(traced, jit_compile=jit).get_concrete_function(
         run, cell, inputs, state).graph.as_graph_def()
     nodes = list(graph_def.node) + [
         node for function in graph_def.library.function for node in function.node_def]
@@ -252,18 +253,22 @@ def test_unrolled_fused_lstm_contracts_rows_by_the_copying_threshold_only(monkey
 
 def test_while_loops_in_a_compiled_step_contract_rows_by_their_thresholds(monkeypatch):
     # Inside a whole compiled step the forward loop follows `copying`, the backward loop
-    # `backward`; `own_forward` is a forward loop's compiled on its own.
+    # `backward`; `own_forward` is a forward loop compiled on its own.
     cell = _lstm(dtype=tf.float64)
     inputs, state = _sequence_and_state(tf.float64)
     run = fused_lstm.fused_lstm
+
+    def counts():  # (forward and gradient, forward alone)
+        return (_row_contracted_matmuls(run, cell, inputs, state),
+                _row_contracted_matmuls(run, cell, inputs, state, gradients=False))
     _contract_rows(monkeypatch)
-    none = _row_contracted_matmuls(run, cell, inputs, state)
+    both, forward = counts()
     _contract_rows(monkeypatch, "own_forward")
-    assert _row_contracted_matmuls(run, cell, inputs, state) == none
+    assert counts() == (both, forward)
     _contract_rows(monkeypatch, "copying")
-    assert _row_contracted_matmuls(run, cell, inputs, state) == none + 1  # the forward body's
+    assert counts() == (both + 1, forward + 1)  # the forward body's
     _contract_rows(monkeypatch, "backward")
-    assert _row_contracted_matmuls(run, cell, inputs, state) == none + 1  # the backward body's
+    assert counts() == (both + 1, forward)  # the backward body's
 
 
 @pytest.mark.parametrize("run", [fused_lstm.fused_lstm, _unrolled])
@@ -304,23 +309,23 @@ def test_loops_compiled_on_their_own_contract_rows_by_their_thresholds(monkeypat
     cell = _lstm(dtype=tf.float64)
     inputs, state = _sequence_and_state(tf.float64)
 
-    def count():
+    def counts():  # (forward and gradient, forward alone)
         # Fresh compiled loops: the module's own keep their traces across thresholds.
         monkeypatch.setattr(fused_lstm, "_compiled_forward",
                             fused_lstm._compiled(fused_lstm._lstm_forward))
         monkeypatch.setattr(fused_lstm, "_compiled_backward",
                             fused_lstm._compiled(fused_lstm._lstm_backward))
-        return _row_contracted_matmuls(  # the step around them is not compiled
+        return tuple(_row_contracted_matmuls(  # the step around them is not compiled
             lambda cell, x, s: fused_lstm.fused_lstm(cell, x, s, compile_loops=True),
-            cell, inputs, state, jit=False)
+            cell, inputs, state, jit=False, gradients=gradients) for gradients in (True, False))
     _contract_rows(monkeypatch)
-    none = count()
+    both, forward = counts()
     _contract_rows(monkeypatch, "copying")
-    assert count() == none
+    assert counts() == (both, forward)
     _contract_rows(monkeypatch, "own_forward")
-    assert count() == none + 1
-    _contract_rows(monkeypatch, "own_forward", "backward")
-    assert count() == none + 2
+    assert counts() == (both + 1, forward + 1)
+    _contract_rows(monkeypatch, "backward")
+    assert counts() == (both + 1, forward)
 
 
 def test_the_cpu_flags_choose_where_rows_are_contracted():
@@ -343,6 +348,9 @@ def test_per_step_forms_name_each_loops_form_for_the_hidden_size(monkeypatch):
         "forward as they are, backward rows contracted, evaluation as they are (no avx512f)")
     assert fused_lstm.per_step_forms(1500) == (
         "forward rows contracted, backward rows contracted, evaluation rows contracted "
+        "(no avx512f)")
+    assert fused_lstm.per_step_forms(650, own_loops=True) == (  # bfloat16 training
+        "forward rows contracted, backward rows contracted, evaluation as they are "
         "(no avx512f)")
     monkeypatch.setattr(fused_lstm, "_ROW_KIND", "avx512f")
     monkeypatch.setattr(fused_lstm, "_row_contraction", fused_lstm.ROW_CONTRACTION["avx512f"])

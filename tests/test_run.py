@@ -18,6 +18,7 @@ import run
 import training
 from errors import UserError
 from helpers import grammar_text, tree_digest
+from rnn import fused_lstm
 
 OPTIONS = run.RunOptions(rnn_mode="basic", xla=False)
 
@@ -46,6 +47,7 @@ def test_run_trains_and_reports_like_the_tutorial(corpus, tmp_path, capsys):
     assert re.search(r"^Config: \{.*\"hidden_size\": 16", out, re.M)
     assert re.search(r"^rnn_mode: basic  xla: False  precision: float32  parameters: [\d,]+$",
                      out, re.M)
+    assert "per-step recurrent products" not in out  # the fused kernel's, under XLA only
     assert re.search(r"^Epoch: 1 Learning rate: 1\.000$", out, re.M)
     assert len(re.findall(r"^0\.\d{3} perplexity: [\d.]+ speed: \d+ wps$", out, re.M)) >= 3
     train = _lines(out, r"^Epoch: \d Train Perplexity: ([\d.]+)$")
@@ -260,13 +262,15 @@ def test_run_holds_the_run_directory_lock(corpus, tmp_path, monkeypatch):
 
 
 def test_run_under_xla_with_the_fused_kernel_says_its_per_step_products(corpus, tmp_path,
-                                                                         capsys):
+                                                                         capsys, monkeypatch):
+    # A rule that contracts the backward loop's rows from W_h of 16 hidden units (4 KB).
+    monkeypatch.setattr(fused_lstm, "_row_contraction", fused_lstm.RowContraction(
+        copying=4097, backward=4096, own_forward=4097))
     options = dataclasses.replace(OPTIONS, rnn_mode="fused", xla=True)
     run.train_and_evaluate(_config(corpus, max_max_epoch=1, max_epoch=1), corpus,
                            str(tmp_path / "run"), options)
-    # The form this CPU's flags choose; 16 hidden units take the weights as they are on every.
-    assert re.search(r"^per-step recurrent products: forward as they are, backward as they are, "
-                     r"evaluation as they are \((avx512f|no avx512f)\)$",
+    assert re.search(r"^per-step recurrent products: forward as they are, backward rows "
+                     r"contracted, evaluation as they are \((avx512f|no avx512f)\)$",
                      capsys.readouterr().out, re.M)
 
 
