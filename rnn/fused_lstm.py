@@ -112,7 +112,7 @@ def per_step_forms(units, own_loops=False):
     nbytes = units * 4 * units * 4  # float32 W_h [H, 4H]
 
     def form(min_bytes):
-        return "as they are" if min_bytes is None or nbytes < min_bytes else "rows contracted"
+        return "rows contracted" if _contracts_rows(nbytes, min_bytes) else "as they are"
 
     forward = _row_contraction.own_forward if own_loops else _row_contraction.copying
     return (f"forward {form(forward)}, backward {form(_row_contraction.backward)}, "
@@ -130,6 +130,11 @@ def _compiled_by_xla():
     auto-clustering. There it answers False, which costs speed, never values.
     """
     return control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph())
+
+
+def _contracts_rows(nbytes, min_bytes):
+    """Whether per-step weights of `nbytes` go in row-contracted under `min_bytes`."""
+    return min_bytes is not None and nbytes >= min_bytes
 
 
 def _min_bytes(xla, loop):
@@ -157,7 +162,7 @@ def _per_step_matmul(w, unroll, min_bytes):
     (`benchmark.py ceiling`'s tf and tf wT columns, AVX-512 AMD host: medium
     forward 170 / 91 GFLOPS, backward 158 / 79; large 128 / 64, 116 / 56).
     """
-    if min_bytes is None or w.shape.num_elements() * w.dtype.size < min_bytes:
+    if not _contracts_rows(w.shape.num_elements() * w.dtype.size, min_bytes):
         return lambda x: tf.matmul(x, w)
     w_t = tf.transpose(w)  # [n, k]
     if unroll:
