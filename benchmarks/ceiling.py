@@ -4,7 +4,8 @@ Times every matrix product of a config's training step (forward and backward,
 the shapes fused mode runs) on every kernel TensorFlow can run it with on this
 host: XLA's dot inside a compiled function and TensorFlow's own MatMul op
 outside XLA (oneDNN on x86 unless TF_ENABLE_ONEDNN_OPTS=0), each with the
-weights as they are and transposed. The best-kernel ceiling is the words/s of a
+weights as they are and transposed; a per-step product also transposed whole, as a
+loop that carries its state transposed runs it. The best-kernel ceiling is the words/s of a
 step that ran each product on its fastest kernel and did nothing else: the
 bound the measured words/s are held against. The XLA ceiling (XLA's dots only)
 is kept beside it, and the machine's peak beside both: a large sgemm as
@@ -44,16 +45,21 @@ class Product:
         return 2 * self.m * self.k * self.n * self.count
 
 
-# The ways a product can run: (kernel, w transposed). "xla": XLA's dot in a jit-compiled
-# function; "tf": TensorFlow's MatMul op in a plain tf.function (oneDNN or Eigen).
-VARIANTS = (("xla", False), ("xla", True), ("tf", False), ("tf", True))
+# The ways a product can run: (kernel, form). "xla": XLA's dot in a jit-compiled function;
+# "tf": TensorFlow's MatMul op in a plain tf.function (oneDNN or Eigen). Forms: "" w [k, n]
+# as it is; "wT" w stored [n, k], its rows contracted; "T" the product transposed,
+# out^T [n, m] = w^T [n, k] @ a^T [k, m] (_product_function).
+VARIANTS = (("xla", ""), ("xla", "wT"), ("tf", ""), ("tf", "wT"))
+# Per-step products only: the form of a loop that carries its state transposed
+# (rnn/fused_lstm.py's transposed backward loop).
+SERIAL_VARIANTS = (("xla", "T"),)
 # TensorFlow's MatMul on bfloat16 operands (oneDNN): what --precision=bfloat16 runs the
 # products over all time steps on (precision.py). Not in the float32 ceilings.
-BF16 = ("bf16", False)
+BF16 = ("bf16", "")
 
 
-def variant_label(kernel, transposed):
-    return kernel + (" wT" if transposed else "")
+def variant_label(kernel, form):
+    return f"{kernel} {form}" if form else kernel
 
 
 @dataclasses.dataclass
@@ -149,30 +155,44 @@ def step_products(config):
     ]
 
 
-def _recurrent_input(out, k):
+def _recurrent_input(out, k, transposed=False):
     """A per-step product's output [m, n] -> the next step's input [m, k], from every
     column (so no part of the product can be left out): n = r * k summed over its r
-    blocks, or k = r * n tiled r times; through tanh, as h_t comes from the cell."""
+    blocks, or k = r * n tiled r times; through tanh, as h_t comes from the cell.
+    transposed: the same on out^T [n, m] -> [k, m], in that layout."""
+    if transposed:
+        n, m = out.shape
+        if n % k == 0:
+            return tf.tanh(tf.reduce_sum(tf.reshape(out, [n // k, k, m]), axis=0))
+        return tf.tanh(tf.tile(out, [k // n, 1]))
     m, n = out.shape
     if n % k == 0:
         return tf.tanh(tf.reduce_sum(tf.reshape(out, [m, n // k, k]), axis=1))
     return tf.tanh(tf.tile(out, [1, k // n]))
 
 
-def _product_function(product, transposed, chain, kernel="xla"):
+def _product_function(product, form, chain, kernel="xla"):
     """A compiled (a, w) -> a' running `chain` products [m, k] x [k, n] in a row, so
     the call's own cost is spread over them: per-step products each feed the next one
     (_recurrent_input), as h_t feeds step t + 1; the others wait for the last one's
     corner, one cheap pass over a (3% of the small softmax's d(outputs), the worst case).
-    With `transposed`, w comes as [n, k], multiplied with its rows contracted (what
-    rnn/fused_lstm.py's _per_step_matmul does for large weights). kernel "xla" compiles
+    With form "wT", w comes as [n, k], multiplied with its rows contracted (what
+    rnn/fused_lstm.py's _per_step_matmul does for large weights); with "T" (per-step
+    products), w comes as [n, k] too and every product is out^T = w^T @ a^T, the chain
+    carrying a^T [k, m] (transposed once in and out of the call). kernel "xla" compiles
     the function with XLA; "tf" runs TensorFlow's ops, so each product is a MatMul op and
     pays its op's dispatch, as it would in a step."""
 
     @tf.function(jit_compile=(kernel == "xla"))
     def run(a, w):  # a and w bfloat16 already for BF16, as the step's casts are not products
+        if form == "T":
+            a_t = tf.transpose(a)                                           # [k, m]
+            for _ in range(chain):
+                out_t = tf.matmul(w, a_t)                                   # [n, m]
+                a_t = _recurrent_input(out_t, product.k, transposed=True)
+            return tf.transpose(a_t)
         for _ in range(chain):
-            out = tf.matmul(a, w, transpose_b=transposed)                   # [m, n]
+            out = tf.matmul(a, w, transpose_b=(form == "wT"))              # [m, n]
             a = _recurrent_input(out, product.k) if product.serial else a + out[:1, :1]
         return a
     return run
@@ -205,14 +225,14 @@ def time_products(products, min_seconds=0.3, sweeps=3, variants=VARIANTS):
     runs = []  # (index of the product, label, compiled chain, a, w)
     for index, product in enumerate(products):
         a = tf.random.uniform([product.m, product.k], -1.0, 1.0)
-        for kernel, transposed in variants:
-            shape = [product.n, product.k] if transposed else [product.k, product.n]
+        for kernel, form in variants + (SERIAL_VARIANTS if product.serial else ()):
+            shape = [product.n, product.k] if form else [product.k, product.n]
             w = tf.random.uniform(shape, -1.0, 1.0) * (2.0 / product.k ** 0.5)
-            dtype = tf.bfloat16 if (kernel, transposed) == BF16 else tf.float32
+            dtype = tf.bfloat16 if (kernel, form) == BF16 else tf.float32
             a_in, w = tf.cast(a, dtype), tf.cast(w, dtype)
-            run = _product_function(product, transposed, _chain_length(product), kernel)
+            run = _product_function(product, form, _chain_length(product), kernel)
             run(a_in, w).numpy()  # traces and compiles
-            runs.append((index, variant_label(kernel, transposed), run, a_in, w))
+            runs.append((index, variant_label(kernel, form), run, a_in, w))
     best = [{} for _ in products]
     for _ in range(sweeps):
         for index, label, run, a, w in runs:
@@ -424,7 +444,7 @@ def describe_machine(machine):
 def _print_products(result):
     print(describe(result) + f" ({result.mflop_per_word:.1f} MFLOP per trained word)",
           flush=True)
-    labels = [variant_label(*v) for v in (*VARIANTS, BF16)]
+    labels = [variant_label(*v) for v in (*VARIANTS, *SERIAL_VARIANTS, BF16)]
     peak = result.machine.sgemm_gflops if result.machine else None
     print(f"  {'product':34s} {'m x k x n':>17s} {'':4s} " + " ".join(f"{x:>7s}" for x in labels)
           + "  GFLOPS; fastest, ms/step" + (", of sgemm" if peak else ""), flush=True)

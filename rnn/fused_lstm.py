@@ -72,36 +72,46 @@ def _scan(step, sequences, carry, out_shapes, unroll, reverse=False):
     return carry, tuple(ta.stack() for ta in outs_ta)
 
 
-class RowContraction(NamedTuple):
-    """Per-step weight sizes (bytes) from which XLA's loops contract the weights' rows (see
-    _per_step_matmul); None: never, the weights go in as they are at every size."""
+class LoopForms(NamedTuple):
+    """Per-step weight sizes (bytes of W_h) from which XLA's loops take another form of their
+    per-step product; None: never, at every size the form of the weights as they are.
+
+    The first three contract the weights' rows (see _per_step_matmul).
+    """
     copying: Optional[int]  # the forward loop in a whole compiled step; any unrolled loop
     backward: Optional[int]  # the backward while loop (row-contracted, W_h as stored)
     own_forward: Optional[int]  # a forward while loop compiled on its own (bfloat16 training)
+    # The backward while loop in [features, batch] layout, W_h @ dgates^T (_lstm_backward);
+    # where it applies, `backward` does not.
+    transposed_backward: Optional[int] = None
 
 
-# By the CPU's flags, read at import (row_contraction_kind); outside XLA every size goes in as
-# it is.
-ROW_CONTRACTION = {
+# By the CPU's flags, read at import (loop_forms_kind); outside XLA every size goes in as it
+# is.
+LOOP_FORMS = {
     # AVX-512 AMD host: the weights as they are in every loop, faster in whole steps run
     # alternately with each loop row-contracted: medium float32 -1.5%, bfloat16 -6%; large
     # training -1%, validation -2.7%, bfloat16 -6% (docs/SPEED.md, 2026-12-04 from 06:17).
-    "avx512f": RowContraction(copying=None, backward=None, own_forward=None),
+    # The backward loop transposed from 14 MB: large's training step -3% (docs/SPEED.md,
+    # 2026-12-04 from 08:22); the loop alone 12-24% faster from 13.8 MB, level or slower at
+    # 12.4 MB and under (medium's 6.8 MB step +5%).
+    "avx512f": LoopForms(copying=None, backward=None, own_forward=None,
+                         transposed_backward=14 << 20),
     # Otherwise the rule as it was: rows contracted from 2 MB where that form needs no copy
     # of the weights or a forward loop compiles on its own, from 16 MB where it copies them
     # every pass. The AVX2 host measured H=1500's per-step products row-contracted 4.2 -> 2.8
     # ms (forward) and 5.9 -> 2.9 ms (backward); the 16 MB came from the AVX-512 host (93a6aaf).
-    "no avx512f": RowContraction(copying=16 << 20, backward=2 << 20, own_forward=2 << 20),
+    "no avx512f": LoopForms(copying=16 << 20, backward=2 << 20, own_forward=2 << 20),
 }
 
 
-def row_contraction_kind(flags):
-    """ROW_CONTRACTION's key for a CPU with these flags."""
+def loop_forms_kind(flags):
+    """LOOP_FORMS' key for a CPU with these flags."""
     return "avx512f" if "avx512f" in flags else "no avx512f"
 
 
-_ROW_KIND = row_contraction_kind(host.cpu_flags())
-_row_contraction = ROW_CONTRACTION[_ROW_KIND]
+_FORMS_KIND = loop_forms_kind(host.cpu_flags())
+_loop_forms = LOOP_FORMS[_FORMS_KIND]
 
 
 def per_step_forms(units, own_loops=False):
@@ -112,11 +122,13 @@ def per_step_forms(units, own_loops=False):
     nbytes = units * 4 * units * 4  # float32 W_h [H, 4H]
 
     def form(min_bytes):
-        return "rows contracted" if _contracts_rows(nbytes, min_bytes) else "as they are"
+        return "rows contracted" if _takes_form(nbytes, min_bytes) else "as they are"
 
-    forward = _row_contraction.own_forward if own_loops else _row_contraction.copying
-    return (f"forward {form(forward)}, backward {form(_row_contraction.backward)}, "
-            f"evaluation {form(_row_contraction.copying)} ({_ROW_KIND})")
+    forward = _loop_forms.own_forward if own_loops else _loop_forms.copying
+    backward = ("transposed" if _takes_form(nbytes, _loop_forms.transposed_backward)
+                else form(_loop_forms.backward))
+    return (f"forward {form(forward)}, backward {backward}, "
+            f"evaluation {form(_loop_forms.copying)} ({_FORMS_KIND})")
 
 
 def _compiled_by_xla():
@@ -132,21 +144,21 @@ def _compiled_by_xla():
     return control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph())
 
 
-def _contracts_rows(nbytes, min_bytes):
-    """Whether per-step weights of `nbytes` go in row-contracted under `min_bytes`."""
+def _takes_form(nbytes, min_bytes):
+    """Whether per-step weights of `nbytes` take a LoopForms field's form from `min_bytes`."""
     return min_bytes is not None and nbytes >= min_bytes
 
 
 def _min_bytes(xla, loop):
-    """_per_step_matmul's min_bytes for `loop` (a RowContraction field); None outside XLA."""
-    return getattr(_row_contraction, loop) if xla else None
+    """_per_step_matmul's min_bytes for `loop` (a LoopForms field); None outside XLA."""
+    return getattr(_loop_forms, loop) if xla else None
 
 
 def _per_step_matmul(w, unroll, min_bytes):
     """x -> x @ w for a loop that multiplies a few rows by the same `w` every step.
 
     min_bytes: the size from which to contract rows under XLA; None outside it or
-      never (see ROW_CONTRACTION).
+      never (see LOOP_FORMS).
 
     Weights under `min_bytes` go in as they are: XLA hands the product to
     YNNPACK. Larger ones go in transposed with their rows contracted
@@ -155,14 +167,14 @@ def _per_step_matmul(w, unroll, min_bytes):
     traffic of a step. Measured under XLA, batch 20 (AVX2 host): H=1500
     forward 4.2 -> 2.8 ms and backward 5.9 -> 2.9 ms per step; H=200 0.07 ms
     as is against 0.11 transposed. On the AVX-512 host the weights as they are
-    measured faster at every size (ROW_CONTRACTION).
+    measured faster at every size (LOOP_FORMS).
 
     Outside XLA (--xla=0) every size goes in as it is: TensorFlow's own
     MatMul (oneDNN) runs the row-contracted form at half the speed
     (`benchmark.py ceiling`'s tf and tf wT columns, AVX-512 AMD host: medium
     forward 170 / 91 GFLOPS, backward 158 / 79; large 128 / 64, 116 / 56).
     """
-    if not _contracts_rows(w.shape.num_elements() * w.dtype.size, min_bytes):
+    if not _takes_form(w.shape.num_elements() * w.dtype.size, min_bytes):
         return lambda x: tf.matmul(x, w)
     w_t = tf.transpose(w)  # [n, k]
     if unroll:
@@ -223,7 +235,7 @@ def _lstm_forward(projected, c0, h0, w_h, forget_bias, unroll, recurrent_mask=No
       `[T, batch, 4H]`, c_T, h_T); c_T, h_T are c0, h0 when T == 0.
     """
     batch, units = h0.shape[0], w_h.shape[0]
-    # Row-contracted, h @ W_h needs W_h^T copied (see ROW_CONTRACTION).
+    # Row-contracted, h @ W_h needs W_h^T copied (see LOOP_FORMS).
     times_w_h = _per_step_matmul(
         w_h, unroll, _min_bytes(xla, "own_forward" if own_program and not unroll else "copying"))
     activations = _activations(units, forget_bias, projected.dtype, one_expression=not unroll)
@@ -261,24 +273,44 @@ def _lstm_backward(d_outputs, dc, dh, cs, c_prev, acts, w_h, unroll, recurrent_m
     Returns:
       (dgates `[T, batch, 4H]` wrt the gate pre-activations, dc_0, dh_0).
     """
-    batch, units = dc.shape[0], w_h.shape[0]
+    nbytes = w_h.shape.num_elements() * w_h.dtype.size
+    if not unroll and _takes_form(nbytes, _min_bytes(xla, "transposed_backward")):
+        # The loop in [features, batch] layout: dh^T = W_h @ dgates^T takes both operands as
+        # stored, which XLA's dot runs faster for large weights (LOOP_FORMS); the
+        # loop's inputs and dgates are transposed once a pass, [T, batch, n] <-> [T, n, batch].
+        flip = lambda values: tf.transpose(values, [0, 2, 1])
+        mask = None if recurrent_mask is None else tf.transpose(recurrent_mask)
+        dgates, dc, dh = _backward_loop(
+            flip(d_outputs), tf.transpose(dc), tf.transpose(dh), flip(cs), flip(c_prev),
+            flip(acts), lambda dgates: tf.matmul(w_h, dgates), unroll, mask, features=0)
+        return flip(dgates), tf.transpose(dc), tf.transpose(dh)
     # dgates [batch, 4H] @ W_h^T [4H, H]: W_h^T copied once a pass (a while loop's body gets it
     # from outside) or, row-contracted, W_h as stored (unrolled: a gather)
     times_w_h_t = _per_step_matmul(tf.transpose(w_h), unroll,
                                    _min_bytes(xla, "copying" if unroll else "backward"))
+    return _backward_loop(d_outputs, dc, dh, cs, c_prev, acts, times_w_h_t, unroll,
+                          recurrent_mask, features=1)
 
-    is_j, _ = _gate_columns(units)
+
+def _backward_loop(d_outputs, dc, dh, cs, c_prev, acts, times_w_h_t, unroll, recurrent_mask,
+                   features):
+    """_lstm_backward's loop with the features on axis `features` of every [batch, n] (1) or
+    [n, batch] (0) tensor, and `times_w_h_t` the per-step product dgates -> dh in that layout."""
+    units, batch = dc.shape[features], dc.shape[1 - features]
+    is_j, _ = _gate_columns(units)  # [4H]
+    if features == 0:
+        is_j = is_j[:, None]  # [4H, 1]
 
     def step(d_state, d_output, c, c_prev, acts):
         dc, dh = d_state
-        i, j, f, o = tf.split(acts, 4, axis=1)
+        i, j, f, o = tf.split(acts, 4, axis=features)
         dh = dh + d_output
         tanh_c = tf.tanh(c)
         dc = dc + dh * o * (1 - tanh_c * tanh_c)
         # dgates = [dc j i (1-i) | dc i (1-j^2) | dc c_prev f (1-f) | dh tanh_c o (1-o)],
         # products in that order, as one [batch, 4H] expression (see _lstm_forward).
-        upstream = tf.concat([dc, dc, dc, dh], axis=1)
-        partner = tf.concat([j, i, c_prev, tanh_c], axis=1)
+        upstream = tf.concat([dc, dc, dc, dh], axis=features)
+        partner = tf.concat([j, i, c_prev, tanh_c], axis=features)
         own = tf.where(is_j, tf.ones_like(acts), acts)
         slope = tf.where(is_j, 1 - acts * acts, 1 - acts)
         dgates = upstream * partner * own * slope
@@ -288,8 +320,8 @@ def _lstm_backward(d_outputs, dc, dh, cs, c_prev, acts, w_h, unroll, recurrent_m
         return (dc * f, dh), (dgates,)
 
     (dc, dh), (dgates,) = _scan(
-        step, [d_outputs, cs, c_prev, acts], (dc, dh), [[batch, 4 * units]],
-        unroll, reverse=True)
+        step, [d_outputs, cs, c_prev, acts], (dc, dh),
+        [[4 * units, batch] if features == 0 else [batch, 4 * units]], unroll, reverse=True)
     return dgates, dc, dh
 
 

@@ -81,9 +81,9 @@ def test_product_function_chains_the_product(k, n):
 
     for serial, step in ((True, per_step), (False, other)):
         product = ceiling.Product("p", 3, k, n, 1, True, serial)
-        for kernel, transposed in ceiling.VARIANTS:
-            w_in = w.T.copy() if transposed else w
-            run = ceiling._product_function(product, transposed, 2, kernel)
+        for kernel, form in ceiling.VARIANTS + (ceiling.SERIAL_VARIANTS if serial else ()):
+            w_in = w.T.copy() if form else w  # "wT" and "T" take w stored [n, k]
+            run = ceiling._product_function(product, form, 2, kernel)
             np.testing.assert_allclose(run(a, w_in).numpy(), step(step(a)), rtol=1e-5)
 
 

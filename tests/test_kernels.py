@@ -200,25 +200,35 @@ def test_fused_lstm_unroll_leaves_no_while_loop():
     assert not _has_while_loop(_unrolled, cell, inputs, state)
 
 
-def _row_contracted_matmuls(run, cell, inputs, state, jit=True, gradients=True):
-    """MatMuls with transpose_b in the forward-and-gradient graph traced (under
-    XLA with `jit`; the forward alone without `gradients`), the bodies of its
-    while loops included (each counted once, not per step)."""
+def _traced_nodes(run, cell, inputs, state, jit=True, gradients=True):
+    """The nodes of the forward-and-gradient graph traced (under XLA with `jit`; the forward
+    alone without `gradients`), the bodies of its while loops included (each once, not per
+    step)."""
     traced = _gradients if gradients else (lambda run, cell, x, s: run(cell, x, s))
     graph_def = tf.function(traced, jit_compile=jit).get_concrete_function(
         run, cell, inputs, state).graph.as_graph_def()
-    nodes = list(graph_def.node) + [
+    return list(graph_def.node) + [
         node for function in graph_def.library.function for node in function.node_def]
-    return sum(node.op == "MatMul" and node.attr["transpose_b"].b for node in nodes)
 
 
-_NEVER = fused_lstm.RowContraction(copying=None, backward=None, own_forward=None)
+def _row_contracted_matmuls(*args, **kwargs):
+    """MatMuls with transpose_b in _traced_nodes(*args, **kwargs)."""
+    return sum(node.op == "MatMul" and node.attr["transpose_b"].b
+               for node in _traced_nodes(*args, **kwargs))
+
+
+def _transposes(*args, **kwargs):
+    """Transpose ops in _traced_nodes(*args, **kwargs)."""
+    return sum(node.op == "Transpose" for node in _traced_nodes(*args, **kwargs))
+
+
+_NEVER = fused_lstm.LoopForms(copying=None, backward=None, own_forward=None)
 
 
 def _contract_rows(monkeypatch, *loops):
-    """Under XLA the named loops (RowContraction fields) contract rows at every size, the
+    """Under XLA the named loops (LoopForms fields) contract rows at every size, the
     others never, whatever this host's CPU chose."""
-    monkeypatch.setattr(fused_lstm, "_row_contraction",
+    monkeypatch.setattr(fused_lstm, "_loop_forms",
                         _NEVER._replace(**{loop: 0 for loop in loops}))
 
 
@@ -328,20 +338,73 @@ def test_loops_compiled_on_their_own_contract_rows_by_their_thresholds(monkeypat
     assert counts() == (both + 1, forward)
 
 
+@pytest.mark.parametrize("mode", ["eager", "jit"])
+@pytest.mark.parametrize("recurrent", [False, True])
+def test_fused_lstm_with_the_backward_loop_transposed_matches_dynamic_rnn(recurrent, mode,
+                                                                          monkeypatch):
+    # Large weights' backward while loop under XLA on AVX-512, here forced (and, eager, run
+    # on TensorFlow's kernels), with the recurrent mask transposed along.
+    cell = _lstm(dtype=tf.float64)
+    inputs, state = _sequence_and_state(tf.float64)
+    recurrent_mask, _ = _masks(6, weights=False) if recurrent else (None, None)
+
+    def fused(cell, x, s):
+        return fused_lstm.fused_lstm(cell, x, s, recurrent_mask=recurrent_mask)
+    monkeypatch.setattr(fused_lstm, "_loop_forms", _NEVER._replace(transposed_backward=0))
+    monkeypatch.setattr(fused_lstm, "_compiled_by_xla", lambda: True)
+    # The loop's four inputs, its two states in and out and dgates flip: 9 transposes (10 with
+    # the mask) where the plain loop has W_h^T's one.
+    assert _transposes(fused, cell, inputs, state, jit=False) == 9 + recurrent
+    reference = _masked_reference(recurrent_mask, None)
+    _assert_close(maybe_function(lambda x, s: fused(cell, x, s), mode)(inputs, state),
+                  reference(cell, inputs, state), rtol=1e-10, atol=1e-10)
+    grads = maybe_function(_gradients, mode)(fused, cell, inputs, state)
+    _assert_close(grads, _gradients(reference, cell, inputs, state), rtol=1e-10, atol=1e-10)
+
+
+def test_only_a_backward_while_loop_under_xla_is_transposed(monkeypatch):
+    cell = _lstm(dtype=tf.float64)
+    inputs, state = _sequence_and_state(tf.float64)
+
+    def own_loops(cell, x, s):  # bfloat16 training's loops, compiled on their own
+        return fused_lstm.fused_lstm(cell, x, s, compile_loops=True)
+
+    def counts():
+        # Fresh compiled loops: the module's own keep their traces across rules.
+        monkeypatch.setattr(fused_lstm, "_compiled_backward",
+                            fused_lstm._compiled(fused_lstm._lstm_backward))
+        return (_transposes(fused_lstm.fused_lstm, cell, inputs, state),
+                _transposes(fused_lstm.fused_lstm, cell, inputs, state, jit=False),
+                _transposes(own_loops, cell, inputs, state, jit=False),
+                _transposes(_unrolled, cell, inputs, state),
+                _transposes(fused_lstm.fused_lstm, cell, inputs, state, gradients=False))
+    monkeypatch.setattr(fused_lstm, "_loop_forms", _NEVER)
+    never = counts()
+    monkeypatch.setattr(fused_lstm, "_loop_forms", _NEVER._replace(transposed_backward=0))
+    compiled, outside_xla, own, unrolled, forward = counts()
+    assert (compiled, own) == (never[0] + 8, never[2] + 8)  # 9 in place of W_h^T's one
+    assert (outside_xla, unrolled, forward) == never[1:2] + never[3:]
+
+
 def test_the_cpu_flags_choose_where_rows_are_contracted():
-    assert fused_lstm.row_contraction_kind(("avx2", "avx512f", "avx512bw")) == "avx512f"
-    assert fused_lstm.row_contraction_kind(("avx2", "fma")) == "no avx512f"
-    assert fused_lstm.row_contraction_kind(()) == "no avx512f"
-    # With AVX-512 every loop takes the weights as they are; without, large's 36 MB of W_h
-    # have their rows contracted in every loop.
-    assert fused_lstm.ROW_CONTRACTION["avx512f"] == _NEVER
-    assert all(0 < size <= 1500 * 6000 * 4 for size in fused_lstm.ROW_CONTRACTION["no avx512f"])
+    assert fused_lstm.loop_forms_kind(("avx2", "avx512f", "avx512bw")) == "avx512f"
+    assert fused_lstm.loop_forms_kind(("avx2", "fma")) == "no avx512f"
+    assert fused_lstm.loop_forms_kind(()) == "no avx512f"
+    # With AVX-512 every loop takes the weights as they are, but large's 36 MB of W_h go
+    # into a transposed backward loop and medium's 6.8 MB do not; without AVX-512, large's
+    # have their rows contracted in every loop and no loop is transposed.
+    avx512 = fused_lstm.LOOP_FORMS["avx512f"]
+    assert avx512._replace(transposed_backward=None) == _NEVER
+    assert 650 * 2600 * 4 < avx512.transposed_backward <= 1500 * 6000 * 4
+    no_avx512 = fused_lstm.LOOP_FORMS["no avx512f"]
+    assert all(0 < size <= 1500 * 6000 * 4 for size in no_avx512[:3])
+    assert no_avx512.transposed_backward is None
 
 
 def test_per_step_forms_name_each_loops_form_for_the_hidden_size(monkeypatch):
-    monkeypatch.setattr(fused_lstm, "_ROW_KIND", "no avx512f")
-    monkeypatch.setattr(fused_lstm, "_row_contraction",
-                        fused_lstm.ROW_CONTRACTION["no avx512f"])
+    monkeypatch.setattr(fused_lstm, "_FORMS_KIND", "no avx512f")
+    monkeypatch.setattr(fused_lstm, "_loop_forms",
+                        fused_lstm.LOOP_FORMS["no avx512f"])
     assert fused_lstm.per_step_forms(200) == (
         "forward as they are, backward as they are, evaluation as they are (no avx512f)")
     assert fused_lstm.per_step_forms(650) == (
@@ -352,11 +415,13 @@ def test_per_step_forms_name_each_loops_form_for_the_hidden_size(monkeypatch):
     assert fused_lstm.per_step_forms(650, own_loops=True) == (  # bfloat16 training
         "forward rows contracted, backward rows contracted, evaluation as they are "
         "(no avx512f)")
-    monkeypatch.setattr(fused_lstm, "_ROW_KIND", "avx512f")
-    monkeypatch.setattr(fused_lstm, "_row_contraction", fused_lstm.ROW_CONTRACTION["avx512f"])
-    assert fused_lstm.per_step_forms(1500) == (
+    monkeypatch.setattr(fused_lstm, "_FORMS_KIND", "avx512f")
+    monkeypatch.setattr(fused_lstm, "_loop_forms", fused_lstm.LOOP_FORMS["avx512f"])
+    assert fused_lstm.per_step_forms(650) == (
         "forward as they are, backward as they are, evaluation as they are (avx512f)")
-    monkeypatch.setattr(fused_lstm, "_row_contraction", _NEVER._replace(own_forward=0))
+    assert fused_lstm.per_step_forms(1500) == (
+        "forward as they are, backward transposed, evaluation as they are (avx512f)")
+    monkeypatch.setattr(fused_lstm, "_loop_forms", _NEVER._replace(own_forward=0))
     assert fused_lstm.per_step_forms(1500, own_loops=True).startswith("forward rows contracted,")
     assert fused_lstm.per_step_forms(1500).startswith("forward as they are,")
 
