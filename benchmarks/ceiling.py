@@ -4,8 +4,9 @@ Times every matrix product of a config's training step (forward and backward,
 the shapes fused mode runs) on every kernel TensorFlow can run it with on this
 host: XLA's dot inside a compiled function and TensorFlow's own MatMul op
 outside XLA (oneDNN on x86 unless TF_ENABLE_ONEDNN_OPTS=0), each with the
-weights as they are and transposed; a per-step product also transposed whole, as a
-loop that carries its state transposed runs it. The best-kernel ceiling is the words/s of a
+weights as they are and transposed; a per-step product also transposed whole
+(out^T = w^T @ a^T, the state carried transposed: the form large weights' backward
+loop runs, rnn/fused_lstm.py). The best-kernel ceiling is the words/s of a
 step that ran each product on its fastest kernel and did nothing else: the
 bound the measured words/s are held against. The XLA ceiling (XLA's dots only)
 is kept beside it, and the machine's peak beside both: a large sgemm as
@@ -50,8 +51,10 @@ class Product:
 # as it is; "wT" w stored [n, k], its rows contracted; "T" the product transposed,
 # out^T [n, m] = w^T [n, k] @ a^T [k, m] (_product_function).
 VARIANTS = (("xla", ""), ("xla", "wT"), ("tf", ""), ("tf", "wT"))
-# Per-step products only: the form of a loop that carries its state transposed
-# (rnn/fused_lstm.py's transposed backward loop).
+# Per-step products only (both the forward and the backward one, though only the backward
+# loop runs it, for large weights: rnn/fused_lstm.py's LOOP_FORMS): the form of a loop that
+# carries its state transposed. With it the ceilings are a little higher than before
+# 2026-12-04 08:40 UTC wherever it is the fastest.
 SERIAL_VARIANTS = (("xla", "T"),)
 # TensorFlow's MatMul on bfloat16 operands (oneDNN): what --precision=bfloat16 runs the
 # products over all time steps on (precision.py). Not in the float32 ceilings.

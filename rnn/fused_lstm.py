@@ -82,7 +82,8 @@ class LoopForms(NamedTuple):
     backward: Optional[int]  # the backward while loop (row-contracted, W_h as stored)
     own_forward: Optional[int]  # a forward while loop compiled on its own (bfloat16 training)
     # The backward while loop in [features, batch] layout, W_h @ dgates^T (_lstm_backward);
-    # where it applies, `backward` does not.
+    # where it applies, `backward` does not. Never an unrolled loop (nor the while loop an
+    # unrolled one falls back to when T is unknown or 0).
     transposed_backward: Optional[int] = None
 
 
@@ -92,11 +93,12 @@ LOOP_FORMS = {
     # AVX-512 AMD host: the weights as they are in every loop, faster in whole steps run
     # alternately with each loop row-contracted: medium float32 -1.5%, bfloat16 -6%; large
     # training -1%, validation -2.7%, bfloat16 -6% (docs/SPEED.md, 2026-12-04 from 06:17).
-    # The backward loop transposed from 14 MB: large's training step -3% (docs/SPEED.md,
-    # 2026-12-04 from 08:22); the loop alone 12-24% faster from 13.8 MB, level or slower at
-    # 12.4 MB and under (medium's 6.8 MB step +5%).
+    # The backward while loop transposed from 13 MiB of W_h: large's (34.3 MiB) training
+    # step -1.3% to -3.1%, bfloat16 -3.7% (docs/SPEED.md, 2026-12-04 from 08:22); the loop
+    # alone 11-24% faster from 13.8 MiB (H=950), +4% and -12% in two runs at 12.4 MiB,
+    # slower under (medium's 6.4 MiB: its step +5%).
     "avx512f": LoopForms(copying=None, backward=None, own_forward=None,
-                         transposed_backward=14 << 20),
+                         transposed_backward=13 << 20),
     # Otherwise the rule as it was: rows contracted from 2 MB where that form needs no copy
     # of the weights or a forward loop compiles on its own, from 16 MB where it copies them
     # every pass. The AVX2 host measured H=1500's per-step products row-contracted 4.2 -> 2.8
@@ -282,21 +284,22 @@ def _lstm_backward(d_outputs, dc, dh, cs, c_prev, acts, w_h, unroll, recurrent_m
         mask = None if recurrent_mask is None else tf.transpose(recurrent_mask)
         dgates, dc, dh = _backward_loop(
             flip(d_outputs), tf.transpose(dc), tf.transpose(dh), flip(cs), flip(c_prev),
-            flip(acts), lambda dgates: tf.matmul(w_h, dgates), unroll, mask, features=0)
+            flip(acts), lambda dgates: tf.matmul(w_h, dgates), unroll, mask, features=0,
+            units=w_h.shape[0])
         return flip(dgates), tf.transpose(dc), tf.transpose(dh)
     # dgates [batch, 4H] @ W_h^T [4H, H]: W_h^T copied once a pass (a while loop's body gets it
     # from outside) or, row-contracted, W_h as stored (unrolled: a gather)
     times_w_h_t = _per_step_matmul(tf.transpose(w_h), unroll,
                                    _min_bytes(xla, "copying" if unroll else "backward"))
     return _backward_loop(d_outputs, dc, dh, cs, c_prev, acts, times_w_h_t, unroll,
-                          recurrent_mask, features=1)
+                          recurrent_mask, features=1, units=w_h.shape[0])
 
 
 def _backward_loop(d_outputs, dc, dh, cs, c_prev, acts, times_w_h_t, unroll, recurrent_mask,
-                   features):
+                   features, units):
     """_lstm_backward's loop with the features on axis `features` of every [batch, n] (1) or
     [n, batch] (0) tensor, and `times_w_h_t` the per-step product dgates -> dh in that layout."""
-    units, batch = dc.shape[features], dc.shape[1 - features]
+    batch = dc.shape[1 - features]
     is_j, _ = _gate_columns(units)  # [4H]
     if features == 0:
         is_j = is_j[:, None]  # [4H, 1]

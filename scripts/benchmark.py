@@ -23,7 +23,8 @@ mode), each measured in its own process (benchmarks/measure.py), beside the
 peers and with --ceiling the config's ceiling; a table, then one JSON line.
 ceiling (benchmarks/ceiling.py): the words/s of a step that did nothing but its
 matrix products, each timed alone on its fastest kernel (XLA's dot or
-TensorFlow's MatMul, either layout), beside XLA's alone and the machine's peak;
+TensorFlow's MatMul, either layout of the weights; a per-step product also
+transposed whole), beside XLA's alone and the machine's peak;
 and with the softmax loss's own passes added (timed the same way); and the
 training ceiling of --precision=bfloat16 (the products over all time steps also
 on bfloat16 MatMuls).

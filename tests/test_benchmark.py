@@ -141,6 +141,7 @@ def test_ceiling_command_reports_each_product_and_json_last(benchmark, capsys):
         p.name for p in ceiling.step_products(configs.TEST)]
     labels = {ceiling.variant_label(*v) for v in ceiling.VARIANTS}
     serial = {ceiling.variant_label(*v) for v in ceiling.SERIAL_VARIANTS}
+    assert labels == {"xla", "xla wT", "tf", "tf wT"} and serial == {"xla T"}
     bf16 = ceiling.variant_label(*ceiling.BF16)
     for row, product in zip(result["products"], ceiling.step_products(configs.TEST)):
         # bfloat16 for the products over all time steps, as --precision=bfloat16 runs them;

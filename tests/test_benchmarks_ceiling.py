@@ -88,9 +88,10 @@ def test_product_function_chains_the_product(k, n):
 
 
 def test_fastest_picks_the_quickest_variant_or_the_quickest_of_a_kernel():
-    seconds = {"xla": 3.0, "xla wT": 2.0, "tf": 1.0, "tf wT": 4.0}
+    seconds = {"xla": 3.0, "xla wT": 2.0, "tf": 1.0, "tf wT": 4.0, "xla T": 2.5}
     assert ceiling.fastest(seconds) == ("tf", 1.0)
     assert ceiling.fastest(seconds, "xla") == ("xla wT", 2.0)
+    assert ceiling.fastest(dict(seconds, **{"xla T": 1.5}), "xla") == ("xla T", 1.5)
 
 
 def _cpu(vendor, family, flags, mhz="2600.000"):

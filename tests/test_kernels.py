@@ -350,16 +350,23 @@ def test_fused_lstm_with_the_backward_loop_transposed_matches_dynamic_rnn(recurr
 
     def fused(cell, x, s):
         return fused_lstm.fused_lstm(cell, x, s, recurrent_mask=recurrent_mask)
-    monkeypatch.setattr(fused_lstm, "_loop_forms", _NEVER._replace(transposed_backward=0))
     monkeypatch.setattr(fused_lstm, "_compiled_by_xla", lambda: True)
+    monkeypatch.setattr(fused_lstm, "_loop_forms", _NEVER)
+    plain = _transposes(fused, cell, inputs, state, jit=False)
+    monkeypatch.setattr(fused_lstm, "_loop_forms", _NEVER._replace(transposed_backward=0))
     # The loop's four inputs, its two states in and out and dgates flip: 9 transposes (10 with
-    # the mask) where the plain loop has W_h^T's one.
-    assert _transposes(fused, cell, inputs, state, jit=False) == 9 + recurrent
+    # the mask) in place of W_h^T's one.
+    assert _transposes(fused, cell, inputs, state, jit=False) == plain + 8 + recurrent
     reference = _masked_reference(recurrent_mask, None)
     _assert_close(maybe_function(lambda x, s: fused(cell, x, s), mode)(inputs, state),
                   reference(cell, inputs, state), rtol=1e-10, atol=1e-10)
     grads = maybe_function(_gradients, mode)(fused, cell, inputs, state)
     _assert_close(grads, _gradients(reference, cell, inputs, state), rtol=1e-10, atol=1e-10)
+
+
+def test_the_transposed_backward_loop_with_unknown_num_steps_under_xla(monkeypatch):
+    monkeypatch.setattr(fused_lstm, "_loop_forms", _NEVER._replace(transposed_backward=0))
+    test_fused_lstm_with_unknown_num_steps_under_xla(fused_lstm.fused_lstm)
 
 
 def test_only_a_backward_while_loop_under_xla_is_transposed(monkeypatch):
@@ -420,6 +427,8 @@ def test_per_step_forms_name_each_loops_form_for_the_hidden_size(monkeypatch):
     assert fused_lstm.per_step_forms(650) == (
         "forward as they are, backward as they are, evaluation as they are (avx512f)")
     assert fused_lstm.per_step_forms(1500) == (
+        "forward as they are, backward transposed, evaluation as they are (avx512f)")
+    assert fused_lstm.per_step_forms(1500, own_loops=True) == (  # bfloat16 training
         "forward as they are, backward transposed, evaluation as they are (avx512f)")
     monkeypatch.setattr(fused_lstm, "_loop_forms", _NEVER._replace(own_forward=0))
     assert fused_lstm.per_step_forms(1500, own_loops=True).startswith("forward rows contracted,")
