@@ -162,7 +162,8 @@ def _recurrent_input(out, k, transposed=False):
     """A per-step product's output [m, n] -> the next step's input [m, k], from every
     column (so no part of the product can be left out): n = r * k summed over its r
     blocks, or k = r * n tiled r times; through tanh, as h_t comes from the cell.
-    transposed: the same on out^T [n, m] -> [k, m], in that layout."""
+    transposed: the same on out^T [n, m] -> [k, m], in that layout (no transpose that XLA
+    could fold into the product, as a loop carrying its state transposed has none)."""
     if transposed:
         n, m = out.shape
         if n % k == 0:
@@ -220,15 +221,17 @@ def _timed_calls(run, *args, min_seconds):
     return (time.perf_counter() - start) / calls
 
 
-def time_products(products, min_seconds=0.3, sweeps=3, variants=VARIANTS):
-    """Seconds of one of each product on each variant: a list (one per product) of dicts
+def time_products(products, min_seconds=0.3, sweeps=3, variants=VARIANTS,
+                  serial_variants=SERIAL_VARIANTS):
+    """Seconds of one of each product on each variant (a per-step product on
+    `serial_variants` too): a list (one per product) of dicts
     variant_label -> seconds, each the fastest over `sweeps` sweeps through all of them (so
     a slow spell of a shared machine hits one sweep, not one product), timed for min_seconds
     over calls of _chain_length products."""
     runs = []  # (index of the product, label, compiled chain, a, w)
     for index, product in enumerate(products):
         a = tf.random.uniform([product.m, product.k], -1.0, 1.0)
-        for kernel, form in variants + (SERIAL_VARIANTS if product.serial else ()):
+        for kernel, form in variants + (serial_variants if product.serial else ()):
             shape = [product.n, product.k] if form else [product.k, product.n]
             w = tf.random.uniform(shape, -1.0, 1.0) * (2.0 / product.k ** 0.5)
             dtype = tf.bfloat16 if (kernel, form) == BF16 else tf.float32

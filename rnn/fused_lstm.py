@@ -152,7 +152,8 @@ def _takes_form(nbytes, min_bytes):
 
 
 def _min_bytes(xla, loop):
-    """_per_step_matmul's min_bytes for `loop` (a LoopForms field); None outside XLA."""
+    """The size of W_h from which `loop` (a LoopForms field) takes its form; None outside
+    XLA, where every loop takes the weights as they are."""
     return getattr(_loop_forms, loop) if xla else None
 
 
