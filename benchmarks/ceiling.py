@@ -26,6 +26,7 @@ import time
 import tensorflow as tf
 
 import configs
+import host
 import model as model_lib
 from benchmarks import common
 
@@ -367,7 +368,7 @@ def nominal_peak(info=None, cores=None):
 
     The clock is cpuinfo's "cpu MHz" (under a hypervisor the nominal one; boost may be
     higher, so a measured sgemm can exceed this figure)."""
-    info = common.cpuinfo() if info is None else info
+    info = host.cpuinfo() if info is None else info
     cores = len(os.sched_getaffinity(0)) if cores is None else cores
     per_cycle, basis = _flop_per_cycle(info)
     try:

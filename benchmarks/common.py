@@ -13,6 +13,7 @@ import tensorflow as tf
 
 import configs
 import errors
+import host
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The command line entry point: the child processes (a measurement, a ceiling) run it.
@@ -109,44 +110,15 @@ def script_command(command, *flags):
 
 # -------------------- host
 
-def cpuinfo():
-    """The first processor's fields in /proc/cpuinfo (flags split into a list), or {} off Linux."""
-    fields = {}
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if not line.strip():
-                    break  # the end of the first processor
-                key, _, value = line.partition(":")
-                fields[key.strip()] = value.strip()
-    except OSError:
-        return {}
-    fields["flags"] = fields.get("flags", "").split()
-    return fields
-
-
 def _cpu_model():
-    return cpuinfo().get("model name") or platform.processor() or platform.machine()
-
-
-def cpu_vector_isa(flags=None):
-    """The widest x86 vector extension the CPU reports (AVX-512, AVX2, ...), or "" if unknown.
-
-    Recorded because it moves our ratios to the peers: XLA's matmuls and the
-    peers' reach different fractions of peak on AVX2 and AVX-512 hosts.
-    """
-    flags = cpuinfo().get("flags", []) if flags is None else flags
-    for flag, name in (("avx512f", "AVX-512"), ("avx2", "AVX2"), ("avx", "AVX")):
-        if flag in flags:
-            return name
-    return ""
+    return host.cpuinfo().get("model name") or platform.processor() or platform.machine()
 
 
 def host_info():
     """Date, host, CPU and versions: the head of every JSON summary."""
     return {"date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
             "host": {"name": platform.node(), "cpu_model": _cpu_model(),
-                     "cpu_vector_isa": cpu_vector_isa(), "cpu_cores": os.cpu_count(),
+                     "cpu_vector_isa": host.vector_isa(), "cpu_cores": os.cpu_count(),
                      "platform": platform.platform()},
             "python": platform.python_version(), "tf_version": tf.__version__,
             "tf_cpu_allocator_use_bfc": os.environ["TF_CPU_ALLOCATOR_USE_BFC"]}

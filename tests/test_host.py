@@ -1,0 +1,41 @@
+"""host.py: the CPU's fields and flags as /proc/cpuinfo gives them."""
+
+import host
+
+TWO_PROCESSORS = """processor\t: 0
+vendor_id\t: AuthenticAMD
+cpu family\t: 25
+model name\t: AMD EPYC
+cpu MHz\t\t: 2600.000
+flags\t\t: fpu sse2 avx avx2 fma avx512f avx512_bf16
+
+processor\t: 1
+vendor_id\t: GenuineIntel
+flags\t\t: fpu sse2
+"""
+
+
+def test_parse_reads_the_first_processor_only():
+    fields = host.parse_cpuinfo(TWO_PROCESSORS)
+    assert fields["vendor_id"] == "AuthenticAMD"
+    assert fields["cpu family"] == "25"
+    assert fields["model name"] == "AMD EPYC"
+    assert fields["cpu MHz"] == "2600.000"
+    assert fields["flags"] == ("fpu", "sse2", "avx", "avx2", "fma", "avx512f", "avx512_bf16")
+
+
+def test_parse_without_flags_gives_no_flags():
+    assert host.parse_cpuinfo("processor\t: 0\nmodel name\t: x\n")["flags"] == ()
+    assert host.parse_cpuinfo("")["flags"] == ()
+
+
+def test_vector_isa_is_the_widest_extension():
+    assert host.vector_isa(("sse2", "avx", "avx2", "avx512f")) == "AVX-512"
+    assert host.vector_isa(("sse2", "avx", "avx2", "fma")) == "AVX2"
+    assert host.vector_isa(("sse2", "avx")) == "AVX"
+    assert host.vector_isa(("neon",)) == ""
+
+
+def test_this_hosts_flags_are_the_parsed_ones():
+    assert host.cpu_flags() == host.cpuinfo().get("flags", ())
+    assert host.vector_isa() == host.vector_isa(host.cpu_flags())
