@@ -87,8 +87,8 @@ class LoopForms(NamedTuple):
     transposed_backward: Optional[int] = None
 
 
-# By the CPU's flags, read at import (loop_forms_kind); outside XLA every size goes in as it
-# is.
+# By the CPU's flags, or a GPU, read at import (loop_forms_kind); outside XLA every size goes
+# in as it is.
 LOOP_FORMS = {
     # AVX-512 AMD host: the weights as they are in every loop, faster in whole steps run
     # alternately with each loop row-contracted: medium float32 -1.5%, bfloat16 -6%; large
@@ -104,15 +104,20 @@ LOOP_FORMS = {
     # every pass. The AVX2 host measured H=1500's per-step products row-contracted 4.2 -> 2.8
     # ms (forward) and 5.9 -> 2.9 ms (backward); the 16 MB came from the AVX-512 host (93a6aaf).
     "no avx512f": LoopForms(copying=16 << 20, backward=2 << 20, own_forward=2 << 20),
+    # With a GPU, where the ops run: the weights as they are in every loop. The forms above
+    # were chosen by CPU measurements; none has been timed on a GPU.
+    "gpu": LoopForms(copying=None, backward=None, own_forward=None),
 }
 
 
-def loop_forms_kind(flags):
-    """LOOP_FORMS' key for a CPU with these flags."""
+def loop_forms_kind(flags, gpu=False):
+    """LOOP_FORMS' key for a CPU with these flags, or "gpu" when TensorFlow sees a GPU."""
+    if gpu:
+        return "gpu"
     return "avx512f" if "avx512f" in flags else "no avx512f"
 
 
-_FORMS_KIND = loop_forms_kind(host.cpu_flags())
+_FORMS_KIND = loop_forms_kind(host.cpu_flags(), bool(tf.config.list_physical_devices("GPU")))
 _loop_forms = LOOP_FORMS[_FORMS_KIND]
 
 

@@ -397,6 +397,9 @@ def test_the_cpu_flags_choose_where_rows_are_contracted():
     assert fused_lstm.loop_forms_kind(("avx2", "avx512f", "avx512bw")) == "avx512f"
     assert fused_lstm.loop_forms_kind(("avx2", "fma")) == "no avx512f"
     assert fused_lstm.loop_forms_kind(()) == "no avx512f"
+    # A GPU takes the weights as they are in every loop, whatever the CPU.
+    assert fused_lstm.loop_forms_kind(("avx2", "avx512f"), gpu=True) == "gpu"
+    assert fused_lstm.LOOP_FORMS["gpu"] == _NEVER
     # With AVX-512 every loop takes the weights as they are, but large's 36 MB of W_h go
     # into a transposed backward loop and medium's 6.8 MB do not; without AVX-512, large's
     # have their rows contracted in every loop and no loop is transposed.
@@ -430,6 +433,10 @@ def test_per_step_forms_name_each_loops_form_for_the_hidden_size(monkeypatch):
         "forward as they are, backward transposed, evaluation as they are (avx512f)")
     assert fused_lstm.per_step_forms(1500, own_loops=True) == (  # bfloat16 training
         "forward as they are, backward transposed, evaluation as they are (avx512f)")
+    monkeypatch.setattr(fused_lstm, "_FORMS_KIND", "gpu")
+    monkeypatch.setattr(fused_lstm, "_loop_forms", fused_lstm.LOOP_FORMS["gpu"])
+    assert fused_lstm.per_step_forms(1500, own_loops=True) == (
+        "forward as they are, backward as they are, evaluation as they are (gpu)")
     monkeypatch.setattr(fused_lstm, "_loop_forms", _NEVER._replace(own_forward=0))
     assert fused_lstm.per_step_forms(1500, own_loops=True).startswith("forward rows contracted,")
     assert fused_lstm.per_step_forms(1500).startswith("forward as they are,")
