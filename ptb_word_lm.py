@@ -304,6 +304,15 @@ def _exit_on_stray_arguments(argv):
     sys.exit(2)
 
 
+def _parse_flags(argv):
+    """absl's parsing, its errors (an unknown flag, a value out of range) in our one line."""
+    try:
+        return FLAGS(argv)
+    except flags.Error as e:
+        print(f"error: {e} (see --helpshort)", file=sys.stderr)
+        sys.exit(2)
+
+
 def _quiet_broken_pipe():
     """stdout's reader went away (`... | head -1`): exit quietly, as Unix tools do."""
     devnull = os.open(os.devnull, os.O_WRONLY)
@@ -326,4 +335,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=_parse_flags)

@@ -98,6 +98,6 @@ def assert_user_error(result, message):
     assert result.returncode != 0
     assert "Traceback" not in result.stderr
     errors = [line for line in result.stderr.splitlines()
-              if line.startswith(("error:", "FATAL Flags parsing error"))]
+              if line.startswith("error:")]
     assert len(errors) == 1, result.stderr
     assert re.search(message, errors[0]), errors[0]
