@@ -75,8 +75,9 @@ def collect_run(name, save_path, train_ids):
     """The table's Row from save_path/metrics.json, or None if there is none.
 
     Training words/s = epochs * epoch_size * batch_size * num_steps / sum of the
-    epochs' train_seconds; epoch_size comes from reader.ptb_producer on
-    `train_ids`, which must be the data the run trained on.
+    epochs' train_seconds, an epoch stopped by --max_minutes counted as its
+    fraction; epoch_size comes from reader.ptb_producer on `train_ids`, which
+    must be the data the run trained on.
     """
     path = os.path.join(save_path, "metrics.json")
     if not os.path.isfile(path):
@@ -86,7 +87,8 @@ def collect_run(name, save_path, train_ids):
     config = configs.from_dict(metrics["config"])
     epochs = metrics.get("epochs", [])
     batches = reader.ptb_producer(train_ids, config.batch_size, config.num_steps)
-    words = len(epochs) * batches.epoch_size * config.batch_size * config.num_steps
+    trained = sum(epoch.get("fraction", 1.0) for epoch in epochs)
+    words = trained * batches.epoch_size * config.batch_size * config.num_steps
     train_seconds = sum(e["train_seconds"] for e in epochs)
     last = epochs[-1] if epochs else {}
     return Row(model=name, epochs=len(epochs), max_epochs=config.max_max_epoch,

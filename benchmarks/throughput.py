@@ -252,7 +252,9 @@ def combine_rounds(rounds):
     ratios = [r.ratio_to_fastest_peer for r in rounds]
     return dataclasses.replace(
         rounds[-1], train_wps=_median(r.train_wps for r in rounds),
+        train_seconds=_median(r.train_seconds for r in rounds),
         eval_wps=_median(r.eval_wps for r in rounds),
+        eval_seconds=_median(r.eval_seconds for r in rounds),
         stream_eval_seconds=_median(r.stream_eval_seconds for r in rounds),
         peak_rss_mb=max(r.peak_rss_mb for r in rounds),
         rounds_train_wps=[r.train_wps for r in rounds],

@@ -10,7 +10,7 @@ import pytest
 
 import configs
 import reader
-from benchmarks import ceiling, measure
+from benchmarks import ceiling, measure, perplexity
 from helpers import REPO, TINY_TEXT
 
 SCRIPT = REPO / "scripts" / "benchmark.py"
@@ -124,6 +124,19 @@ def test_perplexity_collect_only_tabulates_metrics(benchmark, make_corpus, tmp_p
     row = "| test | 2/2 | 40.00 | 45.50 | 44.10 | 0:00:04 | – | 250 |"
     assert row in capsys.readouterr().out.splitlines()
     assert row in output.read_text().splitlines()
+
+
+def test_perplexity_counts_an_epoch_stopped_by_the_budget_as_its_fraction(make_corpus, tmp_path):
+    data = make_corpus(train=TINY_TEXT * 20)  # 540 words an epoch at 4 x 5, as above
+    config = dataclasses.replace(configs.TEST, batch_size=4, num_steps=5, max_max_epoch=2)
+    epochs = [{"epoch": 1, "learning_rate": 1.0, "train_perplexity": 60.0,
+               "valid_perplexity": 50.0, "train_seconds": 2.0},
+              {"epoch": 2, "learning_rate": 0.5, "train_perplexity": 40.0,
+               "valid_perplexity": 45.5, "train_seconds": 0.7, "fraction": 0.25}]
+    (tmp_path / "metrics.json").write_text(json.dumps(
+        {"config": configs.to_dict(config), "epochs": epochs}))
+    row = perplexity.collect_run("test", str(tmp_path), reader.load_corpus(str(data)).train)
+    assert row.train_wps == pytest.approx(1.25 * 540 / 2.7)
 
 
 def test_ceiling_command_reports_each_product_and_json_last(benchmark, capsys):

@@ -154,6 +154,17 @@ def test_a_bfloat16_mode_trains_against_the_bfloat16_ceiling_and_evaluates_again
     assert bf16.of_ceiling == pytest.approx({"train_wps": 0.4, "eval_wps": 0.25})
 
 
+def test_rounds_combine_into_medians_of_speeds_and_times_alike():
+    rounds = [Measurement("small", "fused", "fused", False, train_seconds=t, train_wps=4e4 / t,
+                          eval_seconds=t / 2, eval_wps=8e4 / t, peak_rss_mb=m)
+              for t, m in ((1.0, 10), (2.0, 30), (4.0, 20))]
+    combined = throughput.combine_rounds(rounds)
+    assert (combined.train_wps, combined.train_seconds) == (2e4, 2.0)  # one round's pair
+    assert (combined.eval_wps, combined.eval_seconds) == (4e4, 1.0)
+    assert combined.peak_rss_mb == 30
+    assert combined.rounds_train_wps == [4e4, 2e4, 1e4]
+
+
 def test_a_failed_round_fails_the_result():
     good = Measurement("small", "fused", "fused", False, train_wps=5.0, peak_rss_mb=1)
     bad = Measurement("small", "fused", "fused", False, error="boom")
