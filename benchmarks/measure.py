@@ -194,9 +194,7 @@ def measure(name, mode, data_path, overrides=(), warmup=20, steps=300, eval_step
     """
     corpus = reader.load_corpus(data_path)
     config = resolve_config(name, overrides, corpus.vocab_size)
-    rnn_mode = model_lib.resolve_rnn_mode(config, mode.rnn_mode)
-    jit_compile = kernels.jit_compile(rnn_mode, mode.xla)
-    precision_lib.check(mode.precision, rnn_mode, jit_compile)
+    rnn_mode, jit_compile = check_mode(config, mode)
     ts = training.TrainState(config, rnn_mode=rnn_mode, seed=seed, precision=mode.precision)
     ts.reset_epoch(0)
     train_batches = reader.ptb_producer(corpus.train, config.batch_size, config.num_steps)
@@ -218,6 +216,20 @@ def measure(name, mode, data_path, overrides=(), warmup=20, steps=300, eval_step
         stream_eval_seconds=stream_seconds,
         stream_eval_words=len(corpus.test) - 1 if stream_eval else None,
         peak_rss_mb=common.rss_mb(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss))
+
+
+def check_mode(config, mode):
+    """(the kernel `mode` runs `config` with, whether it compiles with XLA), as the driver
+    would choose them.
+
+    Raises:
+      errors.UserError (the kernels' and precision's): the mode cannot run the config on
+        this host, under its XLA setting or in its precision.
+    """
+    rnn_mode = model_lib.resolve_rnn_mode(config, mode.rnn_mode)
+    jit_compile = kernels.jit_compile(rnn_mode, mode.xla)
+    precision_lib.check(mode.precision, rnn_mode, jit_compile)
+    return rnn_mode, jit_compile
 
 
 def command(args, name, mode):

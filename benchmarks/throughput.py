@@ -18,6 +18,7 @@ import statistics
 import sys
 
 import configs
+import errors
 import precision as precision_lib
 import reader
 from benchmarks import PEER_ENV, common
@@ -124,6 +125,10 @@ def parse_modes(rnn_modes, xla, env=()):
                 f"with +xla and then +{'/+'.join(_SUFFIX_PRECISIONS)} (e.g. basic+xla, "
                 f"fused+xla+bfloat16)")
         for flag in ([True] if suffixes else xla_values):
+            if precision not in (None, precision_lib.FLOAT32) and not flag:
+                raise common.BenchmarkError(
+                    f"--rnn_modes item {item!r} with --xla=0: {precision} compiles with XLA; "
+                    f"write {name}+xla+{precision}")
             for variant in variants:
                 mode = Mode(name, flag, variant, precision or precision_lib.FLOAT32)
                 if mode not in modes:
@@ -151,7 +156,12 @@ def _plan(args):
     modes = parse_modes(args.rnn_modes, args.xla, args.env)
     peers = parse_peers(args.peers)
     for name in names:
-        configs.apply_overrides(configs.get_config(name), args.override)  # ConfigError if bad
+        config = configs.apply_overrides(configs.get_config(name), args.override)  # ConfigError
+        for mode in modes:  # a kernel this host, XLA or the precision cannot run
+            try:
+                measure_lib.check_mode(config, mode)
+            except errors.UserError as e:
+                raise common.BenchmarkError(f"{name} {mode.label}: {e}") from None
     common.check_data(args.data_path)
     return names, modes, peers
 

@@ -24,8 +24,24 @@ def test_parse_modes_takes_a_precision_after_the_mode():
     modes = throughput.parse_modes("fused+xla,fused+xla+bfloat16,fused+bfloat16", "1")
     assert [m.label for m in modes] == ["fused+xla", "fused+xla+bfloat16"]
     assert [m.precision for m in modes] == ["float32", "bfloat16"]
-    (measured,) = throughput.parse_modes("fused+bfloat16", "0")
-    assert (measured.xla, measured.precision) == (False, "bfloat16")  # its child says why not
+    with pytest.raises(common.BenchmarkError, match=r"with --xla=0: bfloat16 compiles with "
+                                                    r"XLA; write fused\+xla\+bfloat16$"):
+        throughput.parse_modes("fused+bfloat16", "0,1")
+
+
+@pytest.mark.parametrize("rnn_modes, message", [
+    ("block+xla", r"^small block\+xla: --rnn_mode=block cannot run under --xla"),
+    pytest.param("cudnn", r"^small cudnn: rnn_mode cudnn needs a GPU",
+                 marks=pytest.mark.skipif(kernels.gpu_available(), reason="a GPU runs cudnn")),
+    ("basic+xla+bfloat16", r"^small basic\+xla\+bfloat16: --precision=bfloat16 runs only with "
+                           r"--rnn_mode=fused"),
+])
+def test_a_mode_that_cannot_run_fails_before_any_work(rnn_modes, message, tmp_path):
+    args = argparse.Namespace(steps=1, warmup=0, eval_steps=None, rounds=1, configs="small",
+                              rnn_modes=rnn_modes, xla="0", env=[], peers="", override=[],
+                              data_path=str(tmp_path / "no data"))
+    with pytest.raises(common.BenchmarkError, match=message):
+        throughput._plan(args)  # before the data, let alone a measurement
 
 
 @pytest.mark.parametrize("rnn_modes, xla", [("lstm", "0"), ("basic+jit", "0"), ("basic", "2"),
