@@ -137,8 +137,18 @@ class Ceiling:
 
 
 def resolve_config(name, overrides=()):
-    """Config `name` with key=value overrides, as the throughput measurements resolve it."""
-    return configs.apply_overrides(configs.get_config(name), list(overrides))
+    """Config `name` with key=value overrides, as the throughput measurements resolve it.
+
+    Raises:
+      ConfigError: a bad override.
+      BenchmarkError: a cell other than the LSTM, whose products step_products counts.
+    """
+    config = configs.apply_overrides(configs.get_config(name), list(overrides))
+    if config.cell != "lstm":
+        raise common.BenchmarkError(
+            f"the ceiling counts an LSTM's matrix products, not cell={config.cell}'s; measure "
+            f"the ceiling of an LSTM config")
+    return config
 
 
 def step_products(config):

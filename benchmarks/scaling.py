@@ -234,7 +234,10 @@ def measure_worker(args):
     batches = reader.ptb_producer(corpus.train, config.batch_size, config.num_steps)
     step = replicas.make_train_step(ts, jit_compile)
     clock = measure._StepClock(args.warmup, args.steps)
-    training.run_epoch(ts, step, batches, clock)
+    epoch = 0
+    while training.run_epoch(ts, step, batches, clock):  # past an epoch: round again, as
+        epoch += 1                                         # measure.time_training
+        ts.reset_epoch(epoch)
     step_seconds = (clock.stop - clock.start) / args.steps
     allreduce = _time_allreduce(replicas, ts, args.steps) if replicas.strategy else None
     words = config.batch_size * config.num_steps
@@ -245,10 +248,12 @@ def measure_worker(args):
 
 
 def _gradient_shapes(ts, replicas):
-    """[(dense shape or None, slices rows)]: what one replica's step all-reduces."""
+    """[(dense shape or None, slices rows)]: what one replica's step all-reduces (the
+    embedding's gradient as slices of the looked-up rows, unless the softmax shares it)."""
     config = ts.config
     rows = config.batch_size // replicas.num_replicas * config.num_steps
-    return [(None, rows) if var is ts.model.embedding else (var.shape.as_list(), 0)
+    sparse = ts.model.embedding if not config.tie_embeddings else None  # tied: dense too
+    return [(None, rows) if var is sparse else (var.shape.as_list(), 0)
             for var in ts.model.trainable_variables]
 
 

@@ -157,6 +157,8 @@ def _plan(args):
     peers = parse_peers(args.peers)
     for name in names:
         config = configs.apply_overrides(configs.get_config(name), args.override)  # ConfigError
+        if args.ceiling:
+            ceiling_lib.resolve_config(name, args.override)  # an LSTM, whose products it counts
         for mode in modes:  # a kernel this host, XLA or the precision cannot run
             try:
                 measure_lib.check_mode(config, mode)

@@ -1,11 +1,13 @@
 """Tests of benchmarks/scaling.py: its arithmetic against hand-worked numbers, and the
 `scaling` command with fake measuring processes (nothing is timed here)."""
 
+import argparse
 import json
 import re
 
 import pytest
 
+import reader
 from benchmarks import scaling
 from helpers import TINY_TEXT
 
@@ -85,3 +87,21 @@ def test_scaling_bad_flags_fail_in_one_line(benchmark, make_corpus, capsys, argv
     err = capsys.readouterr().err
     assert err.startswith("error: ") and len(err.strip().splitlines()) == 1
     assert re.search(message, err)
+
+
+@pytest.mark.parametrize("tied", [False, True])
+def test_a_worker_runs_past_an_epoch_and_counts_a_tied_embeddings_gradient_dense(
+        make_corpus, capsys, tied):
+    # TINY_TEXT * 4 at batch 2 x 3 steps is 18 batches an epoch: 3 + 20 steps go round it.
+    data = make_corpus(TINY_TEXT * 4)
+    overrides = ["batch_size=2", "num_steps=3", "hidden_size=8", f"tie_embeddings={tied}"]
+    args = argparse.Namespace(config="test", override=overrides, data_path=str(data),
+                              warmup=3, steps=20)
+    assert scaling.measure_worker(args) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["step_seconds"] > 0 and result["allreduce_seconds"] is None  # one device
+    vocab = reader.load_corpus(str(data)).vocab_size
+    layers = (8 + 8) * 4 * 8 + 4 * 8  # the test config's one LSTM layer: kernel and bias
+    softmax = vocab if tied else 8 * vocab + vocab  # bias only when tied
+    embedding = vocab * 8 if tied else 2 * 3 * (8 + 1)  # tied: dense; else the looked-up rows
+    assert result["gradient_bytes"] == 4 * (layers + softmax + embedding)

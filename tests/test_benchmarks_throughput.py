@@ -39,9 +39,20 @@ def test_parse_modes_takes_a_precision_after_the_mode():
 def test_a_mode_that_cannot_run_fails_before_any_work(rnn_modes, message, tmp_path):
     args = argparse.Namespace(steps=1, warmup=0, eval_steps=None, rounds=1, configs="small",
                               rnn_modes=rnn_modes, xla="0", env=[], peers="", override=[],
-                              data_path=str(tmp_path / "no data"))
+                              ceiling=False, data_path=str(tmp_path / "no data"))
     with pytest.raises(common.BenchmarkError, match=message):
         throughput._plan(args)  # before the data, let alone a measurement
+
+
+def test_a_ceiling_of_a_cell_it_cannot_count_fails_before_any_work(tmp_path):
+    args = argparse.Namespace(steps=1, warmup=0, eval_steps=None, rounds=1, configs="small",
+                              rnn_modes="basic+xla", xla="0", env=[], peers="",
+                              override=["cell=gru"], ceiling=True,
+                              data_path=str(tmp_path / "no data"))
+    with pytest.raises(common.BenchmarkError, match=r"counts an LSTM's matrix products, not "
+                                                    r"cell=gru's"):
+        throughput._plan(args)
+    assert ceiling.resolve_config("small", ["hidden_size=8"]).hidden_size == 8
 
 
 @pytest.mark.parametrize("rnn_modes, xla", [("lstm", "0"), ("basic+jit", "0"), ("basic", "2"),
