@@ -97,8 +97,16 @@ class Measurement:
 
 
 def resolve_config(name, overrides, vocab_size):
-    """The named config with key=value overrides; vocab_size follows the data, as in the driver."""
+    """The named config with key=value overrides; vocab_size follows the data, as in the driver.
+
+    Raises:
+      ConfigError: a bad override.
+      BenchmarkError: an override of vocab_size, which the data sets.
+    """
     config = configs.apply_overrides(configs.get_config(name), list(overrides))
+    if any(item.partition("=")[0].strip() == "vocab_size" for item in overrides):
+        raise common.BenchmarkError("vocab_size follows the data's vocabulary in every "
+                                    "measurement; drop --override=vocab_size")
     return configs.apply_overrides(config, {"vocab_size": vocab_size})
 
 

@@ -215,7 +215,7 @@ def profile(name, mode, data_path, overrides=(), warmup=10, steps=20, seed=0, ph
     corpus = reader.load_corpus(data_path)
     config = measure.resolve_config(name, overrides, corpus.vocab_size)
     label, run_steps = _step_runner(config, mode, corpus, phase, seed)
-    run_steps(max(warmup, 1))  # traces and compiles, unprofiled
+    run_steps(warmup)  # traces and compiles, unprofiled
     with tempfile.TemporaryDirectory() as logdir:
         tf.profiler.experimental.start(logdir)
         start = time.perf_counter()
@@ -260,8 +260,9 @@ def run(args):
     names = common.parse_configs(args.configs)
     for name in names:
         measure.resolve_config(name, args.override, 2)  # ConfigError before any work
-    if args.steps < 1 or args.warmup < 0 or args.top < 1:
-        raise common.BenchmarkError("--steps and --top must be >= 1 and --warmup >= 0")
+    if args.steps < 1 or args.warmup < 1 or args.top < 1:
+        raise common.BenchmarkError("--steps, --warmup and --top must be >= 1 (the warm-up "
+                                    "traces and compiles the step, unprofiled)")
     common.check_data(args.data_path)
     results = []
     for name in names:

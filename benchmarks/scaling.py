@@ -192,6 +192,8 @@ def run(args, runner=None):
       BenchmarkError, ConfigError: a bad flag value, no data, no taskset.
     """
     names = common.parse_configs(args.configs)
+    for name in names:
+        measure.resolve_config(name, args.override, 2)  # a bad override, before any work
     if args.warmup < 1 or args.steps < 1 or args.workers < 2 or not args.gbps > 0:
         raise common.BenchmarkError(f"--warmup and --steps must be >= 1, --workers >= 2 and "
                                     f"--gbps > 0, got {args.warmup}, {args.steps}, "

@@ -76,7 +76,18 @@ def test_profile_eval_phase_tables_the_forward_step(benchmark, make_corpus, caps
     assert not any("gradient_tape" in name or "Assign" in name for name in names), sorted(names)
 
 
-def test_profile_rejects_bad_steps(benchmark, tiny_corpus, capsys):
+@pytest.mark.parametrize("flag", ["--steps=0", "--warmup=0", "--top=0"])
+def test_profile_rejects_bad_steps(benchmark, tiny_corpus, capsys, flag):
     assert benchmark.main(["profile", f"--data_path={tiny_corpus}", "--configs=test",
-                           "--steps=0"]) == 2
-    assert capsys.readouterr().err.startswith("error: --steps and --top must be >= 1")
+                           flag]) == 2
+    assert capsys.readouterr().err.startswith("error: --steps, --warmup and --top must be >= 1")
+
+
+@pytest.mark.parametrize("command", ["profile", "scaling", "throughput"])
+def test_a_vocabulary_size_override_is_refused_not_dropped(benchmark, tiny_corpus, capsys,
+                                                           command):
+    assert benchmark.main([command, f"--data_path={tiny_corpus}", "--configs=test",
+                           "--override=vocab_size=50"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: vocab_size follows the data's vocabulary") and \
+        len(err.strip().splitlines()) == 1
