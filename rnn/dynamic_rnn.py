@@ -50,7 +50,10 @@ def dynamic_rnn(cell, inputs, initial_state=None, sequence_length=None,
       cell: an RNNCell (rnn.cells); if it has `project_inputs` and
         `step_projected`, the input projection of all steps is one matmul.
       inputs: float `[batch, time, depth]`, or `[time, batch, depth]` if
-        `time_major`. The time dimension may be unknown until run time.
+        `time_major`. The time dimension may be unknown until run time, and
+        0 (no outputs, the initial state) where the batch size is known when
+        traced: TensorFlow cannot stack an empty list of elements of unknown
+        shape.
       initial_state: state structure of `[batch, size]` tensors; None means
         `cell.zero_state(batch, inputs.dtype)`.
       sequence_length: optional int `[batch]`; past a row's length its outputs

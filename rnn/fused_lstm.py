@@ -383,7 +383,9 @@ def fused_lstm(cell, inputs, initial_state, unroll=False, recurrent_mask=None,
 
     Returns:
       (outputs `[num_steps, batch, num_units]` time-major,
-      LSTMStateTuple(c_T, h_T)); the initial state if num_steps is 0.
+      LSTMStateTuple(c_T, h_T)); the initial state if num_steps is 0 (in a
+      traced function then only with the batch size known when traced:
+      TensorFlow cannot stack an empty list of elements of unknown shape).
 
     Raises:
       ValueError: if the cell's activation is not tanh.
