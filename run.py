@@ -27,7 +27,7 @@ import precision as precision_lib
 import reader
 import training
 from errors import UserError
-from rnn import fused_lstm, kernels
+from rnn import kernels, loop_forms
 
 _INT64_RANGE = (-(1 << 63), (1 << 63) - 1)
 PROGRESS = ("plain", "tty")
@@ -327,8 +327,8 @@ def _open_run(config, corpus, save_path, options, epoch_size, replicas):
     parameters = sum(int(v.shape.num_elements()) for v in ts.model.trainable_variables)
     print(f"rnn_mode: {rnn_mode}  xla: {jit_compile}  precision: "
           f"{precision_lib.describe(options.precision)}  parameters: {parameters:,}")
-    if rnn_mode == "fused" and jit_compile:  # chosen by this CPU's flags (fused_lstm)
-        print("per-step recurrent products: " + fused_lstm.per_step_forms(
+    if rnn_mode == "fused" and jit_compile:  # chosen by this CPU's flags (rnn/loop_forms.py)
+        print("per-step recurrent products: " + loop_forms.per_step_forms(
             config.hidden_size, own_loops=training.split_step(ts)))
     if replicas.strategy:
         print(f"strategy: {replicas.name}  rows per replica: "

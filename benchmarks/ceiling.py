@@ -53,7 +53,7 @@ class Product:
 # out^T [n, m] = w^T [n, k] @ a^T [k, m] (_product_function).
 VARIANTS = (("xla", ""), ("xla", "wT"), ("tf", ""), ("tf", "wT"))
 # Per-step products only (both the forward and the backward one, though only the backward
-# loop runs it, for large weights: rnn/fused_lstm.py's LOOP_FORMS): the form of a loop that
+# loop runs it, for large weights: rnn/loop_forms.py's LOOP_FORMS): the form of a loop that
 # carries its state transposed. With it the ceilings are a little higher than before
 # 2026-12-04 08:40 UTC wherever it is the fastest.
 SERIAL_VARIANTS = (("xla", "T"),)

@@ -1,12 +1,9 @@
 """Our whole-sequence LSTM over LSTMCell's variables, with a hand-written backward pass."""
 
-from typing import NamedTuple, Optional
-
 import tensorflow as tf
 from tensorflow.python.ops import control_flow_util
 
-import host
-
+from . import loop_forms
 from .cells import LSTMStateTuple
 
 
@@ -72,72 +69,6 @@ def _scan(step, sequences, carry, out_shapes, unroll, reverse=False):
     return carry, tuple(ta.stack() for ta in outs_ta)
 
 
-class LoopForms(NamedTuple):
-    """Per-step weight sizes (bytes of W_h) from which XLA's loops take another form of their
-    per-step product; None: never, at every size the form of the weights as they are.
-
-    The first three contract the weights' rows (see _per_step_matmul).
-    """
-    copying: Optional[int]  # the forward loop in a whole compiled step; any unrolled loop
-    backward: Optional[int]  # the backward while loop (row-contracted, W_h as stored)
-    own_forward: Optional[int]  # a forward while loop compiled on its own (bfloat16 training)
-    # The backward while loop in [features, batch] layout, W_h @ dgates^T (_lstm_backward);
-    # where it applies, `backward` does not. Never an unrolled loop (nor the while loop an
-    # unrolled one falls back to when T is unknown or 0).
-    transposed_backward: Optional[int] = None
-
-
-# By the CPU's flags, or a GPU, read at import (loop_forms_kind); outside XLA every size goes
-# in as it is.
-LOOP_FORMS = {
-    # AVX-512 AMD host: the weights as they are in every loop, faster in whole steps run
-    # alternately with each loop row-contracted: medium float32 -1.5%, bfloat16 -6%; large
-    # training -1%, validation -2.7%, bfloat16 -6% (docs/SPEED.md, 2026-12-04 from 06:17).
-    # The backward while loop transposed from 13 MiB of W_h: large's (34.3 MiB) training
-    # step -1.3% to -3.1%, bfloat16 -3.7% (docs/SPEED.md, 2026-12-04 from 08:22); the loop
-    # alone 11-24% faster from 13.8 MiB (H=950), +4% and -12% in two runs at 12.4 MiB,
-    # slower under (medium's 6.4 MiB: its step +5%).
-    "avx512f": LoopForms(copying=None, backward=None, own_forward=None,
-                         transposed_backward=13 << 20),
-    # Otherwise the rule as it was: rows contracted from 2 MB where that form needs no copy
-    # of the weights or a forward loop compiles on its own, from 16 MB where it copies them
-    # every pass. The AVX2 host measured H=1500's per-step products row-contracted 4.2 -> 2.8
-    # ms (forward) and 5.9 -> 2.9 ms (backward); the 16 MB came from the AVX-512 host (93a6aaf).
-    "no avx512f": LoopForms(copying=16 << 20, backward=2 << 20, own_forward=2 << 20),
-    # With a GPU, where the ops run: the weights as they are in every loop. The forms above
-    # were chosen by CPU measurements; none has been timed on a GPU.
-    "gpu": LoopForms(copying=None, backward=None, own_forward=None),
-}
-
-
-def loop_forms_kind(flags, gpu=False):
-    """LOOP_FORMS' key for a CPU with these flags, or "gpu" when TensorFlow sees a GPU."""
-    if gpu:
-        return "gpu"
-    return "avx512f" if "avx512f" in flags else "no avx512f"
-
-
-_FORMS_KIND = loop_forms_kind(host.cpu_flags(), bool(tf.config.list_physical_devices("GPU")))
-_loop_forms = LOOP_FORMS[_FORMS_KIND]
-
-
-def per_step_forms(units, own_loops=False):
-    """The start-up line's words: each loop's per-step product form under XLA at H=units.
-
-    own_loops: the loops compile on their own (bfloat16 training).
-    """
-    nbytes = units * 4 * units * 4  # float32 W_h [H, 4H]
-
-    def form(min_bytes):
-        return "rows contracted" if _takes_form(nbytes, min_bytes) else "as they are"
-
-    forward = _loop_forms.own_forward if own_loops else _loop_forms.copying
-    backward = ("transposed" if _takes_form(nbytes, _loop_forms.transposed_backward)
-                else form(_loop_forms.backward))
-    return (f"forward {form(forward)}, backward {backward}, "
-            f"evaluation {form(_loop_forms.copying)} ({_FORMS_KIND})")
-
-
 def _compiled_by_xla():
     """Whether the ops being traced now will be compiled by XLA: in a jit_compile function, or in
     a function traced inside one.
@@ -151,22 +82,11 @@ def _compiled_by_xla():
     return control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph())
 
 
-def _takes_form(nbytes, min_bytes):
-    """Whether per-step weights of `nbytes` take a LoopForms field's form from `min_bytes`."""
-    return min_bytes is not None and nbytes >= min_bytes
-
-
-def _min_bytes(xla, loop):
-    """The size of W_h from which `loop` (a LoopForms field) takes its form; None outside
-    XLA, where every loop takes the weights as they are."""
-    return getattr(_loop_forms, loop) if xla else None
-
-
 def _per_step_matmul(w, unroll, min_bytes):
     """x -> x @ w for a loop that multiplies a few rows by the same `w` every step.
 
     min_bytes: the size from which to contract rows under XLA; None outside it or
-      never (see LOOP_FORMS).
+      never (see loop_forms.LOOP_FORMS).
 
     Weights under `min_bytes` go in as they are: XLA hands the product to
     YNNPACK. Larger ones go in transposed with their rows contracted
@@ -175,14 +95,14 @@ def _per_step_matmul(w, unroll, min_bytes):
     traffic of a step. Measured under XLA, batch 20 (AVX2 host): H=1500
     forward 4.2 -> 2.8 ms and backward 5.9 -> 2.9 ms per step; H=200 0.07 ms
     as is against 0.11 transposed. On the AVX-512 host the weights as they are
-    measured faster at every size (LOOP_FORMS).
+    measured faster at every size (loop_forms.LOOP_FORMS).
 
     Outside XLA (--xla=0) every size goes in as it is: TensorFlow's own
     MatMul (oneDNN) runs the row-contracted form at half the speed
     (`benchmark.py ceiling`'s tf and tf wT columns, AVX-512 AMD host: medium
     forward 170 / 91 GFLOPS, backward 158 / 79; large 128 / 64, 116 / 56).
     """
-    if not _takes_form(w.shape.num_elements() * w.dtype.size, min_bytes):
+    if not loop_forms.takes_form(w.shape.num_elements() * w.dtype.size, min_bytes):
         return lambda x: tf.matmul(x, w)
     w_t = tf.transpose(w)  # [n, k]
     if unroll:
@@ -243,9 +163,9 @@ def _lstm_forward(projected, c0, h0, w_h, forget_bias, unroll, recurrent_mask=No
       `[T, batch, 4H]`, c_T, h_T); c_T, h_T are c0, h0 when T == 0.
     """
     batch, units = h0.shape[0], w_h.shape[0]
-    # Row-contracted, h @ W_h needs W_h^T copied (see LOOP_FORMS).
-    times_w_h = _per_step_matmul(
-        w_h, unroll, _min_bytes(xla, "own_forward" if own_program and not unroll else "copying"))
+    # Row-contracted, h @ W_h needs W_h^T copied (see loop_forms.LOOP_FORMS).
+    loop = "own_forward" if own_program and not unroll else "copying"
+    times_w_h = _per_step_matmul(w_h, unroll, loop_forms.min_bytes(xla, loop))
     activations = _activations(units, forget_bias, projected.dtype, one_expression=not unroll)
 
     def step(state, projected_t):
@@ -282,9 +202,10 @@ def _lstm_backward(d_outputs, dc, dh, cs, c_prev, acts, w_h, unroll, recurrent_m
       (dgates `[T, batch, 4H]` wrt the gate pre-activations, dc_0, dh_0).
     """
     nbytes = w_h.shape.num_elements() * w_h.dtype.size
-    if not unroll and _takes_form(nbytes, _min_bytes(xla, "transposed_backward")):
+    transposed_from = loop_forms.min_bytes(xla, "transposed_backward")
+    if not unroll and loop_forms.takes_form(nbytes, transposed_from):
         # The loop in [features, batch] layout: dh^T = W_h @ dgates^T takes both operands as
-        # stored, which XLA's dot runs faster for large weights (LOOP_FORMS); the
+        # stored, which XLA's dot runs faster for large weights (loop_forms.LOOP_FORMS); the
         # loop's inputs and dgates are transposed once a pass, [T, batch, n] <-> [T, n, batch].
         flip = lambda values: tf.transpose(values, [0, 2, 1])
         mask = None if recurrent_mask is None else tf.transpose(recurrent_mask)
@@ -296,7 +217,7 @@ def _lstm_backward(d_outputs, dc, dh, cs, c_prev, acts, w_h, unroll, recurrent_m
     # dgates [batch, 4H] @ W_h^T [4H, H]: W_h^T copied once a pass (a while loop's body gets it
     # from outside) or, row-contracted, W_h as stored (unrolled: a gather)
     times_w_h_t = _per_step_matmul(tf.transpose(w_h), unroll,
-                                   _min_bytes(xla, "copying" if unroll else "backward"))
+                                   loop_forms.min_bytes(xla, "copying" if unroll else "backward"))
     return _backward_loop(d_outputs, dc, dh, cs, c_prev, acts, times_w_h_t, unroll,
                           recurrent_mask, features=1, units=w_h.shape[0])
 

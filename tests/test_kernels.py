@@ -6,7 +6,7 @@ import pytest
 import tensorflow as tf
 
 import errors
-from rnn import cells, fused_lstm, kernels
+from rnn import cells, fused_lstm, kernels, loop_forms
 from rnn.dynamic_rnn import dynamic_rnn
 from numerics import maybe_function, numpy_initializer, sigmoid
 
@@ -222,13 +222,13 @@ def _transposes(*args, **kwargs):
     return sum(node.op == "Transpose" for node in _traced_nodes(*args, **kwargs))
 
 
-_NEVER = fused_lstm.LoopForms(copying=None, backward=None, own_forward=None)
+_NEVER = loop_forms.LoopForms(copying=None, backward=None, own_forward=None)
 
 
 def _contract_rows(monkeypatch, *loops):
     """Under XLA the named loops (LoopForms fields) contract rows at every size, the
     others never, whatever this host's CPU chose."""
-    monkeypatch.setattr(fused_lstm, "_loop_forms",
+    monkeypatch.setattr(loop_forms, "CHOSEN",
                         _NEVER._replace(**{loop: 0 for loop in loops}))
 
 
@@ -351,9 +351,9 @@ def test_fused_lstm_with_the_backward_loop_transposed_matches_dynamic_rnn(recurr
     def fused(cell, x, s):
         return fused_lstm.fused_lstm(cell, x, s, recurrent_mask=recurrent_mask)
     monkeypatch.setattr(fused_lstm, "_compiled_by_xla", lambda: True)
-    monkeypatch.setattr(fused_lstm, "_loop_forms", _NEVER)
+    monkeypatch.setattr(loop_forms, "CHOSEN", _NEVER)
     plain = _transposes(fused, cell, inputs, state, jit=False)
-    monkeypatch.setattr(fused_lstm, "_loop_forms", _NEVER._replace(transposed_backward=0))
+    monkeypatch.setattr(loop_forms, "CHOSEN", _NEVER._replace(transposed_backward=0))
     # The loop's four inputs, its two states in and out and dgates flip: 9 transposes (10 with
     # the mask) in place of W_h^T's one.
     assert _transposes(fused, cell, inputs, state, jit=False) == plain + 8 + recurrent
@@ -365,7 +365,7 @@ def test_fused_lstm_with_the_backward_loop_transposed_matches_dynamic_rnn(recurr
 
 
 def test_the_transposed_backward_loop_with_unknown_num_steps_under_xla(monkeypatch):
-    monkeypatch.setattr(fused_lstm, "_loop_forms", _NEVER._replace(transposed_backward=0))
+    monkeypatch.setattr(loop_forms, "CHOSEN", _NEVER._replace(transposed_backward=0))
     test_fused_lstm_with_unknown_num_steps_under_xla(fused_lstm.fused_lstm)
 
 
@@ -385,61 +385,61 @@ def test_only_a_backward_while_loop_under_xla_is_transposed(monkeypatch):
                 _transposes(own_loops, cell, inputs, state, jit=False),
                 _transposes(_unrolled, cell, inputs, state),
                 _transposes(fused_lstm.fused_lstm, cell, inputs, state, gradients=False))
-    monkeypatch.setattr(fused_lstm, "_loop_forms", _NEVER)
+    monkeypatch.setattr(loop_forms, "CHOSEN", _NEVER)
     never = counts()
-    monkeypatch.setattr(fused_lstm, "_loop_forms", _NEVER._replace(transposed_backward=0))
+    monkeypatch.setattr(loop_forms, "CHOSEN", _NEVER._replace(transposed_backward=0))
     compiled, outside_xla, own, unrolled, forward = counts()
     assert (compiled, own) == (never[0] + 8, never[2] + 8)  # 9 in place of W_h^T's one
     assert (outside_xla, unrolled, forward) == never[1:2] + never[3:]
 
 
 def test_the_cpu_flags_choose_where_rows_are_contracted():
-    assert fused_lstm.loop_forms_kind(("avx2", "avx512f", "avx512bw")) == "avx512f"
-    assert fused_lstm.loop_forms_kind(("avx2", "fma")) == "no avx512f"
-    assert fused_lstm.loop_forms_kind(()) == "no avx512f"
+    assert loop_forms.kind(("avx2", "avx512f", "avx512bw")) == "avx512f"
+    assert loop_forms.kind(("avx2", "fma")) == "no avx512f"
+    assert loop_forms.kind(()) == "no avx512f"
     # A GPU takes the weights as they are in every loop, whatever the CPU.
-    assert fused_lstm.loop_forms_kind(("avx2", "avx512f"), gpu=True) == "gpu"
-    assert fused_lstm.LOOP_FORMS["gpu"] == _NEVER
+    assert loop_forms.kind(("avx2", "avx512f"), gpu=True) == "gpu"
+    assert loop_forms.LOOP_FORMS["gpu"] == _NEVER
     # With AVX-512 every loop takes the weights as they are, but large's 36 MB of W_h go
     # into a transposed backward loop and medium's 6.8 MB do not; without AVX-512, large's
     # have their rows contracted in every loop and no loop is transposed.
-    avx512 = fused_lstm.LOOP_FORMS["avx512f"]
+    avx512 = loop_forms.LOOP_FORMS["avx512f"]
     assert avx512._replace(transposed_backward=None) == _NEVER
     assert 650 * 2600 * 4 < avx512.transposed_backward <= 1500 * 6000 * 4
-    no_avx512 = fused_lstm.LOOP_FORMS["no avx512f"]
+    no_avx512 = loop_forms.LOOP_FORMS["no avx512f"]
     assert all(0 < size <= 1500 * 6000 * 4 for size in no_avx512[:3])
     assert no_avx512.transposed_backward is None
 
 
 def test_per_step_forms_name_each_loops_form_for_the_hidden_size(monkeypatch):
-    monkeypatch.setattr(fused_lstm, "_FORMS_KIND", "no avx512f")
-    monkeypatch.setattr(fused_lstm, "_loop_forms",
-                        fused_lstm.LOOP_FORMS["no avx512f"])
-    assert fused_lstm.per_step_forms(200) == (
+    monkeypatch.setattr(loop_forms, "KIND", "no avx512f")
+    monkeypatch.setattr(loop_forms, "CHOSEN",
+                        loop_forms.LOOP_FORMS["no avx512f"])
+    assert loop_forms.per_step_forms(200) == (
         "forward as they are, backward as they are, evaluation as they are (no avx512f)")
-    assert fused_lstm.per_step_forms(650) == (
+    assert loop_forms.per_step_forms(650) == (
         "forward as they are, backward rows contracted, evaluation as they are (no avx512f)")
-    assert fused_lstm.per_step_forms(1500) == (
+    assert loop_forms.per_step_forms(1500) == (
         "forward rows contracted, backward rows contracted, evaluation rows contracted "
         "(no avx512f)")
-    assert fused_lstm.per_step_forms(650, own_loops=True) == (  # bfloat16 training
+    assert loop_forms.per_step_forms(650, own_loops=True) == (  # bfloat16 training
         "forward rows contracted, backward rows contracted, evaluation as they are "
         "(no avx512f)")
-    monkeypatch.setattr(fused_lstm, "_FORMS_KIND", "avx512f")
-    monkeypatch.setattr(fused_lstm, "_loop_forms", fused_lstm.LOOP_FORMS["avx512f"])
-    assert fused_lstm.per_step_forms(650) == (
+    monkeypatch.setattr(loop_forms, "KIND", "avx512f")
+    monkeypatch.setattr(loop_forms, "CHOSEN", loop_forms.LOOP_FORMS["avx512f"])
+    assert loop_forms.per_step_forms(650) == (
         "forward as they are, backward as they are, evaluation as they are (avx512f)")
-    assert fused_lstm.per_step_forms(1500) == (
+    assert loop_forms.per_step_forms(1500) == (
         "forward as they are, backward transposed, evaluation as they are (avx512f)")
-    assert fused_lstm.per_step_forms(1500, own_loops=True) == (  # bfloat16 training
+    assert loop_forms.per_step_forms(1500, own_loops=True) == (  # bfloat16 training
         "forward as they are, backward transposed, evaluation as they are (avx512f)")
-    monkeypatch.setattr(fused_lstm, "_FORMS_KIND", "gpu")
-    monkeypatch.setattr(fused_lstm, "_loop_forms", fused_lstm.LOOP_FORMS["gpu"])
-    assert fused_lstm.per_step_forms(1500, own_loops=True) == (
+    monkeypatch.setattr(loop_forms, "KIND", "gpu")
+    monkeypatch.setattr(loop_forms, "CHOSEN", loop_forms.LOOP_FORMS["gpu"])
+    assert loop_forms.per_step_forms(1500, own_loops=True) == (
         "forward as they are, backward as they are, evaluation as they are (gpu)")
-    monkeypatch.setattr(fused_lstm, "_loop_forms", _NEVER._replace(own_forward=0))
-    assert fused_lstm.per_step_forms(1500, own_loops=True).startswith("forward rows contracted,")
-    assert fused_lstm.per_step_forms(1500).startswith("forward as they are,")
+    monkeypatch.setattr(loop_forms, "CHOSEN", _NEVER._replace(own_forward=0))
+    assert loop_forms.per_step_forms(1500, own_loops=True).startswith("forward rows contracted,")
+    assert loop_forms.per_step_forms(1500).startswith("forward as they are,")
 
 
 def _partial_loss_gradients(run, cell, inputs, state, part):

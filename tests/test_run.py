@@ -18,7 +18,7 @@ import run
 import training
 from errors import UserError
 from helpers import grammar_text, tree_digest
-from rnn import fused_lstm
+from rnn import loop_forms
 
 OPTIONS = run.RunOptions(rnn_mode="basic", xla=False)
 
@@ -264,7 +264,7 @@ def test_run_holds_the_run_directory_lock(corpus, tmp_path, monkeypatch):
 def test_run_under_xla_with_the_fused_kernel_says_its_per_step_products(corpus, tmp_path,
                                                                          capsys, monkeypatch):
     # A rule that contracts the backward loop's rows from W_h of 16 hidden units (4 KB).
-    monkeypatch.setattr(fused_lstm, "_loop_forms", fused_lstm.LoopForms(
+    monkeypatch.setattr(loop_forms, "CHOSEN", loop_forms.LoopForms(
         copying=4097, backward=4096, own_forward=4097))
     options = dataclasses.replace(OPTIONS, rnn_mode="fused", xla=True)
     run.train_and_evaluate(_config(corpus, max_max_epoch=1, max_epoch=1), corpus,
