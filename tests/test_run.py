@@ -270,7 +270,7 @@ def test_run_under_xla_with_the_fused_kernel_says_its_per_step_products(corpus, 
     run.train_and_evaluate(_config(corpus, max_max_epoch=1, max_epoch=1), corpus,
                            str(tmp_path / "run"), options)
     assert re.search(r"^per-step recurrent products: forward as they are, backward rows "
-                     r"contracted, evaluation as they are \((avx512f|no avx512f)\)$",
+                     r"contracted, evaluation as they are \((avx512f|no avx512f|gpu)\)$",
                      capsys.readouterr().out, re.M)
 
 
