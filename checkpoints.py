@@ -504,10 +504,14 @@ class Checkpointer:
         """Restores `path`, or the newest usable snapshot; returns its path or None if none exist.
 
         A corrupt or truncated snapshot of ours is skipped with a warning in
-        favour of the one before it. A snapshot of another config, seed or
-        vocabulary raises CheckpointError (nothing is restored).
+        favour of the one before it, and the best one after them all. A
+        snapshot of another config, seed or vocabulary raises CheckpointError
+        (nothing is restored), and so do snapshots none of which can be read:
+        training afresh would overwrite them.
         """
-        for candidate in [path] if path else _candidates(self.save_path):
+        candidates = [path] if path else (_candidates(self.save_path)
+                                          + _candidates(os.path.join(self.save_path, "best")))
+        for candidate in candidates:
             try:
                 self._check_run_info(candidate)
                 _verify(candidate)
@@ -524,4 +528,8 @@ class Checkpointer:
                 raise CheckpointError(f"cannot read checkpoint {path}: {reason}")
             print(f"warning: skipping unreadable checkpoint {candidate}: {reason}",
                   file=sys.stderr)
+        if candidates:
+            raise CheckpointError(
+                f"none of the {len(candidates)} checkpoints in {self.save_path} (best/ included) "
+                f"can be read; move them away to train afresh there, or use another save_path")
         return None

@@ -48,7 +48,7 @@ class _SaveAt(training.EpochHooks):
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    """A tiny run: ckpt-1..3 (one epoch, saved after each third), best/ckpt-1, vocab.txt."""
+    """A tiny run: ckpt-1..3 (one epoch, saved after each third), best/, vocab.txt."""
     data_path = write_corpus(tmp_path_factory.mktemp("corpus"), TINY_TEXT * 8)
     corpus = reader.load_corpus(str(data_path))
     save_path = tmp_path_factory.mktemp("run")
@@ -218,6 +218,25 @@ def test_checkpointer_skips_our_truncated_snapshot_and_falls_back(run, copy, cap
     assert checkpointer.restore() == str(copy / "ckpt-2")
     err = capsys.readouterr().err
     assert f"warning: skipping unreadable checkpoint {copy / 'ckpt-3'}" in err
+
+
+def test_checkpointer_falls_back_to_the_best_then_refuses_when_nothing_can_be_read(run, copy,
+                                                                                   capsys):
+    # Every ckpt-N unreadable: the best snapshot is the last good state. With it unreadable
+    # too, a training would start afresh and overwrite them all: refused, nothing touched.
+    for n in (1, 2, 3):
+        _truncate(str(copy / f"ckpt-{n}"))
+    best = checkpoints.newest(str(copy / "best"))
+    _, checkpointer = _open(copy, run.corpus)
+    assert checkpointer.restore() == best
+    assert capsys.readouterr().err.count("warning: skipping unreadable checkpoint") == 3
+    _corrupt(best)
+    before = tree_digest(copy)
+    _, checkpointer = _open(copy, run.corpus)
+    with pytest.raises(CheckpointError, match=r"^none of the 4 checkpoints in .* \(best/ "
+                                              r"included\) can be read; move them away"):
+        checkpointer.restore()
+    assert tree_digest(copy) == before
 
 
 def test_checkpointer_refuses_another_runs_config(run, copy):
