@@ -1,6 +1,7 @@
 """Model and training hyper-parameters: the tutorial's configs as plain data, plus typed overrides."""
 
 import dataclasses
+import math
 
 from errors import UserError
 
@@ -24,9 +25,10 @@ def validate(config):
         if type(value) is not field.type and not (field.type is float and type(value) is int):
             raise ConfigError(f"config field {field.name} must be {field.type.__name__}, "
                               f"got {value!r}")
-    for name in _POSITIVE:
-        if not getattr(config, name) > 0:
-            raise ConfigError(f"config field {name} must be > 0, got {getattr(config, name)!r}")
+    for name in _POSITIVE:  # and finite: an infinite rate or clip norm makes NaN weights
+        if not 0 < getattr(config, name) < math.inf:
+            raise ConfigError(f"config field {name} must be > 0 and finite, got "
+                              f"{getattr(config, name)!r}")
     for name in _KEEP_PROBS:
         if not 0.0 < getattr(config, name) <= 1.0:
             raise ConfigError(f"config field {name} must be in (0, 1], got "

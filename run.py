@@ -135,10 +135,6 @@ def check_memory(config, available=None):
                        f"lower hidden_size, num_layers, batch_size or num_steps")
 
 
-def _finite_or_none(value):
-    return value if not isinstance(value, float) or math.isfinite(value) else None
-
-
 def write_json(path, obj):
     """Atomically replaces path with obj as JSON (non-finite numbers as null).
 
@@ -235,9 +231,13 @@ class _RunHooks(training.EpochHooks):
         if save or stop_by_signal:
             ts.check_finite()
             self.checkpointer.save()
-            self._last_save = time.time()
+            self.saved()
         self.stopped_by_signal = stop_by_signal
         return stop_by_signal or out_of_time
+
+    def saved(self):
+        """A snapshot was just written: the next periodic one is due a whole interval later."""
+        self._last_save = time.time()
 
     def report(self, ts, fraction, words_per_second, outputs):
         self.progress.report(ts, fraction, words_per_second)
@@ -398,33 +398,42 @@ def _train_epochs(run, train_batches, valid_batches, interrupts):
         if not finished and hooks.stopped_by_signal:
             raise Stopped(f"Stopped at epoch {epoch + 1} step {int(ts.step.numpy())}; checkpoint "
                           f"saved in {run.saved_in}: run the same command to resume.")
-        seconds = time.time() - start
-        fraction = int(ts.step.numpy()) / train_batches.epoch_size
-        finished = fraction == 1  # the budget may run out on the epoch's last step
-        if not finished:
-            budget = (f"{run.options.max_minutes:g} minutes" if run.options.max_minutes
-                      else "another worker")  # agreed with a worker that has one
-            print(f"Time budget of {budget} spent at epoch {epoch + 1} "
-                  f"({100 * fraction:.1f}%): validating and testing now", flush=True)
-        train_ppl = ts.epoch_perplexity()
-        print(f"Epoch: {epoch + 1} Train Perplexity: {train_ppl:.3f}", flush=True)
-        with ts.evaluation_weights():
-            valid_ppl = evaluate(valid_batches)
-        print(f"Epoch: {epoch + 1} Valid Perplexity: {valid_ppl:.3f}", flush=True)
-        run.summaries.write(int(ts.global_step.numpy()), {"valid/perplexity": valid_ppl})
-        best = all(valid_ppl < h["valid_perplexity"] for h in run.history)
-        _record_epoch(run, epoch, fraction, train_ppl, valid_ppl, seconds)
-        _maybe_start_averaging(run)
-        run.checkpointer.set_history(run.history)
-        if finished:
-            ts.reset_epoch(epoch + 1)  # the snapshot resumes at the start of the next epoch
-        run.checkpointer.save(best=best)
-        run.write_metrics()
+        finished = _end_of_epoch(run, hooks, epoch, time.time() - start,
+                                 train_batches.epoch_size, lambda: evaluate(valid_batches))
         if run.replicas.any_worker(interrupts.signum is not None):
             raise Stopped(f"Stopped after epoch {epoch + 1}; checkpoint saved in "
                           f"{run.saved_in}: run the same command to resume.")
         if not finished:
             break
+
+
+def _end_of_epoch(run, hooks, epoch, seconds, epoch_size, validate):
+    """Validates, records and checkpoints epoch `epoch`, or the part of it the time budget
+    left; returns whether the epoch was finished."""
+    ts = run.ts
+    fraction = int(ts.step.numpy()) / epoch_size
+    finished = fraction == 1  # the budget may run out on the epoch's last step
+    if not finished:
+        budget = (f"{run.options.max_minutes:g} minutes" if run.options.max_minutes
+                  else "another worker")  # agreed with a worker that has one
+        print(f"Time budget of {budget} spent at epoch {epoch + 1} "
+              f"({100 * fraction:.1f}%): validating and testing now", flush=True)
+    train_ppl = ts.epoch_perplexity()
+    print(f"Epoch: {epoch + 1} Train Perplexity: {train_ppl:.3f}", flush=True)
+    with ts.evaluation_weights():
+        valid_ppl = validate()
+    print(f"Epoch: {epoch + 1} Valid Perplexity: {valid_ppl:.3f}", flush=True)
+    run.summaries.write(int(ts.global_step.numpy()), {"valid/perplexity": valid_ppl})
+    best = all(valid_ppl < h["valid_perplexity"] for h in run.history)
+    _record_epoch(run, epoch, fraction, train_ppl, valid_ppl, seconds)
+    _maybe_start_averaging(run)
+    run.checkpointer.set_history(run.history)
+    if finished:
+        ts.reset_epoch(epoch + 1)  # the snapshot resumes at the start of the next epoch
+    run.checkpointer.save(best=best)
+    hooks.saved()
+    run.write_metrics()
+    return finished
 
 
 def _test(run):

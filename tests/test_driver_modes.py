@@ -133,12 +133,13 @@ def test_driver_score_file_and_stdin_as_tsv(trained, loaded, tmp_path):
     path.write_text("\n".join(lines) + "\n")
     from_file = run_driver(*trained["flags"], "--mode=score", f"--input={path}")
     assert from_file.returncode == 0, from_file.stderr
-    from_stdin = subprocess.run(
-        [sys.executable, str(REPO / "ptb_word_lm.py"), *trained["flags"], "--mode=score",
-         "--input=-"], input=path.read_text(), cwd=REPO, capture_output=True, text=True,
-        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"), timeout=300)
-    assert from_stdin.returncode == 0, from_stdin.stderr
-    assert from_stdin.stdout == from_file.stdout
+    for stdin in ("-", "/dev/stdin"):  # a pipe named as a file is read as one
+        from_stdin = subprocess.run(
+            [sys.executable, str(REPO / "ptb_word_lm.py"), *trained["flags"], "--mode=score",
+             f"--input={stdin}"], input=path.read_text(), cwd=REPO, capture_output=True,
+            text=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"), timeout=300)
+        assert from_stdin.returncode == 0, from_stdin.stderr
+        assert from_stdin.stdout == from_file.stdout
     rows = [row.split("\t") for row in from_file.stdout.splitlines()]
     model, word_to_id, _ = loaded
     expected = list(inference.score_lines(model, word_to_id, lines))
