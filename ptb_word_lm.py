@@ -159,8 +159,49 @@ def _run_options():
         connect_timeout_seconds=FLAGS.connect_timeout_seconds, precision=FLAGS.precision)
 
 
+_TRAINING = ("train",)
+_TRAINED = ("eval", "generate", "score", "export")
+# The modes that read each flag that not every mode reads (data_path, save_path, model,
+# rnn_mode, xla and deterministic every mode reads or may take harmlessly). The other modes
+# use the checkpoint's config, vocabulary and weights.
+_READ_BY = {
+    **dict.fromkeys(("override", "checkpoint_every_minutes", "checkpoint_every_steps",
+                     "max_minutes", "keep_checkpoints", "precision", "progress", "strategy",
+                     "num_cpu_replicas", "collective_timeout_seconds", "connect_timeout_seconds",
+                     "train_file", "max_vocab_size"), _TRAINING),
+    "seed": ("train", "generate"),
+    "valid_file": ("train", "eval"), "test_file": ("train", "eval"),
+    "export_dir": ("train", "export"),
+    "checkpoint": _TRAINED,
+    "eval_data": ("eval",),
+    **dict.fromkeys(("prompt", "num_words", "temperature", "top_k", "stop_at_eos"),
+                    ("generate",)),
+    "input": ("score",),
+}
+
+
+def _check_flags_apply():
+    """A flag this mode does not read: a warning for a training flag (a training command
+    reused for eval, say), an error for another mode's, which the user meant to act."""
+    unread = [name for name, modes in _READ_BY.items()
+              if FLAGS[name].present and FLAGS.mode not in modes]
+    meant = [name for name in unread if "train" not in _READ_BY[name]]
+    if meant:
+        name = meant[0]
+        hint = ("; training resumes from the newest snapshot in --save_path" if name ==
+                "checkpoint" else "")
+        raise inference.InferenceError(f"--{name} applies to --mode="
+                                       f"{'|'.join(_READ_BY[name])} only, not --mode="
+                                       f"{FLAGS.mode}{hint}")
+    if unread:
+        print(f"warning: --mode={FLAGS.mode} does not read "
+              f"{', '.join('--' + name for name in unread)}: it uses the checkpoint's config, "
+              f"vocabulary and weights", file=sys.stderr)
+
+
 def _check_mode_flags():
     """One-line errors for flag values that cannot work, before anything is loaded or trained."""
+    _check_flags_apply()
     if sys.stdout is None:
         raise inference.InferenceError("stdout is closed, so the results would be lost; "
                                        "redirect it to a file (or /dev/null)")

@@ -233,11 +233,25 @@ def test_driver_ctrl_c_while_score_waits_on_stdin_is_one_line_and_exit_130(train
     (["--mode=eval", "--eval_data=/no/such.txt"], r"not valid, test or an existing text file"),
     (["--mode=export"], r"--mode=export needs --export_dir"),
     (["--mode=eval"], r"save_path .*run does not exist; train first"),
+    (["--checkpoint=runs/x/ckpt-9"], r"^error: --checkpoint applies to --mode=eval\|generate\|score\|"
+                                     r"export only, not --mode=train; training resumes from the "
+                                     r"newest snapshot in --save_path$"),
+    (["--mode=score", "--input=-", "--prompt=the"], r"^error: --prompt applies to --mode=generate "
+                                                    r"only, not --mode=score$"),
 ])
 def test_driver_bad_mode_flags_fail_in_one_line(tmp_path, flags, message):
     save = tmp_path / "run"
     assert_exit_error(driver_exit_in_process(f"--save_path={save}", *flags), message)
     assert not save.exists()
+
+
+def test_driver_names_the_training_flags_another_mode_does_not_read(tmp_path, capsys):
+    # A training command reused with --mode=eval: the flags only training reads are named.
+    code = driver_exit_in_process(f"--save_path={tmp_path / 'run'}", "--mode=eval",
+                                  "--override=keep_prob=0.5", "--precision=bfloat16", "--seed=3")
+    assert_exit_error(code, r"save_path .*run does not exist; train first")
+    assert ("warning: --mode=eval does not read --override, --precision, --seed: it uses the "
+            "checkpoint's config, vocabulary and weights") in capsys.readouterr().err
 
 
 def test_driver_modes_without_a_checkpoint_say_train_first(tmp_path):
