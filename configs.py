@@ -69,7 +69,7 @@ class Config:
     # checkpoint and export use the average.
     optimizer: str = "sgd"  # sgd (the tutorial's) or asgd
     asgd_nonmono: int = 5  # asgd: average once validation is worse than the best before the last N
-    # Beyond the tutorial (issue 16): each default is the tutorial's model.
+    # Beyond the tutorial: each default is the tutorial's model.
     cell: str = "lstm"  # recurrent cell: lstm, gru or rnn (gru and rnn run in rnn_mode basic only)
     # Softmax weights are the embedding's transpose (Press & Wolf 2017; Inan et al. 2017). It
     # needs the last layer's size to equal the embedding's: both are hidden_size here, always.
@@ -139,9 +139,11 @@ AWD = dataclasses.replace(
     weight_drop=0.5, optimizer="asgd", asgd_nonmono=5)
 
 # Designed for the best test perplexity in 60 minutes of training (--max_minutes=60) on a
-# 2-core CPU (issue 16): the medium model narrowed to 500 units so about 10 epochs fit, tied
-# (Press & Wolf 2017) and with variational dropout (Gal & Ghahramani 2016) at keep 0.6 on
-# inputs and outputs only (a short run needs less regularisation than 39 epochs do), and the
+# 2-core CPU: the medium model narrowed to 500 units so about 10 epochs fit, tied (Press &
+# Wolf 2017) and with variational dropout (Gal & Ghahramani 2016) at keep 0.6 on each layer's
+# inputs and outputs (the embedding's output, between the layers, before the softmax; not on
+# the recurrent state, and no other dropout: a short run needs less regularisation than 39
+# epochs do), and the
 # learning rate halved every epoch after the fifth so that it has annealed when time is up.
 HOUR = dataclasses.replace(
     MEDIUM, hidden_size=500, max_epoch=5, max_max_epoch=12, keep_prob=0.6, lr_decay=0.5,

@@ -20,7 +20,13 @@ def format_seconds(seconds):
 
 
 class PlainProgress:
-    """The tutorial's progress lines, byte for byte, for logs and pipes."""
+    """The tutorial's progress lines, in its format, for logs and pipes.
+
+    training.run_epoch reports after 10 steps and every tenth of an epoch after
+    (the tutorial's step % (epoch_size // 10) == 10 counted from 0, so one step
+    later and with one step more in its perplexity), and once more at the
+    epoch's end (1.000).
+    """
 
     def start_epoch(self, ts):
         pass

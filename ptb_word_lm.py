@@ -25,7 +25,9 @@ if __name__ == "__main__":
     # Before the heavy imports, so even Ctrl-C during TensorFlow's start-up is one line.
     signal.signal(signal.SIGINT, _interrupted)
 
-# Keep TensorFlow's C++ start-up chatter out of the tutorial's output lines.
+# Keep TensorFlow's C++ info logs out of the tutorial's output lines. (TensorFlow 2.21
+# still prints a few start-up lines on stderr before absl's logging is set up; no
+# setting of this variable silences those.)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 # Pool host memory in TensorFlow's BFC allocator: otherwise the compiled step's
 # temporaries (~100 MB) come fresh from mmap on every call, ~11k page faults

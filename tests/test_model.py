@@ -1,4 +1,5 @@
-"""Tests of PTBModel: initialisation, state carrying, modes, dropout, the cost, issue 16's options."""
+"""Tests of PTBModel: initialisation, state carrying, modes, dropout, the cost, the regularised
+models' options."""
 
 import dataclasses
 
@@ -241,7 +242,7 @@ def test_mask_rows_are_the_rows_of_the_whole_batch_masks():
             np.concatenate([halves[0][site], halves[1][site]], axis=1), mask.numpy())
 
 
-# Beyond the tutorial (issue 16): tied embeddings, variational dropout, embedding dropout,
+# Beyond the tutorial: tied embeddings, variational dropout, embedding dropout,
 # weight drop, GRU and RNN cells.
 
 OPTIONS = {
@@ -262,7 +263,7 @@ def _options_model(rnn_mode="basic", seed=3, **options):
 
 
 def _old_tutorial_masks(seed, batch_size, num_steps, keep_prob, num_layers):
-    """dropout_masks as the tutorial's model drew them before issue 16."""
+    """dropout_masks as the tutorial's model drew them before the regularised models' options."""
     masks = []
     for site in range(num_layers + 1):
         site_seed = tf.random.experimental.stateless_fold_in(seed, site, alg="philox")
