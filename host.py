@@ -1,11 +1,13 @@
-"""What this machine's CPU reports: the first processor's fields in /proc/cpuinfo.
+"""What this machine's CPU reports: the first processor's fields in /proc/cpuinfo, and the
+caches sysfs lists.
 
-The choices made per host read its flags (precision.py's words on bfloat16,
-rnn/fused_lstm.py's per-step products), never the host's name; the
-benchmarks' reports and nominal peak read the rest.
+The choices made per host read them (precision.py's words on bfloat16,
+rnn/loop_forms.py's per-step products, training.py's overlap of the single stream's
+stages), never the host's name; the benchmarks' reports and nominal peak read the rest.
 """
 
 import functools
+import glob
 
 
 @functools.cache
@@ -47,3 +49,27 @@ def vector_isa(flags=None):
         if flag in flags:
             return name
     return ""
+
+
+# Where the host does not say (sysfs absent), the cache of the hosts measured.
+_DEFAULT_LAST_LEVEL_CACHE_BYTES = 32 << 20
+
+
+def cache_size_bytes(text):
+    """sysfs's cache size ("32768K", "1M", "512") in bytes; None if it is not one."""
+    text = text.strip()
+    scale = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(text[-1:], 1)
+    digits = text[:-1] if scale > 1 else text
+    return int(digits) * scale if digits.isdigit() else None
+
+
+def last_level_cache_bytes():
+    """The largest CPU cache the first core reports in sysfs, in bytes; 32 MB where unknown."""
+    sizes = []
+    for path in glob.glob("/sys/devices/system/cpu/cpu0/cache/index*/size"):
+        try:
+            with open(path) as f:
+                sizes.append(cache_size_bytes(f.read()))
+        except OSError:
+            continue
+    return max((size for size in sizes if size), default=_DEFAULT_LAST_LEVEL_CACHE_BYTES)

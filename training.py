@@ -3,7 +3,6 @@
 import collections
 import concurrent.futures
 import contextlib
-import glob
 import math
 import time
 from typing import Callable, NamedTuple
@@ -12,6 +11,7 @@ import numpy as np
 import tensorflow as tf
 
 import averaging
+import host
 import model as model_lib
 import precision as precision_lib
 from errors import UserError
@@ -339,30 +339,6 @@ def evaluate(model, batches, eval_step=None):
     return perplexity(total.numpy() / words)
 
 
-# Where the host does not say (sysfs absent), the cache of the hosts measured.
-_DEFAULT_LAST_LEVEL_CACHE_BYTES = 32 << 20
-
-
-def cache_size_bytes(text):
-    """sysfs's cache size ("32768K", "1M", "512") in bytes; None if it is not one."""
-    text = text.strip()
-    scale = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(text[-1:], 1)
-    digits = text[:-1] if scale > 1 else text
-    return int(digits) * scale if digits.isdigit() else None
-
-
-def last_level_cache_bytes():
-    """The largest CPU cache the first core reports in sysfs, in bytes; 32 MB where unknown."""
-    sizes = []
-    for path in glob.glob("/sys/devices/system/cpu/cpu0/cache/index*/size"):
-        try:
-            with open(path) as f:
-                sizes.append(cache_size_bytes(f.read()))
-        except OSError:
-            continue
-    return max((size for size in sizes if size), default=_DEFAULT_LAST_LEVEL_CACHE_BYTES)
-
-
 def overlaps_stream_losses(model, cache_bytes=None):
     """Whether stream_log_probs runs a chunk's losses beside the next chunk's recurrence.
 
@@ -377,7 +353,7 @@ def overlaps_stream_losses(model, cache_bytes=None):
     a GPU the second thread only queues the softmax's kernels sooner.
     """
     weights = sum(math.prod(cell.recurrent_shape) for cell in model.cells) * 4  # float32
-    return weights <= (last_level_cache_bytes() if cache_bytes is None else cache_bytes)
+    return weights <= (host.last_level_cache_bytes() if cache_bytes is None else cache_bytes)
 
 
 class StreamStages(NamedTuple):

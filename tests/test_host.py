@@ -1,4 +1,6 @@
-"""host.py: the CPU's fields and flags as /proc/cpuinfo gives them."""
+"""host.py: the CPU's fields and flags as /proc/cpuinfo gives them, its caches as sysfs does."""
+
+import pytest
 
 import host
 
@@ -39,3 +41,24 @@ def test_vector_isa_is_the_widest_extension():
 def test_this_hosts_flags_are_the_parsed_ones():
     assert host.cpu_flags() == host.cpuinfo().get("flags", ())
     assert host.vector_isa() == host.vector_isa(host.cpu_flags())
+
+
+def test_last_level_cache_bytes_takes_the_largest_readable_size(monkeypatch, tmp_path):
+    for name, text in (("index0", "32K"), ("index2", "1024K"), ("index3", "32768K"),
+                       ("index4", "junk")):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "size").write_text(text + "\n")
+    paths = [str(tmp_path / f"index{i}" / "size") for i in range(5)]  # index1: missing
+    monkeypatch.setattr(host.glob, "glob", lambda pattern: paths)
+    assert host.last_level_cache_bytes() == 32 << 20
+    monkeypatch.setattr(host.glob, "glob", lambda pattern: paths[:2])
+    assert host.last_level_cache_bytes() == 32 << 10
+    monkeypatch.setattr(host.glob, "glob", lambda pattern: [])
+    assert host.last_level_cache_bytes() == host._DEFAULT_LAST_LEVEL_CACHE_BYTES
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("32768K\n", 32 << 20), ("1M", 1 << 20), ("2G", 2 << 30), ("512", 512), ("", None),
+    ("K", None), ("12X", None)])
+def test_cache_size_bytes_reads_sysfs_sizes(text, expected):
+    assert host.cache_size_bytes(text) == expected

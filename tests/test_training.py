@@ -282,32 +282,11 @@ def test_staged_losses_raise_a_failed_chunks_error(overlap):
         list(training.staged_losses(stages, [(x, x) for x in range(5)], 0, overlap))
 
 
-def test_last_level_cache_bytes_takes_the_largest_readable_size(monkeypatch, tmp_path):
-    for name, text in (("index0", "32K"), ("index2", "1024K"), ("index3", "32768K"),
-                       ("index4", "junk")):
-        (tmp_path / name).mkdir()
-        (tmp_path / name / "size").write_text(text + "\n")
-    paths = [str(tmp_path / f"index{i}" / "size") for i in range(5)]  # index1: missing
-    monkeypatch.setattr(training.glob, "glob", lambda pattern: paths)
-    assert training.last_level_cache_bytes() == 32 << 20
-    monkeypatch.setattr(training.glob, "glob", lambda pattern: paths[:2])
-    assert training.last_level_cache_bytes() == 32 << 10
-    monkeypatch.setattr(training.glob, "glob", lambda pattern: [])
-    assert training.last_level_cache_bytes() == training._DEFAULT_LAST_LEVEL_CACHE_BYTES
-
-
 def test_stream_losses_overlap_while_the_recurrent_weights_fit_in_the_cache():
     model = training.TrainState(CONFIG, seed=2).model
     weights = 2 * 8 * 32 * 4  # layers x [hidden, 4 hidden] float32
     assert training.overlaps_stream_losses(model, cache_bytes=weights)
     assert not training.overlaps_stream_losses(model, cache_bytes=weights - 1)
-
-
-@pytest.mark.parametrize("text, expected", [
-    ("32768K\n", 32 << 20), ("1M", 1 << 20), ("2G", 2 << 30), ("512", 512), ("", None),
-    ("K", None), ("12X", None)])
-def test_cache_size_bytes_reads_sysfs_sizes(text, expected):
-    assert training.cache_size_bytes(text) == expected
 
 
 @pytest.mark.parametrize("keep_prob", [1.0, 0.5])
