@@ -163,16 +163,16 @@ def _run_options():
 
 _TRAINING = ("train",)
 _TRAINED = ("eval", "generate", "score", "export")
-# The modes that read each flag that not every mode reads (data_path, save_path, model,
-# rnn_mode, xla and deterministic every mode reads or may take harmlessly). The other modes
-# use the checkpoint's config, vocabulary and weights.
+# The modes that read each flag that not every mode reads (save_path, model, rnn_mode, xla
+# and deterministic every mode reads; data_path and the file names say where the data is,
+# which any mode may be told harmlessly). The other modes use the checkpoint's config,
+# vocabulary and weights.
 _READ_BY = {
     **dict.fromkeys(("override", "checkpoint_every_minutes", "checkpoint_every_steps",
                      "max_minutes", "keep_checkpoints", "precision", "progress", "strategy",
                      "num_cpu_replicas", "collective_timeout_seconds", "connect_timeout_seconds",
-                     "train_file", "max_vocab_size"), _TRAINING),
+                     "max_vocab_size"), _TRAINING),
     "seed": ("train", "generate"),
-    "valid_file": ("train", "eval"), "test_file": ("train", "eval"),
     "export_dir": ("train", "export"),
     "checkpoint": _TRAINED,
     "eval_data": ("eval",),
