@@ -196,9 +196,9 @@ def _check_flags_apply():
                                        f"{'|'.join(_READ_BY[name])} only, not --mode="
                                        f"{FLAGS.mode}{hint}")
     if unread:
-        print(f"warning: --mode={FLAGS.mode} does not read "
-              f"{', '.join('--' + name for name in unread)}: it uses the checkpoint's config, "
-              f"vocabulary and weights", file=sys.stderr)
+        print(f"warning: --mode={FLAGS.mode} ignores {', '.join('--' + n for n in unread)} "
+              f"(training's flags; this mode takes the checkpoint's config, vocabulary and "
+              f"weights)", file=sys.stderr)
 
 
 def _check_mode_flags():
@@ -225,7 +225,7 @@ def _check_mode_flags():
                                        f"existing text file")
     if FLAGS.mode == "export" and not FLAGS.export_dir:
         raise inference.InferenceError("--mode=export needs --export_dir=DIR")
-    if FLAGS.export_dir:
+    if FLAGS.export_dir and FLAGS.mode in _READ_BY["export_dir"]:
         export.check_export_dir(FLAGS.export_dir)
 
 
@@ -357,7 +357,7 @@ def _parse_flags(argv):
     try:
         return FLAGS(argv)
     except flags.Error as e:
-        print(f"error: {e} (see --helpshort)", file=sys.stderr)
+        print(f"error: {' '.join(str(e).split())} (see --helpshort)", file=sys.stderr)
         sys.exit(2)
 
 

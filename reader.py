@@ -51,7 +51,7 @@ def _read_bytes(path, what="data file", fix=_DATA_FIX):
     Raises:
       DataError: the file is missing or empty.
     """
-    if not os.path.isfile(path):
+    if not os.path.exists(path) or os.path.isdir(path):  # a pipe (/dev/stdin) reads too
         raise DataError(f"{what} not found: {path}; {fix}")
     with open(path, "rb") as f:
         raw = f.read()

@@ -253,19 +253,29 @@ def _median(values):
     return statistics.median(values) if values else None
 
 
+def _seconds_at(seconds, wps, median_wps):
+    """The seconds a round's words would take at median_wps; None if any is unknown."""
+    if None in (seconds, wps, median_wps) or not median_wps:
+        return None
+    return seconds * wps / median_wps
+
+
 def combine_rounds(rounds):
-    """One measurement's rounds as one Measurement: the median of each speed and time, the
+    """One measurement's rounds as one Measurement: the median of each speed and its time, the
     largest peak RSS, and with more than one round each round's training words/s and
     ratio. A failed round is the result."""
     failed = [r for r in rounds if r.error is not None]
     if failed or len(rounds) == 1:
         return (failed or rounds)[0]
     ratios = [r.ratio_to_fastest_peer for r in rounds]
+    last = rounds[-1]
+    train_wps, eval_wps = (_median(r.train_wps for r in rounds),
+                           _median(r.eval_wps for r in rounds))
     return dataclasses.replace(
-        rounds[-1], train_wps=_median(r.train_wps for r in rounds),
-        train_seconds=_median(r.train_seconds for r in rounds),
-        eval_wps=_median(r.eval_wps for r in rounds),
-        eval_seconds=_median(r.eval_seconds for r in rounds),
+        last, train_wps=train_wps, eval_wps=eval_wps,
+        # every round times the same words: the time of the median speed
+        train_seconds=_seconds_at(last.train_seconds, last.train_wps, train_wps),
+        eval_seconds=_seconds_at(last.eval_seconds, last.eval_wps, eval_wps),
         stream_eval_seconds=_median(r.stream_eval_seconds for r in rounds),
         peak_rss_mb=max(r.peak_rss_mb for r in rounds),
         rounds_train_wps=[r.train_wps for r in rounds],

@@ -190,6 +190,11 @@ def test_rounds_combine_into_medians_of_speeds_and_times_alike():
     assert (combined.eval_wps, combined.eval_seconds) == (4e4, 1.0)
     assert combined.peak_rss_mb == 30
     assert combined.rounds_train_wps == [4e4, 2e4, 1e4]
+    # Two rounds: the mean of the speeds, and the time those words take at it.
+    combined = throughput.combine_rounds(rounds[1:])
+    assert combined.train_wps == pytest.approx(1.5e4)
+    assert combined.train_seconds * combined.train_wps == pytest.approx(4e4)
+    assert combined.eval_seconds * combined.eval_wps == pytest.approx(4e4)
 
 
 def test_a_failed_round_fails_the_result():

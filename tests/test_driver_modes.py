@@ -250,8 +250,9 @@ def test_driver_names_the_training_flags_another_mode_does_not_read(tmp_path, ca
     code = driver_exit_in_process(f"--save_path={tmp_path / 'run'}", "--mode=eval",
                                   "--override=keep_prob=0.5", "--precision=bfloat16", "--seed=3")
     assert_exit_error(code, r"save_path .*run does not exist; train first")
-    assert ("warning: --mode=eval does not read --override, --precision, --seed: it uses the "
-            "checkpoint's config, vocabulary and weights") in capsys.readouterr().err
+    assert ("warning: --mode=eval ignores --override, --precision, --seed (training's flags; "
+            "this mode takes the checkpoint's config, vocabulary and weights)"
+            ) in capsys.readouterr().err
 
 
 def test_driver_modes_without_a_checkpoint_say_train_first(tmp_path):

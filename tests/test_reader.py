@@ -1,6 +1,7 @@
 """Tests for reader.py: hand-worked batches, vocabulary rules, and every DataError."""
 
 import hashlib
+import os
 import pathlib
 import shutil
 
@@ -124,6 +125,19 @@ def test_read_words_ends_lines_with_eos(tmp_path):
     # Lines without PTB's edge spaces, and a last line without a newline.
     path.write_bytes(b"a b\nc\r\nd")
     assert reader.read_words(path) == ["a", "b", "<eos>", "c", "<eos>", "d"]
+
+
+def test_read_words_reads_a_pipe_as_a_file_but_not_a_directory(tmp_path):
+    # --eval_data=/dev/stdin: a pipe is no regular file, yet it reads.
+    read_end, write_end = os.pipe()
+    os.write(write_end, b"a b\nc\n")
+    os.close(write_end)
+    try:
+        assert reader.read_words(f"/dev/fd/{read_end}") == ["a", "b", "<eos>", "c", "<eos>"]
+    finally:
+        os.close(read_end)
+    with pytest.raises(errors.UserError, match="not found"):
+        reader.read_words(str(tmp_path))
 
 
 def test_read_words_drops_byte_order_mark_with_one_warning(tmp_path, capsys):

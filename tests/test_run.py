@@ -284,3 +284,16 @@ def test_run_auto_picks_the_kernel_that_runs_the_cell(corpus, tmp_path, capsys, 
     assert math.isfinite(metrics["test_perplexity"])
     model, _, config = checkpoints.load_model(str(tmp_path / "run"))
     assert (config.cell, model.rnn_mode) == (cell, "basic")
+
+
+def test_an_epoch_end_snapshot_restarts_the_periodic_interval(corpus, tmp_path, monkeypatch):
+    # Each epoch end saves, and the next periodic snapshot is then due a whole interval
+    # later (a periodic save seconds after an epoch's would push the epoch ends out).
+    resets = []
+    saved = run._RunHooks.saved
+    monkeypatch.setattr(run._RunHooks, "saved",
+                        lambda hooks: (resets.append(hooks._last_save), saved(hooks)))
+    options = dataclasses.replace(OPTIONS, checkpoint_every_minutes=0)  # epoch ends only
+    run.train_and_evaluate(_config(corpus, max_max_epoch=2, max_epoch=1), corpus,
+                           str(tmp_path / "run"), options)
+    assert len(resets) == 2
