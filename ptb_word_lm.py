@@ -217,10 +217,10 @@ def _check_mode_flags():
         if FLAGS.input == "-" and sys.stdin is None:
             raise inference.InferenceError("--input=- reads stdin, but stdin is closed; pipe the "
                                            "sentences in or pass --input=FILE")
-        if FLAGS.input != "-" and not _readable_file(FLAGS.input):
+        if FLAGS.input != "-" and not reader.readable_file(FLAGS.input):
             raise inference.InferenceError(f"--input file not found: {FLAGS.input}")
     if (FLAGS.mode == "eval" and FLAGS.eval_data not in ("valid", "test")
-            and not _readable_file(FLAGS.eval_data)):
+            and not reader.readable_file(FLAGS.eval_data)):
         raise inference.InferenceError(f"--eval_data={FLAGS.eval_data}: not valid, test or an "
                                        f"existing text file")
     if FLAGS.mode == "export" and not FLAGS.export_dir:
@@ -345,11 +345,6 @@ def _exit_on_stray_arguments(argv):
     hint = f"; did you mean {guess}?" if guess else "; flags are written --name=value (see --help)"
     print(f"error: unexpected argument {argv[1]!r}{hint}", file=sys.stderr)
     sys.exit(2)
-
-
-def _readable_file(path):
-    """A file to read: a regular one, or a pipe such as /dev/stdin or a shell's <(...)."""
-    return os.path.exists(path) and not os.path.isdir(path)
 
 
 def _parse_flags(argv):

@@ -45,13 +45,18 @@ class DataError(UserError, ValueError):
     """Bad or missing data; the message is one line naming the problem and the fix."""
 
 
+def readable_file(path):
+    """Whether path is a file to read: a regular one, or a pipe such as /dev/stdin."""
+    return os.path.exists(path) and not os.path.isdir(path)
+
+
 def _read_bytes(path, what="data file", fix=_DATA_FIX):
     """Returns the bytes of a file.
 
     Raises:
       DataError: the file is missing or empty.
     """
-    if not os.path.exists(path) or os.path.isdir(path):  # a pipe (/dev/stdin) reads too
+    if not readable_file(path):
         raise DataError(f"{what} not found: {path}; {fix}")
     with open(path, "rb") as f:
         raw = f.read()

@@ -327,7 +327,7 @@ def _open_run(config, corpus, save_path, options, epoch_size, replicas):
     parameters = sum(int(v.shape.num_elements()) for v in ts.model.trainable_variables)
     print(f"rnn_mode: {rnn_mode}  xla: {jit_compile}  precision: "
           f"{precision_lib.describe(options.precision)}  parameters: {parameters:,}")
-    if rnn_mode == "fused" and jit_compile:  # chosen by this CPU's flags (rnn/loop_forms.py)
+    if rnn_mode == "fused" and jit_compile:  # chosen per host (rnn/loop_forms.py)
         print("per-step recurrent products: " + loop_forms.per_step_forms(
             config.hidden_size, own_loops=training.split_step(ts)))
     if replicas.strategy:

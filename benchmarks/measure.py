@@ -146,12 +146,17 @@ def time_training(ts, batches, warmup, steps, jit_compile):
     """
     train_step = training.make_train_step(ts, jit_compile=jit_compile)
     clock = _StepClock(warmup, steps)
-    epoch = 0
+    run_until_stopped(ts, train_step, batches, clock)
+    ts.check_finite()
+    return clock.stop - clock.start
+
+
+def run_until_stopped(ts, train_step, batches, clock):
+    """Trains until `clock` stops, going round the split again as a new epoch (zero state)."""
+    epoch = int(ts.epoch.numpy())
     while training.run_epoch(ts, train_step, batches, clock):
         epoch += 1
         ts.reset_epoch(epoch)
-    ts.check_finite()
-    return clock.stop - clock.start
 
 
 def run_eval_steps(eval_step, batch_iter, state, steps):

@@ -236,10 +236,7 @@ def measure_worker(args):
     batches = reader.ptb_producer(corpus.train, config.batch_size, config.num_steps)
     step = replicas.make_train_step(ts, jit_compile)
     clock = measure._StepClock(args.warmup, args.steps)
-    epoch = 0
-    while training.run_epoch(ts, step, batches, clock):  # past an epoch: round again, as
-        epoch += 1                                         # measure.time_training
-        ts.reset_epoch(epoch)
+    measure.run_until_stopped(ts, step, batches, clock)
     step_seconds = (clock.stop - clock.start) / args.steps
     allreduce = _time_allreduce(replicas, ts, args.steps) if replicas.strategy else None
     words = config.batch_size * config.num_steps
