@@ -14,14 +14,9 @@ A consumer needs only TensorFlow, not this repository:
 The vocabulary file is assets/vocab.txt (also `lm.vocab_file.asset_path`).
 """
 
-import ctypes
-import errno
-import fcntl
 import json
 import os
 import re
-import shutil
-import tempfile
 
 import tensorflow as tf
 from google.protobuf import message
@@ -30,6 +25,7 @@ from tensorflow.core.protobuf import saved_model_pb2
 import checkpoints
 import configs
 import errors
+import files
 import model as model_lib
 import reader
 
@@ -38,9 +34,7 @@ SIGNATURES = ("next_word", "sequence_log_prob", "vocab", "word_ids")
 _WRITTEN = {"saved_model.pb": None, "fingerprint.pb": None,
             "variables": re.compile(r"variables\.(index|data-\d+-of-\d+)"),
             "assets": re.compile(re.escape(checkpoints.VOCAB_FILE))}
-# Staging directories beside export_dir (tempfile's names); a live export holds a flock on its own.
-_STAGING = re.compile(r"\.export\.[A-Za-z0-9_]+")
-_AT_FDCWD, _RENAME_EXCHANGE = -100, 2  # <fcntl.h>, <linux/fs.h>
+_STAGING_PREFIX = ".export."  # staging directories beside export_dir (files.staging_directory)
 
 
 class ExportError(errors.UserError, ValueError):
@@ -214,17 +208,10 @@ def export_saved_model(model, word_to_id, export_dir, config=None):
 def _save(model, word_to_id, export_dir, config_json):
     """Saves into a staging directory beside export_dir, then swaps it into place.
 
-    The staging directory is flocked while in use; ones left by a killed
-    export (no lock) are removed first. It is removed afterwards whatever
-    happens, with the earlier export it swapped out.
+    The staging directory (files.staging_directory) is removed afterwards
+    whatever happens, with the earlier export it swapped out.
     """
-    parent = os.path.dirname(export_dir)
-    os.makedirs(parent, exist_ok=True)
-    _remove_stale_staging(parent)
-    tmp = tempfile.mkdtemp(dir=parent, prefix=".export.")
-    fd = os.open(tmp, os.O_RDONLY)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+    with files.staging_directory(os.path.dirname(export_dir), _STAGING_PREFIX) as tmp:
         vocab_path = os.path.join(tmp, "vocab", checkpoints.VOCAB_FILE)
         os.makedirs(os.path.dirname(vocab_path))
         reader.save_vocab(word_to_id, vocab_path)
@@ -234,49 +221,6 @@ def _save(model, word_to_id, export_dir, config_json):
         signatures = {name: getattr(serving, name).get_concrete_function() for name in SIGNATURES}
         tf.saved_model.save(serving, staged, signatures=signatures)
         if os.path.isdir(export_dir):
-            _exchange(staged, export_dir)  # the earlier export is now in tmp, removed below
+            files.swap_directories(staged, export_dir)  # the earlier export is now in tmp
         else:
             os.rename(staged, export_dir)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-        os.close(fd)
-
-
-def _remove_stale_staging(parent):
-    """Removes the .export.* directories of exports killed mid-way (nobody holds their flock)."""
-    for name in os.listdir(parent):
-        path = os.path.join(parent, name)
-        if not _STAGING.fullmatch(name) or os.path.islink(path) or not os.path.isdir(path):
-            continue
-        try:
-            fd = os.open(path, os.O_RDONLY)
-        except OSError:
-            continue
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            continue  # a running export
-        finally:
-            os.close(fd)
-        shutil.rmtree(path, ignore_errors=True)
-
-
-def _exchange(new, old):
-    """Swaps two directories in one step (Linux renameat2), so export_dir is never missing.
-
-    Where the kernel or filesystem cannot, falls back to three renames.
-    """
-    renameat2 = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)
-    if renameat2 is not None:
-        renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p,
-                              ctypes.c_uint]
-        if renameat2(_AT_FDCWD, os.fsencode(new), _AT_FDCWD, os.fsencode(old),
-                     _RENAME_EXCHANGE) == 0:
-            return
-        code = ctypes.get_errno()
-        if code not in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
-            raise OSError(code, os.strerror(code), old)
-    aside = f"{new}.old"
-    os.rename(old, aside)
-    os.rename(new, old)
-    os.rename(aside, new)

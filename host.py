@@ -1,13 +1,15 @@
-"""What this machine's CPU reports: the first processor's fields in /proc/cpuinfo, and the
-caches sysfs lists.
+"""What this machine reports: the first processor's fields in /proc/cpuinfo, the caches
+sysfs lists, and the physical memory.
 
 The choices made per host read them (precision.py's words on bfloat16,
 rnn/loop_forms.py's per-step products, training.py's overlap of the single stream's
-stages), never the host's name; the benchmarks' reports and nominal peak read the rest.
+stages), never the host's name; the benchmarks' reports and nominal peak read the rest,
+and run.py's memory check the memory.
 """
 
 import functools
 import glob
+import os
 
 
 @functools.cache
@@ -73,3 +75,8 @@ def last_level_cache_bytes():
         except OSError:
             continue
     return max((size for size in sizes if size), default=_DEFAULT_LAST_LEVEL_CACHE_BYTES)
+
+
+def physical_memory_bytes():
+    """The machine's physical memory in bytes (POSIX sysconf)."""
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")

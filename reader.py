@@ -1,18 +1,17 @@
 """Owns PTB text -> word ids -> [batch_size, num_steps] (x, y) batches, state carried across."""
 
 import collections
-import contextlib
 import dataclasses
 import functools
 import hashlib
 import numbers
 import os
 import sys
-import tempfile
 
 import numpy as np
 import tensorflow as tf
 
+import files
 from errors import UserError
 
 DEFAULT_DATA_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "ptb")
@@ -242,8 +241,8 @@ def _words_in_id_order(word_to_id):
 def save_vocab(word_to_id, path):
     """Writes the vocabulary as UTF-8 text, one word per line in id order.
 
-    The file is written to a temporary file beside `path` and renamed into
-    place, so a crash never leaves a half-written vocabulary.
+    The file is replaced in one rename (files.replace_text), so a crash never
+    leaves a half-written vocabulary.
 
     Raises:
       DataError: ids are not 0..len-1, or a word is empty or holds whitespace.
@@ -253,19 +252,7 @@ def save_vocab(word_to_id, path):
         if word.split() != [word]:  # would not survive the one-word-per-line format
             raise DataError(f"cannot save vocabulary word {word!r}: words must be non-empty "
                             f"and hold no whitespace")
-    fd, tmp_path = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)),
-                                    prefix=".vocab.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-            f.write("".join(word + "\n" for word in words))
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp_path, 0o644)  # mkstemp makes it 0600; a vocabulary is not secret
-        os.replace(tmp_path, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.remove(tmp_path)
-        raise
+    files.replace_text(path, "".join(word + "\n" for word in words), prefix=".vocab.")
 
 
 def load_vocab(path):

@@ -21,6 +21,8 @@ import checkpoints
 import configs
 import distribute
 import export
+import files
+import host
 import model as model_lib
 import monitoring
 import precision as precision_lib
@@ -107,10 +109,6 @@ class RunOptions:
             raise RunError(str(e)) from None
 
 
-def _physical_memory_bytes():
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-
-
 def training_memory_bytes(config):
     """A lower bound of the memory one training step needs, in bytes (float32).
 
@@ -126,7 +124,7 @@ def training_memory_bytes(config):
 
 def check_memory(config, available=None):
     """Raises RunError before anything is built if a training step cannot fit in memory."""
-    available = available or _physical_memory_bytes()
+    available = available or host.physical_memory_bytes()
     needed = training_memory_bytes(config)
     if needed > available:
         raise RunError(f"the model needs at least {needed / 2**30:,.1f} GiB to train "
@@ -142,17 +140,11 @@ def write_json(path, obj):
       RunError: the file cannot be written (the old file, if any, is kept).
     """
     obj = json.loads(json.dumps(obj), parse_constant=lambda name: None)  # inf/nan -> null
-    tmp = f"{path}.tmp"
     try:
-        with open(tmp, "w") as f:
-            json.dump(obj, f, indent=2, allow_nan=False)
-        os.replace(tmp, path)
+        files.replace_text(path, json.dumps(obj, indent=2, allow_nan=False))
     except OSError as e:
         raise RunError(f"cannot write {path}: {e.strerror}; free space or fix permissions and "
                        f"rerun (training resumes from the last checkpoint)") from None
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 class _Interrupts:

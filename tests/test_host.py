@@ -62,3 +62,10 @@ def test_last_level_cache_bytes_takes_the_largest_readable_size(monkeypatch, tmp
     ("K", None), ("12X", None)])
 def test_cache_size_bytes_reads_sysfs_sizes(text, expected):
     assert host.cache_size_bytes(text) == expected
+
+
+def test_physical_memory_bytes_is_the_kernels_memtotal():
+    with open("/proc/meminfo") as f:
+        fields = dict(line.split(":", 1) for line in f)
+    kib = int(fields["MemTotal"].split()[0])
+    assert host.physical_memory_bytes() == kib * 1024

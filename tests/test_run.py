@@ -167,22 +167,23 @@ def test_run_full_disk_writing_the_vocabulary_is_one_error(corpus, tmp_path, mon
 def test_run_full_disk_writing_metrics_keeps_the_last_good_state(corpus, tmp_path, monkeypatch):
     save = tmp_path / "run"
     config = _config(corpus, max_max_epoch=2, max_epoch=2)
-    real_dump, calls = json.dump, []
+    real_fsync, calls = os.fsync, []
 
-    def fail_from_the_second_write(obj, f, **kwargs):
-        calls.append(1)
-        real_dump(obj, f, **kwargs)
-        if len(calls) > 1:
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    def fail_from_the_second_write(fd):  # metrics.json is written through a ".tmp.*" file
+        if os.path.basename(os.readlink(f"/proc/self/fd/{fd}")).startswith(".tmp."):
+            calls.append(1)
+            if len(calls) > 1:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real_fsync(fd)
 
-    monkeypatch.setattr(json, "dump", fail_from_the_second_write)
+    monkeypatch.setattr(os, "fsync", fail_from_the_second_write)
     with pytest.raises(run.RunError, match=r"cannot write .*metrics\.json: No space left"):
         run.train_and_evaluate(config, corpus, str(save), OPTIONS)
     epochs = json.loads((save / run.METRICS_FILE).read_text())["epochs"]
     assert [e["epoch"] for e in epochs] == [1]  # the last good file, not a half-written one
-    assert not (save / f"{run.METRICS_FILE}.tmp").exists()
+    assert not [p for p in os.listdir(save) if p.startswith(".tmp.")]  # no half-written copy
     # Epoch 2's checkpoint was written before its metrics: the rerun only tests.
-    monkeypatch.setattr(json, "dump", real_dump)
+    monkeypatch.setattr(os, "fsync", real_fsync)
     metrics = run.train_and_evaluate(config, corpus, str(save), OPTIONS)
     assert [e["epoch"] for e in metrics["epochs"]] == [1, 2]
     assert math.isfinite(metrics["test_perplexity"])

@@ -1,0 +1,106 @@
+"""Writes that never leave a half-written file or a missing directory behind.
+
+    files.replace_text(path, text)            # path holds the old text or the new, never part
+    with files.staging_directory(parent, ".export.") as tmp:
+        ...                                     # build a directory in tmp
+        files.swap_directories(new, old)        # old's name now holds new, at once
+
+A run's metrics, the vocabulary and the SavedModel export are written here, so
+that a kill, a full disk or a second writer at any moment leaves the earlier
+version whole.
+"""
+
+import contextlib
+import ctypes
+import errno
+import fcntl
+import os
+import re
+import shutil
+import tempfile
+
+_AT_FDCWD, _RENAME_EXCHANGE = -100, 2  # <fcntl.h>, <linux/fs.h>
+
+
+def replace_text(path, text, prefix=".tmp."):
+    """Replaces path with text (UTF-8, mode 0644) in one rename.
+
+    The text goes to a temporary file beside path, synced to disk, then renamed
+    over it; on any failure the temporary file is removed and path is untouched.
+
+    Raises:
+      OSError: the directory cannot be written (a full disk, permissions).
+    """
+    fd, tmp_path = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), prefix=prefix)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp_path, 0o644)  # mkstemp makes it 0600; nothing written here is secret
+        os.replace(tmp_path, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(tmp_path)
+        raise
+
+
+@contextlib.contextmanager
+def staging_directory(parent, prefix):
+    """A new directory in parent, named prefix + tempfile's letters, removed on exit.
+
+    The directory is flocked while in use. Directories of the same prefix that
+    nobody holds (left by a process killed mid-way) are removed first, and only
+    those: a live writer's is kept.
+    """
+    os.makedirs(parent, exist_ok=True)
+    _remove_stale(parent, prefix)
+    tmp = tempfile.mkdtemp(dir=parent, prefix=prefix)
+    fd = os.open(tmp, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield tmp
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        os.close(fd)
+
+
+def _remove_stale(parent, prefix):
+    """Removes parent's prefix* directories (tempfile's names) whose flock nobody holds."""
+    staging = re.compile(re.escape(prefix) + r"[A-Za-z0-9_]+")
+    for name in os.listdir(parent):
+        path = os.path.join(parent, name)
+        if not staging.fullmatch(name) or os.path.islink(path) or not os.path.isdir(path):
+            continue
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            continue  # a live writer's
+        finally:
+            os.close(fd)
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def swap_directories(new, old):
+    """Swaps two directories in one step (Linux renameat2), so old's name is never missing.
+
+    Where the kernel or filesystem cannot, falls back to three renames.
+    """
+    renameat2 = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)
+    if renameat2 is not None:
+        renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p,
+                              ctypes.c_uint]
+        if renameat2(_AT_FDCWD, os.fsencode(new), _AT_FDCWD, os.fsencode(old),
+                     _RENAME_EXCHANGE) == 0:
+            return
+        code = ctypes.get_errno()
+        if code not in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+            raise OSError(code, os.strerror(code), old)
+    aside = f"{new}.old"
+    os.rename(old, aside)
+    os.rename(new, old)
+    os.rename(aside, new)

@@ -1,0 +1,75 @@
+"""files.py: a replaced file is the old text or the new, never part; staging directories and
+directory swaps leave the earlier version whole."""
+
+import errno
+import fcntl
+import os
+
+import pytest
+
+import files
+
+
+def test_replace_text_writes_the_text_readable_by_all(tmp_path):
+    path = tmp_path / "m.json"
+    path.write_text("old")
+    files.replace_text(str(path), "new ü\n")
+    assert path.read_text(encoding="utf-8") == "new ü\n"
+    assert path.stat().st_mode & 0o777 == 0o644
+    assert os.listdir(tmp_path) == ["m.json"]
+
+
+def test_replace_text_failing_keeps_the_old_file_and_no_temporary(tmp_path, monkeypatch):
+    path = tmp_path / "m.json"
+    path.write_text("old")
+
+    def full_disk(fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "fsync", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        files.replace_text(str(path), "new")
+    assert path.read_text() == "old"
+    assert os.listdir(tmp_path) == ["m.json"]
+
+
+def test_staging_directory_removes_stale_ones_keeps_live_ones_and_its_own_on_exit(tmp_path):
+    stale = tmp_path / ".stage.k1lled_x"
+    (stale / "sub").mkdir(parents=True)
+    live = tmp_path / ".stage.l1ve_xyz"
+    live.mkdir()
+    other = tmp_path / ".stage.not-ours"  # not a tempfile name: never touched
+    other.mkdir()
+    fd = os.open(live, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        with files.staging_directory(str(tmp_path), ".stage.") as tmp:
+            assert os.path.basename(tmp).startswith(".stage.") and os.path.isdir(tmp)
+            assert not stale.exists() and live.exists()
+            with open(os.path.join(tmp, "f"), "w") as f:
+                f.write("x")
+        assert not os.path.exists(tmp)
+    finally:
+        os.close(fd)
+    assert sorted(os.listdir(tmp_path)) == [".stage.l1ve_xyz", ".stage.not-ours"]
+
+
+def test_staging_directory_is_removed_when_the_body_fails(tmp_path):
+    with pytest.raises(RuntimeError):
+        with files.staging_directory(str(tmp_path / "new_parent"), ".stage.") as tmp:
+            raise RuntimeError(tmp)
+    assert os.listdir(tmp_path / "new_parent") == []
+
+
+@pytest.mark.parametrize("renameat2", [True, False])
+def test_swap_directories_exchanges_the_two(tmp_path, monkeypatch, renameat2):
+    if not renameat2:  # a C library without it: the three renames
+        monkeypatch.setattr(files.ctypes, "CDLL", lambda *a, **k: object())
+    new, old = tmp_path / "new", tmp_path / "old"
+    new.mkdir()
+    old.mkdir()
+    (new / "v").write_text("new")
+    (old / "v").write_text("old")
+    files.swap_directories(str(new), str(old))
+    assert (old / "v").read_text() == "new" and (new / "v").read_text() == "old"
+    assert sorted(os.listdir(tmp_path)) == ["new", "old"]
