@@ -3,11 +3,12 @@
 fused_lstm's loops multiply a few rows by the same W_h at every step, and which form
 of that product XLA runs fastest depends on the CPU and on W_h's size (measured, in
 docs/SPEED.md): W_h as it is, a transposed copy with its rows contracted, or the whole
-backward loop transposed. The choice is made once, at import, from the CPU's flags or
-a visible GPU, never from the host's name; a fused run prints it in its start-up line
+backward loop transposed. The choice is made once, at import, from the CPU's flags (as
+capped by XLA_FLAGS' `--xla_cpu_max_isa`) or a visible GPU, never from the host's name; a fused run prints it in its start-up line
 (per_step_forms).
 """
 
+import os
 from typing import NamedTuple, Optional
 
 import tensorflow as tf
@@ -53,14 +54,35 @@ LOOP_FORMS = {
 }
 
 
-def kind(flags, gpu=False):
-    """LOOP_FORMS' key for a CPU with these flags, or "gpu" when TensorFlow sees a GPU."""
+# XLA's `--xla_cpu_max_isa` values below AVX-512: with one, XLA emits no AVX-512 code.
+_BELOW_AVX512 = ("SSE4_2", "AVX", "AVX2")
+
+
+def kind(flags, gpu=False, xla_flags=""):
+    """LOOP_FORMS' key for a CPU with these flags, or "gpu" when TensorFlow sees a GPU.
+
+    xla_flags: the XLA_FLAGS text; a `--xla_cpu_max_isa` below AVX-512 counts as a CPU
+    without avx512f, since XLA's code then has none.
+    """
     if gpu:
         return "gpu"
+    if xla_max_isa(xla_flags) in _BELOW_AVX512:
+        return "no avx512f"
     return "avx512f" if "avx512f" in flags else "no avx512f"
 
 
-KIND = kind(host.cpu_flags(), bool(tf.config.list_physical_devices("GPU")))
+def xla_max_isa(xla_flags):
+    """The value of `--xla_cpu_max_isa` in an XLA_FLAGS text, upper case; "" if not set."""
+    value = ""
+    for flag in xla_flags.split():
+        name, _, text = flag.partition("=")
+        if name == "--xla_cpu_max_isa":
+            value = text.strip("'\"").upper()  # the last one counts, as in absl
+    return value
+
+
+KIND = kind(host.cpu_flags(), bool(tf.config.list_physical_devices("GPU")),
+            os.environ.get("XLA_FLAGS", ""))
 CHOSEN = LOOP_FORMS[KIND]  # the forms this process's loops take
 
 

@@ -399,6 +399,13 @@ def test_the_cpu_flags_choose_where_rows_are_contracted():
     assert loop_forms.kind(()) == "no avx512f"
     # A GPU takes the weights as they are in every loop, whatever the CPU.
     assert loop_forms.kind(("avx2", "avx512f"), gpu=True) == "gpu"
+    # XLA told to emit no AVX-512 code: the rule of a CPU without it.
+    avx512 = ("avx2", "avx512f")
+    assert loop_forms.kind(avx512, xla_flags="--xla_cpu_max_isa=AVX2") == "no avx512f"
+    assert loop_forms.kind(avx512, xla_flags="--foo=1 --xla_cpu_max_isa=avx") == "no avx512f"
+    assert loop_forms.kind(avx512, xla_flags="--xla_cpu_max_isa=AVX512_BF16") == "avx512f"
+    assert loop_forms.kind(avx512, xla_flags="--xla_cpu_max_isa=AVX2 "
+                                             "--xla_cpu_max_isa=AVX512") == "avx512f"
     assert loop_forms.LOOP_FORMS["gpu"] == _NEVER
     # With AVX-512 every loop takes the weights as they are, but large's 36 MB of W_h go
     # into a transposed backward loop and medium's 6.8 MB do not; without AVX-512, large's
