@@ -14,6 +14,7 @@ import tensorflow as tf
 import configs
 import errors
 import host
+from rnn import loop_forms
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The command line entry point: the child processes (a measurement, a ceiling) run it.
@@ -114,12 +115,25 @@ def _cpu_model():
     return host.cpuinfo().get("model name") or platform.processor() or platform.machine()
 
 
+# Environment variables that cap the vector ISA a library's code uses (XLA's in XLA_FLAGS):
+# a run under them measures that ISA's code on this CPU, not this CPU's best.
+_ISA_CAPS = ("ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS", "ATEN_CPU_CAPABILITY")
+
+
+def isa_caps(environ=None):
+    """The ISA caps set in the environment, {name: value}; XLA's as "xla_cpu_max_isa"."""
+    environ = os.environ if environ is None else environ
+    caps = {name: environ[name] for name in _ISA_CAPS if environ.get(name)}
+    xla = loop_forms.xla_max_isa(environ.get("XLA_FLAGS", ""))
+    return dict(caps, xla_cpu_max_isa=xla) if xla else caps
+
+
 def host_info():
     """Date, host, CPU and versions: the head of every JSON summary."""
     return {"date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
             "host": {"name": platform.node(), "cpu_model": _cpu_model(),
-                     "cpu_vector_isa": host.vector_isa(), "cpu_cores": os.cpu_count(),
-                     "platform": platform.platform()},
+                     "cpu_vector_isa": host.vector_isa(), "isa_caps": isa_caps(),
+                     "cpu_cores": os.cpu_count(), "platform": platform.platform()},
             "python": platform.python_version(), "tf_version": tf.__version__,
             "tf_cpu_allocator_use_bfc": os.environ["TF_CPU_ALLOCATOR_USE_BFC"]}
 

@@ -10,7 +10,7 @@ import pytest
 
 import configs
 import reader
-from benchmarks import ceiling, measure, perplexity
+from benchmarks import ceiling, common, measure, perplexity
 from helpers import REPO, TINY_TEXT
 
 SCRIPT = REPO / "scripts" / "benchmark.py"
@@ -34,6 +34,14 @@ def test_throughput_prints_json_last_line(make_corpus):
         assert result[key] > 0, key
     assert summary["tf_version"] and summary["host"]["cpu_cores"] >= 1
     assert "cpu_vector_isa" in summary["host"]
+    assert isinstance(summary["host"]["isa_caps"], dict)
+
+
+def test_isa_caps_records_the_libraries_caps_set_in_the_environment():
+    environ = {"ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "",
+               "XLA_FLAGS": "--xla_cpu_max_isa=avx2 --xla_cpu_use_xnnpack=false", "HOME": "/"}
+    assert common.isa_caps(environ) == {"ONEDNN_MAX_CPU_ISA": "AVX2", "xla_cpu_max_isa": "AVX2"}
+    assert common.isa_caps({"XLA_FLAGS": "--xla_cpu_use_xnnpack=false"}) == {}
 
 
 def test_throughput_missing_data_fails_in_one_line(benchmark, tmp_path, capsys):
