@@ -17,6 +17,8 @@ The training step is then no longer one XLA program: fused_lstm's loops and
 the loss compile as pieces of it (see training.make_train_step).
 """
 
+import os
+
 import tensorflow as tf
 
 import errors
@@ -26,6 +28,10 @@ FLOAT32, BFLOAT16 = "float32", "bfloat16"
 PRECISIONS = (FLOAT32, BFLOAT16)
 # CPU flags (/proc/cpuinfo) of instructions that multiply bfloat16 natively.
 _BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+# ONEDNN_MAX_CPU_ISA values below avx512_core, where oneDNN has no bfloat16 MatMul: with
+# one, on a CPU with avx512f (where TensorFlow sends bfloat16 products to oneDNN), the
+# first product aborts the process (measured: SIGSEGV or an uncaught C++ exception).
+_ONEDNN_NO_BF16 = ("SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2")
 
 
 class PrecisionError(errors.UserError):
@@ -56,6 +62,24 @@ def check(precision, rnn_mode, xla=True, strategy="none"):
         raise PrecisionError(f"--precision={precision} trains on one device only for now, not "
                              f"with strategy {strategy}; train on one device or use "
                              f"--precision=float32")
+    cap = onednn_cap_without_bfloat16()
+    if cap:
+        raise PrecisionError(f"--precision={precision} runs its products on oneDNN, which "
+                             f"ONEDNN_MAX_CPU_ISA={cap} leaves without bfloat16 (it would "
+                             f"abort); unset ONEDNN_MAX_CPU_ISA or use --precision=float32")
+
+
+def onednn_cap_without_bfloat16(environ=None, flags=None):
+    """ONEDNN_MAX_CPU_ISA's value if it leaves TensorFlow's bfloat16 MatMul with no oneDNN
+    kernel on this CPU (below avx512_core, the CPU with avx512f, oneDNN's rewrites on);
+    else None. environ, flags: None reads this process's and this CPU's."""
+    environ = os.environ if environ is None else environ
+    flags = host.cpu_flags() if flags is None else flags
+    cap = environ.get("ONEDNN_MAX_CPU_ISA", "")
+    onednn_on = environ.get("TF_ENABLE_ONEDNN_OPTS", "1").lower() not in ("0", "false")
+    if cap.upper() in _ONEDNN_NO_BF16 and "avx512f" in flags and onednn_on:
+        return cap
+    return None
 
 
 def native_bfloat16(flags=None):

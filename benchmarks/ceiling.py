@@ -28,6 +28,7 @@ import tensorflow as tf
 import configs
 import host
 import model as model_lib
+import precision
 from benchmarks import common
 
 
@@ -408,8 +409,9 @@ def measure_ceiling(name, overrides=(), min_seconds=0.3, sweeps=3, machine=None)
     products = step_products(config)
     measured = time_products(products, min_seconds, sweeps)  # label -> seconds, per product
     whole = [i for i, p in enumerate(products) if not p.serial]  # bfloat16 with the flag
+    bfloat16 = precision.onednn_cap_without_bfloat16() is None  # else it would abort
     for i, bf16 in zip(whole, time_products([products[i] for i in whole], min_seconds,
-                                            sweeps, (BF16,))):
+                                            sweeps, (BF16,)) if bfloat16 else ()):
         measured[i].update(bf16)
     float32 = [{label: s for label, s in v.items() if label != variant_label(*BF16)}
                for v in measured]
@@ -434,8 +436,9 @@ def measure_ceiling(name, overrides=(), min_seconds=0.3, sweeps=3, machine=None)
         mflop_per_word=sum(p.flops for p in products) / words / 1e6, products=rows,
         xla_train_wps=xla_train_wps, xla_eval_wps=xla_eval_wps, machine=machine, loss=loss,
         train_wps_with_loss=with_loss[0], eval_wps_with_loss=with_loss[1],
-        bfloat16_train_wps=ceiling(config, bf16_seconds)[0],
-        bfloat16_train_wps_with_loss=ceiling(config, bf16_seconds, loss_seconds)[0])
+        bfloat16_train_wps=ceiling(config, bf16_seconds)[0] if bfloat16 else None,
+        bfloat16_train_wps_with_loss=(ceiling(config, bf16_seconds, loss_seconds)[0]
+                                      if bfloat16 else None))
 
 
 def describe(result):

@@ -129,3 +129,12 @@ def test_ceiling_from_dict_reads_what_asdict_wrote(machine):
                                                    {"xla": [0.1, 0.3], "tf": [0.2, 0.2]}),
                              train_wps_with_loss=0.9, eval_wps_with_loss=1.8)
     assert ceiling.Ceiling.from_dict(dataclasses.asdict(result)) == result
+
+
+def test_measure_ceiling_leaves_bfloat16_out_where_onednn_is_capped_without_it(monkeypatch):
+    # Under such a cap oneDNN's bfloat16 MatMul aborts the process (precision.py).
+    monkeypatch.setattr(ceiling.precision, "onednn_cap_without_bfloat16", lambda: "AVX2")
+    result = ceiling.measure_ceiling("test", min_seconds=0.001, sweeps=1)
+    assert result.bfloat16_train_wps is None and result.bfloat16_train_wps_with_loss is None
+    assert result.train_wps > 0
+    assert not [p for p in result.products if "bf16" in p.gflops_by_variant]

@@ -159,3 +159,19 @@ def test_bfloat16_training_follows_the_float32_one_and_learns():
     f32, bf16 = perplexities["float32"], perplexities["bfloat16"]
     assert bf16[-1] < 0.6 * bf16[0], bf16  # it learns
     np.testing.assert_allclose(bf16, f32, rtol=0.05)  # along the float32 run's path
+
+
+def test_onednn_capped_below_avx512_core_leaves_no_bfloat16_and_check_refuses(monkeypatch):
+    avx512 = ("avx2", "avx512f")
+    capped = {"ONEDNN_MAX_CPU_ISA": "avx2"}
+    assert precision.onednn_cap_without_bfloat16(capped, avx512) == "avx2"
+    for environ, flags in [({"ONEDNN_MAX_CPU_ISA": "AVX512_CORE"}, avx512), ({}, avx512),
+                           (dict(capped, TF_ENABLE_ONEDNN_OPTS="0"), avx512),  # Eigen's then
+                           (capped, ("avx2",))]:  # no avx512f: TensorFlow keeps it off oneDNN
+        assert precision.onednn_cap_without_bfloat16(environ, flags) is None, (environ, flags)
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    monkeypatch.setattr(precision.host, "cpu_flags", lambda: avx512)
+    with pytest.raises(precision.PrecisionError, match=r"ONEDNN_MAX_CPU_ISA=AVX2 leaves "
+                                                       r"without bfloat16 .*unset"):
+        precision.check("bfloat16", "fused")
+    precision.check("float32", "fused")
