@@ -25,8 +25,11 @@ def should_start(valid_perplexities, nonmono):
 
 
 class WeightAverage(tf.Module):
-    """The average of a model's weights over the steps since start(); count 0 while off.
+    """The average of a model's weights after each step since start(); count 0 while off.
 
+    As AWD-LSTM's switch to a fresh ASGD: the weights at the switch are not in the average;
+    the first step's replace them. count: 0 off, -1 started with no step yet (the average
+    then holds the weights at the switch), else the steps averaged.
     Its variables mirror model.trainable_variables in order, so a checkpoint
     holds the raw weights (to go on training) and the average (to evaluate).
     """
@@ -40,23 +43,25 @@ class WeightAverage(tf.Module):
 
     @property
     def active(self):
-        return int(self.count.numpy()) > 0
+        return int(self.count.numpy()) != 0
 
     def start(self, model):
-        """Averaging starts from the model's weights as they are now."""
+        """Averaging starts with the next step; until then the average is the weights now."""
         for average, weight in zip(self.averages, model.trainable_variables):
             average.assign(weight)
-        self.count.assign(1)
+        self.count.assign(-1)
 
     def update(self, model):
-        """Folds the model's current weights into the average (when active): avg += (w - avg) / n."""
+        """Folds the model's current weights into the average (when active): avg += (w - avg) / n,
+        n the steps averaged with this one (1 at the first: the average becomes w)."""
         def fold():
-            n = tf.cast(self.count + 1, tf.float32)
+            steps = tf.maximum(self.count, 0) + 1
+            n = tf.cast(steps, tf.float32)
             for average, weight in zip(self.averages, model.trainable_variables):
                 average.assign_add((weight - average) / n)
-            self.count.assign_add(1)
+            self.count.assign(steps)
             return tf.constant(True)
-        return tf.cond(self.count > 0, fold, lambda: tf.constant(False))
+        return tf.cond(self.count != 0, fold, lambda: tf.constant(False))
 
     @contextlib.contextmanager
     def swapped_into(self, model):

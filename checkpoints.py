@@ -247,7 +247,7 @@ def _load(save_path, path, rnn_mode):
                               f"of this version of ptb_word_lm.py") from None
     word_to_id = _find_vocab(save_path, path, info.get("vocab_hash"))
     _verify(path)
-    model = model_lib.PTBModel.from_config(config, rnn_mode=rnn_mode)
+    model = model_lib.PTBModel.from_config(config, rnn_mode=rnn_mode, for_training=False)
     try:
         with _quiet_tensorflow():
             status = _weights_checkpoint(model, path).restore(path)

@@ -104,7 +104,15 @@ class PTBModel(tf.Module):
             self.softmax_b = tf.Variable(init([vocab_size]), name="softmax_b")
 
     @classmethod
-    def from_config(cls, config, rnn_mode="auto", seed=0, precision=precision_lib.FLOAT32):
+    def from_config(cls, config, rnn_mode="auto", seed=0, precision=precision_lib.FLOAT32,
+                    for_training=True):
+        """The model of `config`. for_training=False leaves out what only training uses (the
+        dropouts, weight drop): the same variables and the same function at evaluation, on
+        any kernel, including those that cannot drop the recurrent h (block, cudnn)."""
+        if not for_training:
+            return cls(config.vocab_size, config.hidden_size, config.num_layers,
+                       config.init_scale, rnn_mode=rnn_mode, seed=seed, cell=config.cell,
+                       tie_embeddings=config.tie_embeddings)
         return cls(config.vocab_size, config.hidden_size, config.num_layers, config.init_scale,
                    config.keep_prob, rnn_mode=rnn_mode, seed=seed, precision=precision,
                    cell=config.cell,

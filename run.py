@@ -418,7 +418,8 @@ def _end_of_epoch(run, hooks, epoch, seconds, epoch_size, validate):
     run.summaries.write(int(ts.global_step.numpy()), {"valid/perplexity": valid_ppl})
     best = all(valid_ppl < h["valid_perplexity"] for h in run.history)
     _record_epoch(run, epoch, fraction, train_ppl, valid_ppl, seconds)
-    _maybe_start_averaging(run)
+    if finished:  # NT-ASGD compares whole epochs' validations; a part is replaced on resume
+        _maybe_start_averaging(run)
     run.checkpointer.set_history(run.history)
     if finished:
         ts.reset_epoch(epoch + 1)  # the snapshot resumes at the start of the next epoch

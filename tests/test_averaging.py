@@ -52,15 +52,18 @@ def test_weight_average_is_the_mean_of_the_weights_since_start():
     average.update(model)
     assert not average.active  # off until started: update does nothing
     seen = []
+    at_switch = [v.numpy() for v in model.trainable_variables]
     average.start(model)
-    seen.append([v.numpy() for v in model.trainable_variables])
+    assert average.active  # the weights at the switch until the first step
+    for got, value in zip(average.averages, at_switch):
+        np.testing.assert_array_equal(got.numpy(), value)
     rng = np.random.RandomState(0)
     for _ in range(3):
         for v in model.trainable_variables:
             v.assign(rng.uniform(-1, 1, v.shape).astype(np.float32))
         average.update(model)
         seen.append([v.numpy() for v in model.trainable_variables])
-    assert int(average.count.numpy()) == 4
+    assert int(average.count.numpy()) == 3  # the steps after the switch, not the switch's
     for got, values in zip(average.averages, zip(*seen)):
         np.testing.assert_allclose(got.numpy(), np.mean(values, axis=0), rtol=1e-5, atol=1e-6)
 
@@ -86,11 +89,10 @@ def test_with_averaging_folds_every_training_step(corpus):
     ts = training.TrainState(config, rnn_mode="basic")
     ts.reset_epoch(0)
     ts.average.start(ts.model)
-    start = [v.numpy() for v in ts.model.trainable_variables]
     step = averaging.with_averaging(ts.average, ts.model,
                                     training.make_train_step(ts))
     batches = reader.ptb_producer(corpus.train, config.batch_size, config.num_steps)
-    seen = [start]
+    seen = []  # the weights after each step (those at the switch are not averaged)
     for k, (x, y) in enumerate(batches.dataset()):
         cost, _ = step(x, y)
         assert np.isfinite(cost.numpy())
@@ -153,6 +155,20 @@ def test_run_max_minutes_stops_mid_epoch_then_tests_and_a_longer_budget_goes_on(
     assert [e["epoch"] for e in metrics["epochs"]] == [1, 2]
     assert "fraction" not in metrics["epochs"][0]
     assert metrics["epochs"][0]["train_seconds"] > partial["train_seconds"]
+
+
+def test_run_asgd_starts_no_average_on_a_part_of_an_epoch(corpus, tmp_path, capsys,
+                                                         monkeypatch):
+    monkeypatch.setattr(averaging, "should_start", lambda history, nonmono: True)
+    config = _config(corpus, optimizer="asgd", max_max_epoch=2, max_epoch=2)
+    budget = dataclasses.replace(OPTIONS, max_minutes=0.0005)  # stops within epoch 1
+    run.train_and_evaluate(config, corpus, str(tmp_path / "run"), budget)
+    out = capsys.readouterr().out
+    assert "Time budget" in out and "Averaging" not in out
+    # Resumed without a budget, epoch 1 ends whole: the rule is checked then.
+    run.train_and_evaluate(config, corpus, str(tmp_path / "run"), OPTIONS)
+    out = capsys.readouterr().out
+    assert re.search(r"^Epoch: 1 Valid Perplexity: .*\nAveraging the weights", out, re.M), out
 
 
 @pytest.mark.parametrize("minutes", [0, -1, float("inf")])

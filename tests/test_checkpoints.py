@@ -350,3 +350,30 @@ def test_lock_second_holder_fails_naming_the_pid_then_a_killed_holders_lock_is_t
     with checkpoints.lock(str(save_path)):  # released cleanly: no warning
         pass
     assert capsys.readouterr().err == ""
+
+
+def test_load_model_of_a_recurrent_dropout_run_evaluates_on_every_kernel(tmp_path):
+    # Recurrent dropout and weight drop act only in training: block (which cannot drop the
+    # recurrent h) evaluates such a checkpoint, and gives what fused gives.
+    (tmp_path / "corpus").mkdir()
+    data_path = write_corpus(tmp_path / "corpus", TINY_TEXT * 4)
+    corpus = reader.load_corpus(str(data_path))
+    config = dataclasses.replace(_config(corpus), variational_dropout=True, keep_prob=0.8,
+                                 recurrent_keep_prob=0.7, weight_drop=0.6)
+    ts = training.TrainState(config, rnn_mode="fused", seed=0)
+    checkpointer = checkpoints.Checkpointer(
+        str(tmp_path / "run"), ts, checkpoints.run_info(config, 0, corpus.word_to_id))
+    batches = reader.ptb_producer(corpus.train, config.batch_size, config.num_steps)
+    training.run_epoch(ts, training.make_train_step(ts), batches)
+    checkpointer.save()
+    reader.save_vocab(corpus.word_to_id, str(tmp_path / "run" / checkpoints.VOCAB_FILE))
+    valid = reader.ptb_producer(corpus.valid, 1, 1)
+    perplexities = {}
+    for rnn_mode in ("block", "fused"):
+        model, _, loaded = checkpoints.load_model(str(tmp_path / "run"), rnn_mode=rnn_mode)
+        assert loaded == config and model.rnn_mode == rnn_mode
+        perplexities[rnn_mode] = training.evaluate(model, valid)
+    np.testing.assert_allclose(perplexities["block"], perplexities["fused"], rtol=1e-5)
+    with ts.evaluation_weights():
+        np.testing.assert_allclose(training.evaluate(ts.model, valid), perplexities["fused"],
+                                   rtol=1e-5)
