@@ -72,13 +72,15 @@ def _foreign_files(export_dir):
 
 
 def check_export_dir(export_dir):
-    """Returns export_dir as an absolute path; ExportError if an export must not go there.
+    """Returns export_dir as an absolute path, symlinks resolved; ExportError if an export
+    must not go there.
 
     An export goes only into an absent or empty directory or over an earlier
     export of ours (a SavedModel with our signatures and nothing else): it
     never deletes what it did not write.
     """
-    export_dir = os.path.abspath(export_dir)
+    # A symlink (current -> v3) stays: the export replaces the directory it points to.
+    export_dir = os.path.realpath(export_dir)
     if os.path.exists(export_dir) and not os.path.isdir(export_dir):
         raise ExportError(f"export_dir {export_dir} is a file; choose a new or empty directory")
     if os.path.isdir(export_dir) and os.listdir(export_dir):

@@ -66,8 +66,9 @@ def staging_directory(parent, prefix):
 
 
 def _remove_stale(parent, prefix):
-    """Removes parent's prefix* directories (tempfile's names) whose flock nobody holds."""
-    staging = re.compile(re.escape(prefix) + r"[A-Za-z0-9_]+")
+    """Removes parent's prefix + 8 letters directories (mkdtemp's names) whose flock nobody
+    holds: a user's own `.export.old` is not one."""
+    staging = re.compile(re.escape(prefix) + r"[a-z0-9_]{8}")  # mkdtemp's names, no others
     for name in os.listdir(parent):
         path = os.path.join(parent, name)
         if not staging.fullmatch(name) or os.path.islink(path) or not os.path.isdir(path):

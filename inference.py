@@ -122,7 +122,7 @@ def generate(model, word_to_id, prompt_words=(), num_words=50, temperature=1.0, 
     x = ids[None, :]
     # TensorFlow flushes subnormal floats to zero: the smallest normal float64 samples the same.
     temperature = tf.constant(max(temperature, np.finfo(np.float64).tiny), tf.float64)
-    top_k = tf.constant(top_k, tf.int32)
+    top_k = tf.constant(min(top_k, model.vocab_size), tf.int32)  # beyond it: all; no wrap
     words = []
     for position in range(num_words):
         next_id, state = step(x, state, temperature, top_k,

@@ -8,6 +8,7 @@
     python ptb_word_lm.py --mode=export --save_path=runs/small --export_dir=export/small
 """
 
+import errno
 import io
 import itertools
 import os
@@ -251,16 +252,35 @@ def _generate(model, word_to_id):
 
 
 def _read_lines(path):
-    """Lines of a UTF-8 file or of stdin ("-"), without their line ends."""
+    """Lines of a UTF-8 file or of stdin ("-"), without their line ends.
+
+    Only "\n" ends a line (a CRLF's "\r" is dropped; a lone "\r" is whitespace within it,
+    as evaluation reads it); a leading byte order mark is dropped with a warning, as the
+    reader does.
+    """
     name = "stdin" if path == "-" else path
-    stream = (io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8") if path == "-"
-              else open(path, encoding="utf-8"))
     try:
-        for line in stream:
-            yield line.rstrip("\n")
+        stream = (io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8", newline="\n")
+                  if path == "-" else open(path, encoding="utf-8", newline="\n"))
+    except OSError as e:
+        raise inference.InferenceError(f"cannot read --input {path}: {e.strerror}; pass a "
+                                       f"readable file, or - for stdin") from None
+    try:
+        for number, line in enumerate(stream):
+            line = line.rstrip("\n")
+            if line.endswith("\r"):
+                line = line[:-1]
+            if number == 0 and line.startswith(reader.BOM):
+                print(f"warning: {name} starts with a UTF-8 byte order mark (BOM), ignored",
+                      file=sys.stderr)
+                line = line[len(reader.BOM):]
+            yield line
     except UnicodeDecodeError as e:
         raise inference.InferenceError(f"{name} is not UTF-8 (byte {e.object[e.start]:#04x}); "
                                        f"re-encode it as UTF-8") from None
+    except OSError as e:
+        raise inference.InferenceError(f"cannot read --input {path}: {e.strerror}; pass a "
+                                       f"readable file, or - for stdin") from None
     finally:
         if path != "-":
             stream.close()
@@ -356,11 +376,19 @@ def _parse_flags(argv):
         sys.exit(2)
 
 
+_FULL_DISK = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO)
+
+
 def _quiet_broken_pipe():
     """stdout's reader went away (`... | head -1`): exit quietly, as Unix tools do."""
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, sys.stdout.fileno())  # Python's final flush must not fail again
+    _quiet_stdout()
     sys.exit(128 + signal.SIGPIPE)
+
+
+def _quiet_stdout():
+    """stdout onto /dev/null, so that Python's final flush does not fail again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
 
 
 def main(argv):
@@ -375,6 +403,13 @@ def main(argv):
         sys.exit(str(e))
     except BrokenPipeError:
         _quiet_broken_pipe()
+    except OSError as e:
+        # The run's own files say so as UserErrors; what is left is the output on stdout.
+        if e.errno not in _FULL_DISK:
+            raise
+        _quiet_stdout()
+        sys.exit(f"error: cannot write the results to stdout: {e.strerror}; free space or "
+                 f"redirect them elsewhere (the output is incomplete)")
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ UNK = "<unk>"
 
 _DATA_FIX = "run scripts/get_ptb.sh or pass the right data path"
 _OOV_SHOWN = 5  # how many unknown words an error message lists
-_BOM = "\ufeff"  # the UTF-8 byte order mark some editors put first
+BOM = "\ufeff"  # the UTF-8 byte order mark some editors put first
 
 # scripts/get_ptb.sh writes this file beside the PTB files it has verified.
 PTB_VERIFIED_MARKER = ".ptb_verified"
@@ -53,12 +53,15 @@ def _read_bytes(path, what="data file", fix=_DATA_FIX):
     """Returns the bytes of a file.
 
     Raises:
-      DataError: the file is missing or empty.
+      DataError: the file is missing, unreadable or empty.
     """
     if not readable_file(path):
         raise DataError(f"{what} not found: {path}; {fix}")
-    with open(path, "rb") as f:
-        raw = f.read()
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except OSError as e:  # permissions, an I/O error
+        raise DataError(f"cannot read {what} {path}: {e.strerror}; {fix}") from None
     if not raw:
         raise DataError(f"{what} is empty: {path}; {fix}")
     return raw
@@ -75,11 +78,11 @@ def _decode(raw, path, what="data file"):
     except UnicodeDecodeError as e:
         raise DataError(f"{what} is not UTF-8: {path}: byte {raw[e.start]:#04x} at offset "
                         f"{e.start}; re-encode it as UTF-8") from e
-    if text.startswith(_BOM):
+    if text.startswith(BOM):
         # Kept, it would silently glue itself to the first word, a new vocabulary entry.
         print(f"warning: {what} starts with a UTF-8 byte order mark (BOM), ignored: {path}",
               file=sys.stderr)
-        text = text[len(_BOM):]
+        text = text[len(BOM):]
     return text
 
 
@@ -109,9 +112,13 @@ def read_words(path):
     Returns:
       list[str] of words; words are split on whitespace.
     Raises:
-      DataError: the file is missing, empty, has no words or is not UTF-8.
+      DataError: the file is missing, empty, has no words or is not UTF-8, or is a
+        damaged copy of a PTB file (_check_ptb_copy).
     """
-    words = _split_words(_read_text(path))
+    raw = _read_bytes(path)
+    verified = os.path.isfile(os.path.join(os.path.dirname(path), PTB_VERIFIED_MARKER))
+    _check_ptb_copy(path, raw, verified)  # a damaged PTB file would give a wrong perplexity
+    words = _split_words(_decode(raw, path))
     if not words:
         raise DataError(f"data file has no words (only whitespace): {path}; {_DATA_FIX}")
     return words
@@ -210,8 +217,9 @@ def _check_all_known(words, word_to_id, source):
     more = ", ..." if len(distinct) > _OOV_SHOWN else ""
     where = f"{source}: " if source else ""
     raise DataError(f"{where}{len(missing)} words ({len(distinct)} distinct) are not in the "
-                    f"vocabulary and it has no {UNK}: {shown}{more}; use a vocabulary with "
-                    f"{UNK} (build_vocab with max_vocab_size) or one built from this text")
+                    f"vocabulary and it has no {UNK}: {shown}{more}; train with "
+                    f"--max_vocab_size (the vocabulary then holds {UNK}; build_vocab's "
+                    f"max_vocab_size in Python) or on text that has these words")
 
 
 def file_to_word_ids(path, word_to_id):

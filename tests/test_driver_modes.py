@@ -153,6 +153,33 @@ def test_driver_score_file_and_stdin_as_tsv(trained, loaded, tmp_path):
                                                   rel=1e-3)
 
 
+def test_driver_score_reads_a_bom_crlf_and_lone_cr_as_eval_does(trained, loaded, tmp_path):
+    # A BOM is dropped (with a warning), CRLF ends a line, a lone CR is a space in it.
+    path = tmp_path / "windows.txt"
+    path.write_bytes(b"\xef\xbb\xbfthe cat sat\r\nthe cat\rsat on the mat\r\n")
+    result = run_driver(*trained["flags"], "--mode=score", f"--input={path}")
+    assert result.returncode == 0, result.stderr
+    assert "byte order mark (BOM), ignored" in result.stderr
+    rows = [row.split("\t") for row in result.stdout.splitlines()]
+    model, word_to_id, _ = loaded
+    expected = list(inference.score_lines(model, word_to_id, ["the cat sat",
+                                                               "the cat sat on the mat"]))
+    assert [text for *_, text in rows] == ["the cat sat", "the cat\\rsat on the mat"]
+    for row, score in zip(rows, expected, strict=True):
+        assert float(row[0]) == pytest.approx(score.log_prob, abs=1e-3)
+
+
+def test_driver_results_onto_a_full_disk_are_one_error_line(trained, tmp_path):
+    path = tmp_path / "many.txt"
+    path.write_text(" the cat sat on the mat \n" * 2000)
+    with open("/dev/full", "w") as full:
+        result = subprocess.run(
+            [sys.executable, str(REPO / "ptb_word_lm.py"), *trained["flags"], "--mode=score",
+             f"--input={path}"], cwd=REPO, stdout=full, stderr=subprocess.PIPE, text=True,
+            env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"), timeout=300)
+    assert_user_error(result, r"cannot write the results to stdout: No space left on device")
+
+
 def test_driver_exports_after_training_and_from_a_checkpoint(trained, loaded, tmp_path):
     model, word_to_id, _ = loaded
     again = tmp_path / "again"

@@ -178,6 +178,17 @@ def test_export_on_a_full_disk_fails_in_one_line_keeping_the_earlier_export(
     assert sorted(os.listdir(tmp_path)) == ["lm"]  # no staging directory left
 
 
+def test_export_through_a_symlink_replaces_its_target_and_keeps_the_link(exported, tmp_path):
+    model, word_to_id, _ = exported
+    target = tmp_path / "v1"
+    export.export_saved_model(model, word_to_id, str(target))
+    (tmp_path / "current").symlink_to("v1")
+    assert export.export_saved_model(model, word_to_id, str(tmp_path / "current")) == str(target)
+    assert os.path.islink(tmp_path / "current") and sorted(os.listdir(tmp_path)) == [
+        "current", "v1"]
+    assert tf.saved_model.load(str(tmp_path / "current")).signatures["vocab"]
+
+
 def test_export_removes_staging_dirs_of_killed_exports_but_not_of_running_ones(exported,
                                                                               tmp_path):
     # Fault 14: SIGKILL during export left a hidden .export.* directory for good.

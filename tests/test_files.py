@@ -38,8 +38,8 @@ def test_staging_directory_removes_stale_ones_keeps_live_ones_and_its_own_on_exi
     (stale / "sub").mkdir(parents=True)
     live = tmp_path / ".stage.l1ve_xyz"
     live.mkdir()
-    other = tmp_path / ".stage.not-ours"  # not a tempfile name: never touched
-    other.mkdir()
+    for name in (".stage.not-ours", ".stage.old"):  # not mkdtemp's names: never touched
+        (tmp_path / name).mkdir()
     fd = os.open(live, os.O_RDONLY)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
@@ -51,7 +51,7 @@ def test_staging_directory_removes_stale_ones_keeps_live_ones_and_its_own_on_exi
         assert not os.path.exists(tmp)
     finally:
         os.close(fd)
-    assert sorted(os.listdir(tmp_path)) == [".stage.l1ve_xyz", ".stage.not-ours"]
+    assert sorted(os.listdir(tmp_path)) == [".stage.l1ve_xyz", ".stage.not-ours", ".stage.old"]
 
 
 def test_staging_directory_is_removed_when_the_body_fails(tmp_path):

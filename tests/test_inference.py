@@ -104,6 +104,16 @@ def test_generate_top_k_1_is_greedy_decoding(run, loaded):
         assert words == [id_to_word[i] for i in expected]
 
 
+def test_generate_top_k_beyond_the_vocabulary_samples_from_all(loaded):
+    # No wrap to int32: 2**32 + 1 would be 1 (greedy), 3e9 negative.
+    model, word_to_id, _ = loaded
+    every = inference.generate(model, word_to_id, ["a"], num_words=15, temperature=2.0,
+                               top_k=0, seed=3, stop_at_eos=False)
+    for top_k in (2**32 + 1, 3_000_000_000, model.vocab_size):
+        assert inference.generate(model, word_to_id, ["a"], num_words=15, temperature=2.0,
+                                  top_k=top_k, seed=3, stop_at_eos=False) == every
+
+
 def test_generate_top_k_samples_only_among_the_k_most_likely(run, loaded):
     model, word_to_id, _ = loaded
     words = inference.generate(model, word_to_id, ["a"], num_words=25, temperature=2.0, top_k=3,

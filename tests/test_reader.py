@@ -1,5 +1,6 @@
 """Tests for reader.py: hand-worked batches, vocabulary rules, and every DataError."""
 
+import errno
 import hashlib
 import os
 import pathlib
@@ -407,6 +408,34 @@ def test_load_corpus_rejects_truncated_ptb_copy_without_marker(ptb_dir, tmp_path
     assert message.startswith(f"ptb.train.txt is a truncated copy of the PTB file "
                               f"({1 << 20} of {len(real)} bytes")
     assert message.endswith(f"; rerun scripts/get_ptb.sh {data_dir}")
+
+
+def test_read_words_rejects_a_damaged_ptb_file_as_load_corpus_does(ptb_dir, tmp_path):
+    # What --mode=eval --eval_data=test reads: a wrong file must not give a perplexity.
+    real = (ptb_dir / "ptb.train.txt").read_bytes()
+    cut = real[:real.index(b"\n", len(real) // 2) + 1]
+    marked = _copy_ptb(ptb_dir, tmp_path / "marked", marked=True, train=cut)
+    message = _one_line_error(reader.read_words, str(marked / "ptb.train.txt"))
+    assert message.startswith("ptb.train.txt is not the PTB file get_ptb.sh verified")
+    unmarked = _copy_ptb(ptb_dir, tmp_path / "unmarked", marked=False, train=real[:1 << 20])
+    message = _one_line_error(reader.read_words, str(unmarked / "ptb.train.txt"))
+    assert message.startswith("ptb.train.txt is a truncated copy of the PTB file")
+    assert len(reader.read_words(str(marked / "ptb.valid.txt"))) == 73760
+
+
+def test_read_words_of_an_unreadable_file_is_one_error(tmp_path, monkeypatch):
+    path = tmp_path / "text.txt"
+    path.write_text("a b\n")
+    real_open = open
+
+    def denied(file, mode="r", *args, **kwargs):
+        if str(file) == str(path):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(file))
+        return real_open(file, mode, *args, **kwargs)
+
+    monkeypatch.setattr("builtins.open", denied)
+    message = _one_line_error(reader.read_words, str(path))
+    assert message.startswith(f"cannot read data file {path}: Permission denied")
 
 
 def test_load_corpus_accepts_own_corpus_cut_from_ptb(ptb_dir, tmp_path):
