@@ -228,10 +228,11 @@ def _weights_checkpoint(model, path):
 
     The snapshot's object graph is Checkpoint(state=TrainState(model=...), ...):
     this mirrors the path to the model, or, once NT-ASGD averages (asgd runs),
-    the path to the average, whose variables follow the model's in order.
+    the path to the average, whose variables follow the model's in order (count != 0:
+    averaging; -1 started with no step yet, the average then the weights at the switch).
     """
     snapshot = tf.train.load_checkpoint(path)
-    if snapshot.has_tensor(_AVERAGE_COUNT_KEY) and snapshot.get_tensor(_AVERAGE_COUNT_KEY) > 0:
+    if snapshot.has_tensor(_AVERAGE_COUNT_KEY) and snapshot.get_tensor(_AVERAGE_COUNT_KEY) != 0:
         average = tf.train.Checkpoint(averages=list(model.trainable_variables))
         return tf.train.Checkpoint(state=tf.train.Checkpoint(average=average))
     return tf.train.Checkpoint(state=tf.train.Checkpoint(model=model))
