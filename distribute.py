@@ -59,6 +59,9 @@ class DistributeError(UserError):
     """A strategy that cannot run here, a bad TF_CONFIG, workers that disagree or lost a peer."""
 
 
+_MAX_TIMEOUT_SECONDS = 86400.0  # a wait that long is a stuck worker, and the clock must hold it
+
+
 def check_options(strategy, num_cpu_replicas, collective_timeout_seconds, connect_timeout_seconds):
     """Raises DistributeError for option values that cannot work (nothing is started)."""
     if strategy not in STRATEGIES:
@@ -72,8 +75,10 @@ def check_options(strategy, num_cpu_replicas, collective_timeout_seconds, connec
                               f"(it splits this CPU into logical devices), got {strategy!r}")
     for name, value in (("collective_timeout_seconds", collective_timeout_seconds),
                         ("connect_timeout_seconds", connect_timeout_seconds)):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-            raise DistributeError(f"{name} must be > 0, got {value!r}")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) \
+                or not 0 < value <= _MAX_TIMEOUT_SECONDS:
+            raise DistributeError(f"{name} must be > 0 and at most {_MAX_TIMEOUT_SECONDS:g} "
+                                  f"(a day), got {value!r}")
 
 
 class Cluster:
@@ -284,8 +289,10 @@ class Replicas:
                 _digest(run_info["vocab_hash"]), _digest(_data_digest(corpus))]
         value = self.strategy.experimental_distribute_values_from_function(
             lambda ctx: tf.constant([mine], tf.float64))
-        table = self.strategy.gather(value, axis=0).numpy()  # [workers, 4]
-        for worker, row in enumerate(table):
+        table = self.strategy.gather(value, axis=0).numpy()  # [replicas, 4], worker-major
+        per_worker = len(table) // len(self.cluster.workers)  # each worker's local replicas
+        for replica, row in enumerate(table):
+            worker = replica // per_worker
             differ = [name for name, a, b in zip(names, table[0], row) if a != b]
             if differ:
                 raise DistributeError(
@@ -350,8 +357,8 @@ class Replicas:
             what = f"a collective got no answer from the other workers in {self.timeout:g} s"
         else:
             what = "lost contact with another worker"
-        return (f"{what} (worker {self.cluster.index} stops); rerun every worker to resume from "
-                f"the last checkpoint")
+        return (f"{what} (worker {self.cluster.index} stops); if that worker printed an error, "
+                f"fix what it names; then rerun every worker to resume from the last checkpoint")
 
 
 class _OneDeviceStep:
@@ -435,11 +442,17 @@ class _WorkerCheckpointer:
         self._checkpoint = tf.train.Checkpoint(state=ts)
 
     def save(self, best=False):
-        directory = tempfile.mkdtemp(prefix="ptb-worker-checkpoint-")
         try:
-            self._checkpoint.write(os.path.join(directory, "ckpt"))
-        finally:
-            shutil.rmtree(directory, ignore_errors=True)
+            directory = tempfile.mkdtemp(prefix="ptb-worker-checkpoint-")
+            try:
+                self._checkpoint.write(os.path.join(directory, "ckpt"))
+            finally:
+                shutil.rmtree(directory, ignore_errors=True)
+        except (OSError, tf.errors.OpError) as e:  # a full /tmp, as the chief's full disk
+            reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e).strip()
+            raise DistributeError(f"worker cannot write its share of a checkpoint in "
+                                  f"{tempfile.gettempdir()}: {reason.splitlines()[0]}; free "
+                                  f"space there or set TMPDIR, then rerun every worker") from None
 
     def restore(self):
         return None
@@ -497,6 +510,14 @@ def _mirrored(num_cpu_replicas):
 _WATCHDOG = r"""
 import os, select, signal, socket, sys
 pid, seconds, index, workers = int(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3]), sys.argv[4:]
+def interrupted(signum, frame):
+    # While TensorFlow joins, the parent cannot run its handlers: stop it here.
+    print(f"error: worker {index} stopped by signal {signum} while waiting for the cluster; "
+          f"nothing was written: start it again with every worker", file=sys.stderr, flush=True)
+    os.kill(pid, signal.SIGKILL)
+    sys.exit(1)
+for signum in (signal.SIGINT, signal.SIGTERM):
+    signal.signal(signum, interrupted)
 if select.select([sys.stdin], [], [], seconds)[0]:
     sys.exit(0)  # the parent joined (or ended): its end of the pipe closed
 def reachable(address):
@@ -561,9 +582,17 @@ def create(strategy, batch_size, num_cpu_replicas=0, collective_timeout_seconds=
         resolver = tf.distribute.cluster_resolver.SimpleClusterResolver(
             tf.train.ClusterSpec({"worker": list(cluster.workers)}), task_type="worker",
             task_id=cluster.index, rpc_layer="grpc")
-        mwms = _once(("multi_worker", cluster.workers, cluster.index),
-                     lambda: tf.distribute.MultiWorkerMirroredStrategy(
-                         cluster_resolver=resolver, communication_options=options))
+        try:
+            mwms = _once(("multi_worker", cluster.workers, cluster.index),
+                         lambda: tf.distribute.MultiWorkerMirroredStrategy(
+                             cluster_resolver=resolver, communication_options=options))
+        except tf.errors.OpError as e:
+            if "server" not in str(e).lower():
+                raise
+            address, reason = cluster.workers[cluster.index], str(e).strip().splitlines()[0]
+            raise DistributeError(f"worker {cluster.index} cannot listen on {address} (in use "
+                                  f"by another process or worker?): {reason}; free the port "
+                                  f"or fix TF_CONFIG's addresses") from None
         replicas = Replicas(mwms, cluster, collective_timeout_seconds)
         replicas.any_worker(False)  # every worker has joined
     check_divides(batch_size, replicas.num_replicas)

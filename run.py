@@ -96,17 +96,17 @@ class RunOptions:
         if self.progress not in PROGRESS:
             raise RunError(f"progress must be one of {', '.join(PROGRESS)}, got "
                            f"{self.progress!r}")
-        rnn_mode = kernels.resolve(self.rnn_mode)
-        # auto resolves here without the config, and strategy auto without TF_CONFIG: both
-        # are checked again in _open_run.
-        precision_lib.check(self.precision, rnn_mode, kernels.jit_compile(rnn_mode, self.xla),
-                            "none" if self.strategy == "auto" else self.strategy)
         try:
             distribute.check_options(self.strategy, self.num_cpu_replicas,
                                      self.collective_timeout_seconds,
                                      self.connect_timeout_seconds)
         except distribute.DistributeError as e:
             raise RunError(str(e)) from None
+        rnn_mode = kernels.resolve(self.rnn_mode)
+        # auto resolves here without the config (checked again in _open_run); strategy auto
+        # by TF_CONFIG, as create() will, so that nothing joins or locks first.
+        precision_lib.check(self.precision, rnn_mode, kernels.jit_compile(rnn_mode, self.xla),
+                            distribute.resolve(self.strategy))
 
 
 def training_memory_bytes(config):
@@ -218,8 +218,11 @@ class _RunHooks(training.EpochHooks):
     def after_step(self, ts, outputs):
         self.progress.tick(ts)
         # With several workers, all save and stop at the same step (see distribute.py).
+        save_due = self._save_due(ts)
+        if save_due:  # the interval restarts with the wish: with several workers the agreed
+            self.saved()  # save comes a step later, and must not be wished again then
         save, stop_by_signal, out_of_time = self.train_step.agree(
-            outputs, self._save_due(ts), self.interrupts.signum is not None, self.out_of_time)
+            outputs, save_due, self.interrupts.signum is not None, self.out_of_time)
         if save or stop_by_signal:
             ts.check_finite()
             self.checkpointer.save()

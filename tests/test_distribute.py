@@ -7,10 +7,13 @@ process. Multi-worker tests run the driver as worker processes on loopback ports
 """
 
 import dataclasses
+import errno
+import glob
 import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -21,6 +24,7 @@ import configs
 import distribute
 import reader
 import run
+import training
 from helpers import REPO, assert_user_error, grammar_text, run_driver, tree_digest
 
 _PERPLEXITY_LINE = re.compile(r"^(Epoch: \d+ (?:Train|Valid) Perplexity|Test Perplexity): "
@@ -93,6 +97,9 @@ def test_rows_split_the_batch_in_order():
     (dict(strategy="mirrored", num_cpu_replicas=-1), r"num_cpu_replicas must be an integer >= 0"),
     (dict(collective_timeout_seconds=0), r"collective_timeout_seconds must be > 0"),
     (dict(connect_timeout_seconds=-5), r"connect_timeout_seconds must be > 0"),
+    (dict(connect_timeout_seconds=float("inf")), r"connect_timeout_seconds must be > 0 and at "
+                                                 r"most 86400 \(a day\), got inf"),
+    (dict(collective_timeout_seconds=1e10), r"collective_timeout_seconds must be > 0 and at most"),
 ])
 def test_run_options_refuse_bad_strategy_fields(changes, message):
     with pytest.raises(run.RunError, match=message):
@@ -228,7 +235,7 @@ def _driver_args(data, save, *extra):
 class _Process:
     """The driver in a child process, its output in files (read while it runs)."""
 
-    def __init__(self, args, log, tf_config=None):
+    def __init__(self, args, log, tf_config=None, new_session=False):
         env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
         env.pop("TF_CONFIG", None)
         if tf_config:
@@ -238,7 +245,8 @@ class _Process:
                            if tf_config else None)
         with open(self.out, "w") as out, open(self.err, "w") as err:
             self.proc = subprocess.Popen([sys.executable, str(REPO / "ptb_word_lm.py"), *args],
-                                         cwd=REPO, env=env, stdout=out, stderr=err, text=True)
+                                         cwd=REPO, env=env, stdout=out, stderr=err, text=True,
+                                         start_new_session=new_session)
 
     def stdout(self):
         with open(self.out) as f:
@@ -378,6 +386,62 @@ def test_unreachable_peer_fails_in_one_line_naming_it(tiny_corpus, tmp_path):
     assert tree_digest(tmp_path / "run") is None
 
 
+def _lone_worker(tiny_corpus, tmp_path, ports, **kwargs):
+    return _Process(["--model=test", f"--data_path={tiny_corpus}",
+                     f"--save_path={tmp_path / 'run'}", "--connect_timeout_seconds=60"],
+                    tmp_path / "lone",
+                    {"cluster": {"worker": [f"127.0.0.1:{p}" for p in ports]},
+                     "task": {"type": "worker", "index": 0}}, **kwargs)
+
+
+def _children(pid):
+    """The command lines of pid's child processes."""
+    found = []
+    for stat in glob.glob("/proc/[0-9]*/stat"):
+        try:
+            with open(stat) as f:
+                fields = f.read().rpartition(")")[2].split()
+            if int(fields[1]) == pid:
+                with open(stat.replace("stat", "cmdline"), "rb") as f:
+                    found.append(f.read().decode(errors="replace"))
+        except (OSError, IndexError, ValueError):
+            continue
+    return found
+
+
+def test_ctrl_c_while_waiting_for_the_cluster_stops_in_one_line(tiny_corpus, tmp_path):
+    # TensorFlow's join blocks the driver's own handlers: the watchdog answers the signal.
+    lone = _lone_worker(tiny_corpus, tmp_path, distribute.free_loopback_ports(2),
+                        new_session=True)
+    deadline = time.time() + 120
+    while not any("waited" in c for c in _children(lone.proc.pid)):
+        assert time.time() < deadline and lone.proc.poll() is None, lone.wait()
+        time.sleep(0.2)
+    time.sleep(1)
+    os.killpg(lone.proc.pid, signal.SIGINT)  # as a terminal's Ctrl-C reaches the group
+    start = time.time()
+    code, out, err = lone.wait(timeout=30)
+    assert code != 0 and time.time() - start < 30 and "Traceback" not in err, err[-2000:]
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert errors == ["error: worker 0 stopped by signal 2 while waiting for the cluster; "
+                      "nothing was written: start it again with every worker"], err[-2000:]
+    assert tree_digest(tmp_path / "run") is None
+
+
+def test_worker_address_in_use_fails_in_one_line(tiny_corpus, tmp_path):
+    port0, port1 = distribute.free_loopback_ports(2)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", port0))
+        taken.listen()
+        code, out, err = _lone_worker(tiny_corpus, tmp_path, (port0, port1)).wait(timeout=120)
+    assert code != 0 and "Traceback" not in err, err[-2000:]
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and errors[0].startswith(
+        f"error: worker 0 cannot listen on 127.0.0.1:{port0} (in use by another process or "
+        f"worker?): "), err[-2000:]
+    assert errors[0].endswith("; free the port or fix TF_CONFIG's addresses")
+
+
 def test_run_refuses_asgd_under_a_strategy_before_writing_anything(corpus, tmp_path):
     save = tmp_path / "run"
     with pytest.raises(run.RunError, match=r"optimizer asgd .* does not run under a distribute"):
@@ -398,3 +462,16 @@ def test_time_budget_of_one_worker_stops_every_worker_at_the_same_step(mw_data, 
              for out in (out0, out1)]
     assert spent[0] and spent[0] == spent[1], (out0, out1)
     assert "Test Perplexity" in out0 and "Epoch: 2" not in out0 + out1
+
+
+def test_a_non_chief_checkpoint_onto_a_full_tmp_is_one_error(monkeypatch):
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(distribute.tempfile, "mkdtemp", full)
+    checkpointer = distribute._WorkerCheckpointer(training.TrainState(
+        dataclasses.replace(configs.TEST, vocab_size=10), rnn_mode="basic"))
+    with pytest.raises(distribute.DistributeError, match=r"worker cannot write its share of a "
+                       r"checkpoint in .*: No space left on device; free space there or set "
+                       r"TMPDIR"):
+        checkpointer.save()

@@ -175,3 +175,10 @@ def test_onednn_capped_below_avx512_core_leaves_no_bfloat16_and_check_refuses(mo
                                                        r"without bfloat16 .*unset"):
         precision.check("bfloat16", "fused")
     precision.check("float32", "fused")
+
+
+def test_run_options_refuse_bfloat16_under_tf_config_before_joining(monkeypatch):
+    # strategy auto with TF_CONFIG is multi_worker: refused before any worker joins.
+    monkeypatch.setenv("TF_CONFIG", '{"cluster": {"worker": ["127.0.0.1:1"]}}')
+    with pytest.raises(precision.PrecisionError, match="not with strategy multi_worker"):
+        run.RunOptions(precision="bfloat16", strategy="auto")

@@ -7,6 +7,7 @@ import math
 import os
 import re
 import signal
+import types
 
 import pytest
 
@@ -298,3 +299,28 @@ def test_an_epoch_end_snapshot_restarts_the_periodic_interval(corpus, tmp_path, 
     run.train_and_evaluate(_config(corpus, max_max_epoch=2, max_epoch=1), corpus,
                            str(tmp_path / "run"), options)
     assert len(resets) == 2
+
+
+def test_a_periodic_save_agreed_a_step_later_is_written_once(monkeypatch):
+    # Under a strategy the workers' wishes are agreed with the next step; the wish must not
+    # be made again meanwhile, or every periodic snapshot is written twice.
+    class Delayed:  # as distribute's _DataParallelStep.agree
+        pending = (False, False, False)
+
+        def agree(self, outputs, *wishes):
+            agreed, self.pending = self.pending, wishes
+            return agreed
+
+    clock, saves = [0.0], []
+    monkeypatch.setattr(run.time, "time", lambda: clock[0])
+    ts = types.SimpleNamespace(check_finite=lambda: None,
+                               global_step=types.SimpleNamespace(numpy=lambda: len(clock)))
+    hooks = run._RunHooks(
+        types.SimpleNamespace(tick=lambda ts: None), None,
+        types.SimpleNamespace(save=lambda: saves.append(clock[0])),
+        types.SimpleNamespace(signum=None),
+        dataclasses.replace(OPTIONS, checkpoint_every_minutes=0.05), Delayed())  # every 3 s
+    for _ in range(20):
+        clock[0] += 1.0
+        hooks.after_step(ts, None)
+    assert saves == [5.0, 10.0, 15.0, 20.0]  # wished at 4, 9, ...: once each, a step later
