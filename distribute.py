@@ -448,10 +448,13 @@ class _WorkerCheckpointer:
                 self._checkpoint.write(os.path.join(directory, "ckpt"))
             finally:
                 shutil.rmtree(directory, ignore_errors=True)
+        except _LOST_PEER:
+            raise  # Replicas.lost_peers_as_errors names the worker
         except (OSError, tf.errors.OpError) as e:  # a full /tmp, as the chief's full disk
             reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e).strip()
+            reason = (reason.splitlines() or ["unknown error"])[0]
             raise DistributeError(f"worker cannot write its share of a checkpoint in "
-                                  f"{tempfile.gettempdir()}: {reason.splitlines()[0]}; free "
+                                  f"{tempfile.gettempdir()}: {reason}; free "
                                   f"space there or set TMPDIR, then rerun every worker") from None
 
     def restore(self):
@@ -587,9 +590,11 @@ def create(strategy, batch_size, num_cpu_replicas=0, collective_timeout_seconds=
                          lambda: tf.distribute.MultiWorkerMirroredStrategy(
                              cluster_resolver=resolver, communication_options=options))
         except tf.errors.OpError as e:
-            if "server" not in str(e).lower():
+            if not re.search(r"could not start grpc server|address already in use", str(e),
+                             re.I):
                 raise
-            address, reason = cluster.workers[cluster.index], str(e).strip().splitlines()[0]
+            address = cluster.workers[cluster.index]
+            reason = (str(e).strip().splitlines() or ["bind failed"])[0]
             raise DistributeError(f"worker {cluster.index} cannot listen on {address} (in use "
                                   f"by another process or worker?): {reason}; free the port "
                                   f"or fix TF_CONFIG's addresses") from None

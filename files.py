@@ -20,24 +20,31 @@ import shutil
 import tempfile
 
 _AT_FDCWD, _RENAME_EXCHANGE = -100, 2  # <fcntl.h>, <linux/fs.h>
+_STAGING_MARKER = ".staging"  # in every staging directory: only those are ever removed
 
 
-def replace_text(path, text, prefix=".tmp."):
-    """Replaces path with text (UTF-8, mode 0644) in one rename.
+def replace_text(path, text, prefix=".tmp.", tmp_path=None):
+    """Replaces path with text (UTF-8, mode 0666 less the umask) in one rename.
 
     The text goes to a temporary file beside path, synced to disk, then renamed
     over it; on any failure the temporary file is removed and path is untouched.
+    tmp_path: that file's name, for a writer that holds a lock (a kill then leaves
+    one file that the next write replaces); else a new unique name with `prefix`.
 
     Raises:
       OSError: the directory cannot be written (a full disk, permissions).
     """
-    fd, tmp_path = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), prefix=prefix)
+    if tmp_path is None:
+        fd, tmp_path = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)),
+                                        prefix=prefix)
+    else:
+        fd = os.open(tmp_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp_path, 0o644)  # mkstemp makes it 0600; nothing written here is secret
+        os.chmod(tmp_path, 0o666 & ~_umask())  # as open() would make it; mkstemp's is 0600
         os.replace(tmp_path, path)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -45,13 +52,20 @@ def replace_text(path, text, prefix=".tmp."):
         raise
 
 
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def staging_directory(parent, prefix):
     """A new directory in parent, named prefix + tempfile's letters, removed on exit.
 
-    The directory is flocked while in use. Directories of the same prefix that
-    nobody holds (left by a process killed mid-way) are removed first, and only
-    those: a live writer's is kept.
+    The directory is flocked while in use and holds a marker file. Directories
+    of the same prefix with the marker that nobody holds (left by a process
+    killed mid-way) are removed first, and only those: a live writer's is kept,
+    and a user's own `.export.previous` (no marker) is never touched.
     """
     os.makedirs(parent, exist_ok=True)
     _remove_stale(parent, prefix)
@@ -59,6 +73,7 @@ def staging_directory(parent, prefix):
     fd = os.open(tmp, os.O_RDONLY)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
+        open(os.path.join(tmp, _STAGING_MARKER), "w").close()
         yield tmp
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -66,12 +81,13 @@ def staging_directory(parent, prefix):
 
 
 def _remove_stale(parent, prefix):
-    """Removes parent's prefix + 8 letters directories (mkdtemp's names) whose flock nobody
-    holds: a user's own `.export.old` is not one."""
+    """Removes parent's prefix + 8 letters directories (mkdtemp's names) that hold the
+    staging marker and whose flock nobody holds."""
     staging = re.compile(re.escape(prefix) + r"[a-z0-9_]{8}")  # mkdtemp's names, no others
     for name in os.listdir(parent):
         path = os.path.join(parent, name)
-        if not staging.fullmatch(name) or os.path.islink(path) or not os.path.isdir(path):
+        if (not staging.fullmatch(name) or os.path.islink(path) or not os.path.isdir(path)
+                or not os.path.isfile(os.path.join(path, _STAGING_MARKER))):
             continue
         try:
             fd = os.open(path, os.O_RDONLY)

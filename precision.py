@@ -75,7 +75,7 @@ def onednn_cap_without_bfloat16(environ=None, flags=None):
     else None. environ, flags: None reads this process's and this CPU's."""
     environ = os.environ if environ is None else environ
     flags = host.cpu_flags() if flags is None else flags
-    cap = environ.get("ONEDNN_MAX_CPU_ISA", "")
+    cap = environ.get("ONEDNN_MAX_CPU_ISA") or environ.get("DNNL_MAX_CPU_ISA", "")  # old name
     onednn_on = environ.get("TF_ENABLE_ONEDNN_OPTS", "1").lower() not in ("0", "false")
     if cap.upper() in _ONEDNN_NO_BF16 and "avx512f" in flags and onednn_on:
         return cap

@@ -376,7 +376,7 @@ def _parse_flags(argv):
         sys.exit(2)
 
 
-_FULL_DISK = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO)
+_FULL_DISK = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 
 def _quiet_broken_pipe():

@@ -141,7 +141,9 @@ def write_json(path, obj):
     """
     obj = json.loads(json.dumps(obj), parse_constant=lambda name: None)  # inf/nan -> null
     try:
-        files.replace_text(path, json.dumps(obj, indent=2, allow_nan=False))
+        # One name for the temporary: the run's lock keeps other writers out.
+        files.replace_text(path, json.dumps(obj, indent=2, allow_nan=False),
+                           tmp_path=f"{path}.tmp")
     except OSError as e:
         raise RunError(f"cannot write {path}: {e.strerror}; free space or fix permissions and "
                        f"rerun (training resumes from the last checkpoint)") from None

@@ -117,7 +117,8 @@ def _cpu_model():
 
 # Environment variables that cap the vector ISA a library's code uses (XLA's in XLA_FLAGS):
 # a run under them measures that ISA's code on this CPU, not this CPU's best.
-_ISA_CAPS = ("ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS", "ATEN_CPU_CAPABILITY")
+_ISA_CAPS = ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS",
+             "ATEN_CPU_CAPABILITY")
 
 
 def isa_caps(environ=None):

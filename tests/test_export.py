@@ -12,6 +12,7 @@ import pytest
 import tensorflow as tf
 
 import errors
+import files
 import export
 import model as model_lib
 import reader
@@ -196,6 +197,7 @@ def test_export_removes_staging_dirs_of_killed_exports_but_not_of_running_ones(e
     killed = tmp_path / ".export.k1ll3d_x"
     (killed / "saved_model" / "variables").mkdir(parents=True)
     (killed / "saved_model" / "saved_model.pb").write_bytes(b"partial")
+    (killed / files._STAGING_MARKER).write_text("")  # as staging_directory made it
     running = tmp_path / ".export.runn1ng_"
     running.mkdir()
     fd = os.open(running, os.O_RDONLY)

@@ -10,12 +10,18 @@ import pytest
 import files
 
 
-def test_replace_text_writes_the_text_readable_by_all(tmp_path):
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o077, 0o600)])
+def test_replace_text_writes_the_text_with_the_umasks_mode(tmp_path, umask, mode):
     path = tmp_path / "m.json"
     path.write_text("old")
-    files.replace_text(str(path), "new ü\n")
-    assert path.read_text(encoding="utf-8") == "new ü\n"
-    assert path.stat().st_mode & 0o777 == 0o644
+    previous = os.umask(umask)
+    try:
+        files.replace_text(str(path), "new ü\n")
+        files.replace_text(str(path), "newer\n", tmp_path=f"{path}.tmp")  # a fixed name
+    finally:
+        os.umask(previous)
+    assert path.read_text(encoding="utf-8") == "newer\n"
+    assert path.stat().st_mode & 0o777 == mode
     assert os.listdir(tmp_path) == ["m.json"]
 
 
@@ -38,7 +44,10 @@ def test_staging_directory_removes_stale_ones_keeps_live_ones_and_its_own_on_exi
     (stale / "sub").mkdir(parents=True)
     live = tmp_path / ".stage.l1ve_xyz"
     live.mkdir()
-    for name in (".stage.not-ours", ".stage.old"):  # not mkdtemp's names: never touched
+    for staging in (stale, live):
+        (staging / files._STAGING_MARKER).write_text("")
+    # Not a staging directory (a user's, no marker), whatever its name: never touched.
+    for name in (".stage.not-ours", ".stage.old", ".stage.previous"):
         (tmp_path / name).mkdir()
     fd = os.open(live, os.O_RDONLY)
     try:
@@ -51,7 +60,8 @@ def test_staging_directory_removes_stale_ones_keeps_live_ones_and_its_own_on_exi
         assert not os.path.exists(tmp)
     finally:
         os.close(fd)
-    assert sorted(os.listdir(tmp_path)) == [".stage.l1ve_xyz", ".stage.not-ours", ".stage.old"]
+    assert sorted(os.listdir(tmp_path)) == [".stage.l1ve_xyz", ".stage.not-ours", ".stage.old",
+                                            ".stage.previous"]
 
 
 def test_staging_directory_is_removed_when_the_body_fails(tmp_path):

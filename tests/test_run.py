@@ -170,8 +170,8 @@ def test_run_full_disk_writing_metrics_keeps_the_last_good_state(corpus, tmp_pat
     config = _config(corpus, max_max_epoch=2, max_epoch=2)
     real_fsync, calls = os.fsync, []
 
-    def fail_from_the_second_write(fd):  # metrics.json is written through a ".tmp.*" file
-        if os.path.basename(os.readlink(f"/proc/self/fd/{fd}")).startswith(".tmp."):
+    def fail_from_the_second_write(fd):  # metrics.json is written through metrics.json.tmp
+        if os.path.basename(os.readlink(f"/proc/self/fd/{fd}")) == f"{run.METRICS_FILE}.tmp":
             calls.append(1)
             if len(calls) > 1:
                 raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
@@ -182,7 +182,7 @@ def test_run_full_disk_writing_metrics_keeps_the_last_good_state(corpus, tmp_pat
         run.train_and_evaluate(config, corpus, str(save), OPTIONS)
     epochs = json.loads((save / run.METRICS_FILE).read_text())["epochs"]
     assert [e["epoch"] for e in epochs] == [1]  # the last good file, not a half-written one
-    assert not [p for p in os.listdir(save) if p.startswith(".tmp.")]  # no half-written copy
+    assert not (save / f"{run.METRICS_FILE}.tmp").exists()  # no half-written copy left
     # Epoch 2's checkpoint was written before its metrics: the rerun only tests.
     monkeypatch.setattr(os, "fsync", real_fsync)
     metrics = run.train_and_evaluate(config, corpus, str(save), OPTIONS)
