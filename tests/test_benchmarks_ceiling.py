@@ -131,10 +131,26 @@ def test_ceiling_from_dict_reads_what_asdict_wrote(machine):
     assert ceiling.Ceiling.from_dict(dataclasses.asdict(result)) == result
 
 
-def test_measure_ceiling_leaves_bfloat16_out_where_onednn_is_capped_without_it(monkeypatch):
-    # Under such a cap oneDNN's bfloat16 MatMul aborts the process (precision.py).
-    monkeypatch.setattr(ceiling.precision, "onednn_cap_without_bfloat16", lambda: "AVX2")
+@pytest.mark.parametrize("cap", [None, "AVX2"])
+def test_measure_ceiling_leaves_bfloat16_out_where_onednn_is_capped_without_it(monkeypatch,
+                                                                              cap):
+    # Under such a cap oneDNN's bfloat16 MatMul aborts the process (precision.py). The
+    # timings are faked: what is asked for is the point.
+    asked = []
+
+    def time_products(products, min_seconds, sweeps, variants=ceiling.VARIANTS):
+        asked.append(variants)
+        return [{ceiling.variant_label(*v): 1e-3 for v in variants} for _ in products]
+
+    monkeypatch.setattr(ceiling, "time_products", time_products)
+    monkeypatch.setattr(ceiling, "time_loss", lambda *a: ceiling.LossPass([1, 1], 0.1, "xla",
+                                                                           0.2, "xla"))
+    monkeypatch.setattr(ceiling.precision, "onednn_cap_without_bfloat16", lambda: cap)
     result = ceiling.measure_ceiling("test", min_seconds=0.001, sweeps=1)
-    assert result.bfloat16_train_wps is None and result.bfloat16_train_wps_with_loss is None
     assert result.train_wps > 0
-    assert not [p for p in result.products if "bf16" in p.gflops_by_variant]
+    with_bf16 = [p for p in result.products if "bf16" in p.gflops_by_variant]
+    if cap:
+        assert (ceiling.BF16,) not in asked and not with_bf16
+        assert result.bfloat16_train_wps is None and result.bfloat16_train_wps_with_loss is None
+    else:
+        assert (ceiling.BF16,) in asked and with_bf16 and result.bfloat16_train_wps > 0
