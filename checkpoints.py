@@ -54,12 +54,6 @@ class _Unreadable(CheckpointError):
         self.reason = reason
 
 
-def _first_line(error):
-    """The first line of TensorFlow's message, without its {{function_node ...}} prefix."""
-    text = re.sub(r"\{\{function_node [^}]*\}\}\s*", "", str(error)).strip()
-    return text.splitlines()[0][:200] if text else type(error).__name__
-
-
 @contextlib.contextmanager
 def _quiet_tensorflow():
     """Keeps TensorFlow's Python warnings (e.g. ~30 lines of unrestored values) off stderr.
@@ -166,7 +160,7 @@ def _is_ours(path):
     try:
         return tf.train.load_checkpoint(path).has_tensor(_RUN_INFO_KEY)
     except _UNREADABLE as e:
-        raise _Unreadable(path, _first_line(e)) from None
+        raise _Unreadable(path, errors.first_line(e)) from None
 
 
 def read_run_info(path):
@@ -181,7 +175,7 @@ def read_run_info(path):
     try:
         return json.loads(tf.train.load_checkpoint(path).get_tensor(_RUN_INFO_KEY).decode())
     except _UNREADABLE as e:  # json.JSONDecodeError is a ValueError
-        raise _Unreadable(path, _first_line(e)) from None
+        raise _Unreadable(path, errors.first_line(e)) from None
 
 
 def _verify(path):
@@ -195,7 +189,7 @@ def _verify(path):
         for key in snapshot.get_variable_to_shape_map():
             snapshot.get_tensor(key)
     except _UNREADABLE as e:
-        raise _Unreadable(path, _first_line(e)) from None
+        raise _Unreadable(path, errors.first_line(e)) from None
 
 
 def _find_vocab(save_path, path, expected_hash):
@@ -255,9 +249,9 @@ def _load(save_path, path, rnn_mode):
             status.expect_partial().assert_existing_objects_matched()
     except AssertionError as e:
         raise CheckpointError(f"checkpoint {path} does not hold this model's weights: "
-                              f"{_first_line(e)}") from None
+                              f"{errors.first_line(e)}") from None
     except _UNREADABLE as e:
-        raise _Unreadable(path, _first_line(e)) from None
+        raise _Unreadable(path, errors.first_line(e)) from None
     return model, word_to_id, config
 
 
@@ -490,7 +484,7 @@ class Checkpointer:
         except (OSError, tf.errors.OpError) as e:
             kept = self._manager.latest_checkpoint or "none"
             raise CheckpointError(f"could not write a checkpoint in {self.save_path} "
-                                  f"({_first_line(e)}); the last good checkpoint ({kept}) is "
+                                  f"({errors.first_line(e)}); the last good checkpoint ({kept}) is "
                                   f"kept") from None
         return path
 
@@ -524,7 +518,7 @@ class Checkpointer:
             except CheckpointError:
                 raise
             except (*_UNREADABLE, AssertionError, KeyError) as e:
-                reason = _first_line(e)
+                reason = errors.first_line(e)
             if path:
                 raise CheckpointError(f"cannot read checkpoint {path}: {reason}")
             print(f"warning: skipping unreadable checkpoint {candidate}: {reason}",

@@ -39,7 +39,7 @@ import tensorflow as tf
 
 import model as model_lib
 import training
-from errors import UserError
+from errors import UserError, first_line
 
 STRATEGIES = ("auto", "none", "mirrored", "multi_worker")
 SUM = tf.distribute.ReduceOp.SUM
@@ -451,8 +451,7 @@ class _WorkerCheckpointer:
         except _LOST_PEER:
             raise  # Replicas.lost_peers_as_errors names the worker
         except (OSError, tf.errors.OpError) as e:  # a full /tmp, as the chief's full disk
-            reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e).strip()
-            reason = (reason.splitlines() or ["unknown error"])[0]
+            reason = e.strerror if isinstance(e, OSError) and e.strerror else first_line(e)
             raise DistributeError(f"worker cannot write its share of a checkpoint in "
                                   f"{tempfile.gettempdir()}: {reason}; free "
                                   f"space there or set TMPDIR, then rerun every worker") from None
@@ -594,9 +593,8 @@ def create(strategy, batch_size, num_cpu_replicas=0, collective_timeout_seconds=
                              re.I):
                 raise
             address = cluster.workers[cluster.index]
-            reason = (str(e).strip().splitlines() or ["bind failed"])[0]
             raise DistributeError(f"worker {cluster.index} cannot listen on {address} (in use "
-                                  f"by another process or worker?): {reason}; free the port "
+                                  f"by another process or worker?): {first_line(e)}; free the port "
                                   f"or fix TF_CONFIG's addresses") from None
         replicas = Replicas(mwms, cluster, collective_timeout_seconds)
         replicas.any_worker(False)  # every worker has joined

@@ -109,17 +109,14 @@ class PTBModel(tf.Module):
         """The model of `config`. for_training=False leaves out what only training uses (the
         dropouts, weight drop): the same variables and the same function at evaluation, on
         any kernel, including those that cannot drop the recurrent h (block, cudnn)."""
-        if not for_training:
-            return cls(config.vocab_size, config.hidden_size, config.num_layers,
-                       config.init_scale, rnn_mode=rnn_mode, seed=seed, cell=config.cell,
-                       tie_embeddings=config.tie_embeddings)
+        training_only = dict(keep_prob=config.keep_prob, precision=precision,
+                             variational_dropout=config.variational_dropout,
+                             recurrent_keep_prob=config.recurrent_keep_prob,
+                             embedding_dropout=config.embedding_dropout,
+                             weight_drop=config.weight_drop) if for_training else {}
         return cls(config.vocab_size, config.hidden_size, config.num_layers, config.init_scale,
-                   config.keep_prob, rnn_mode=rnn_mode, seed=seed, precision=precision,
-                   cell=config.cell,
-                   tie_embeddings=config.tie_embeddings,
-                   variational_dropout=config.variational_dropout,
-                   recurrent_keep_prob=config.recurrent_keep_prob,
-                   embedding_dropout=config.embedding_dropout, weight_drop=config.weight_drop)
+                   rnn_mode=rnn_mode, seed=seed, cell=config.cell,
+                   tie_embeddings=config.tie_embeddings, **training_only)
 
     def zero_state(self, batch_size):
         """A tuple of num_layers states: LSTMStateTuple(c, h) for an LSTM, h for a GRU or an

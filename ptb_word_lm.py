@@ -259,22 +259,13 @@ def _read_lines(path):
     reader does.
     """
     name = "stdin" if path == "-" else path
+    stream = None
     try:
         stream = (io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8", newline="\n")
                   if path == "-" else open(path, encoding="utf-8", newline="\n"))
-    except OSError as e:
-        raise inference.InferenceError(f"cannot read --input {path}: {e.strerror}; pass a "
-                                       f"readable file, or - for stdin") from None
-    try:
         for number, line in enumerate(stream):
-            line = line.rstrip("\n")
-            if line.endswith("\r"):
-                line = line[:-1]
-            if number == 0 and line.startswith(reader.BOM):
-                print(f"warning: {name} starts with a UTF-8 byte order mark (BOM), ignored",
-                      file=sys.stderr)
-                line = line[len(reader.BOM):]
-            yield line
+            line = line.rstrip("\n").removesuffix("\r")
+            yield reader.drop_bom(line, name, "--input") if number == 0 else line
     except UnicodeDecodeError as e:
         raise inference.InferenceError(f"{name} is not UTF-8 (byte {e.object[e.start]:#04x}); "
                                        f"re-encode it as UTF-8") from None
@@ -282,7 +273,7 @@ def _read_lines(path):
         raise inference.InferenceError(f"cannot read --input {path}: {e.strerror}; pass a "
                                        f"readable file, or - for stdin") from None
     finally:
-        if path != "-":
+        if stream is not None and path != "-":
             stream.close()
 
 

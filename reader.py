@@ -78,12 +78,20 @@ def _decode(raw, path, what="data file"):
     except UnicodeDecodeError as e:
         raise DataError(f"{what} is not UTF-8: {path}: byte {raw[e.start]:#04x} at offset "
                         f"{e.start}; re-encode it as UTF-8") from e
-    if text.startswith(BOM):
-        # Kept, it would silently glue itself to the first word, a new vocabulary entry.
-        print(f"warning: {what} starts with a UTF-8 byte order mark (BOM), ignored: {path}",
-              file=sys.stderr)
-        text = text[len(BOM):]
-    return text
+    return drop_bom(text, path, what)
+
+
+def drop_bom(text, path, what="data file"):
+    """text without a leading UTF-8 byte order mark, said on stderr naming the file.
+
+    Kept, it would silently glue itself to the first word (a new vocabulary entry, an
+    unknown word).
+    """
+    if not text.startswith(BOM):
+        return text
+    print(f"warning: {what} starts with a UTF-8 byte order mark (BOM), ignored: {path}",
+          file=sys.stderr)
+    return text[len(BOM):]
 
 
 def _read_text(path, what="data file", fix=_DATA_FIX):
@@ -116,20 +124,19 @@ def read_words(path):
         damaged copy of a PTB file (_check_ptb_copy).
     """
     raw = _read_bytes(path)
-    verified = os.path.isfile(os.path.join(os.path.dirname(path), PTB_VERIFIED_MARKER))
-    _check_ptb_copy(path, raw, verified)  # a damaged PTB file would give a wrong perplexity
+    _check_ptb_copy(path, raw)  # a damaged PTB file would give a wrong perplexity
     words = _split_words(_decode(raw, path))
     if not words:
         raise DataError(f"data file has no words (only whitespace): {path}; {_DATA_FIX}")
     return words
 
 
-def _check_ptb_copy(path, raw, verified):
+def _check_ptb_copy(path, raw):
     """Raises DataError if path is a damaged copy of the real PTB file of its name.
 
     Users and tests also name their own corpora ptb.{train,valid,test}.txt, so
     only what is meant to be the real PTB is checked:
-      - in a directory holding PTB_VERIFIED_MARKER (`verified`; get_ptb.sh
+      - in a directory holding PTB_VERIFIED_MARKER (get_ptb.sh
         writes it with the files), each of the three must be the real file
         (its SHA-256);
       - elsewhere a file that starts like the real one (its first 64 bytes) but
@@ -138,12 +145,12 @@ def _check_ptb_copy(path, raw, verified):
     Args:
       path: the file; only the names ptb.{train,valid,test}.txt are checked.
       raw: bytes of the file.
-      verified: whether the file's directory holds PTB_VERIFIED_MARKER.
     """
     name = os.path.basename(path)
     if name not in _PTB_FILES:
         return
     size, sha256, head_sha256 = _PTB_FILES[name]
+    verified = os.path.isfile(os.path.join(os.path.dirname(path), PTB_VERIFIED_MARKER))
     fix = f"rerun scripts/get_ptb.sh {os.path.dirname(os.path.abspath(path))}"
     if verified:
         if len(raw) != size or hashlib.sha256(raw).hexdigest() != sha256:
@@ -364,10 +371,9 @@ def load_corpus(data_path, train_file="ptb.train.txt", valid_file="ptb.valid.txt
     for path, what in zip(paths, whats):  # fail before spending time on the training file
         if not os.path.isfile(path):
             raise DataError(f"{what} not found: {path}; {_DATA_FIX}")
-    verified = os.path.isfile(os.path.join(data_path, PTB_VERIFIED_MARKER))
     raws = [_read_bytes(path, what) for path, what in zip(paths, whats)]
     for path, raw in zip(paths, raws):  # all three before parsing: a damaged copy fails fast
-        _check_ptb_copy(path, raw, verified)
+        _check_ptb_copy(path, raw)
     splits = []
     for path, raw, what in zip(paths, raws, whats):
         words = _split_words(_decode(raw, path, what))
