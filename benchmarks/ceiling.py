@@ -20,6 +20,7 @@ of a gap to the products-only ceiling the loss alone accounts for.
 """
 
 import dataclasses
+import math
 import os
 import time
 
@@ -498,8 +499,9 @@ def run(args):
     names = common.parse_configs(args.configs)
     for name in names:
         resolve_config(name, args.override)  # ConfigError on a bad override, before any work
-    if not args.min_seconds > 0 or args.sweeps < 1 or args.sgemm_n < 0:
-        raise common.BenchmarkError(f"--min_seconds must be > 0, --sweeps >= 1 and --sgemm_n "
+    if not 0 < args.min_seconds < math.inf or args.sweeps < 1 or args.sgemm_n < 0:
+        raise common.BenchmarkError(f"--min_seconds must be finite and > 0, --sweeps >= 1 and "
+                                    f"--sgemm_n "
                                     f">= 0, got {args.min_seconds}, {args.sweeps} and "
                                     f"{args.sgemm_n}")
     machine = None

@@ -5,6 +5,8 @@ import datetime
 import json
 import os
 import platform
+import re
+import signal
 import subprocess
 import sys
 import tempfile
@@ -95,12 +97,25 @@ def child_result(run):
     return obj if isinstance(obj, dict) else None
 
 
+# TensorFlow's and absl's log lines ("E0000 00:00:1733... 42 cuda_platform.cc:52] ...", or
+# "2026-12-04 15:51:23.456789: W tensorflow/..."): not a reason while there is another line.
+_LOG_LINE = re.compile(r"^([IWEF]\d{4} \d\d:\d\d:\d|\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+: [IWEF] )")
+
+
 def child_failure(run):
-    """One line saying why a child failed: its last line of stderr (or stdout)."""
+    """One line saying why a child failed: the signal that killed it, else its last line of
+    stderr (or stdout), passing over TensorFlow's log lines while there are others."""
+    if run.returncode < 0:
+        try:
+            name = signal.Signals(-run.returncode).name
+        except ValueError:
+            name = f"signal {-run.returncode}"
+        return f"killed by {name}" + (" (out of memory?)" if name == "SIGKILL" else "")
     for text in (run.stderr, run.stdout):
         lines = [line.strip() for line in text.splitlines() if line.strip()]
-        if lines:
-            return f"exit {run.returncode}: {lines[-1]}"
+        reasons = [line for line in lines if not _LOG_LINE.match(line)] or lines
+        if reasons:
+            return f"exit {run.returncode}: {reasons[-1]}"
     return f"exit {run.returncode}, no output"
 
 

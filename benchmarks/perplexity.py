@@ -13,6 +13,7 @@ import sys
 import time
 
 import configs
+import errors
 import reader
 from benchmarks import common
 
@@ -82,14 +83,18 @@ def collect_run(name, save_path, train_ids):
     path = os.path.join(save_path, "metrics.json")
     if not os.path.isfile(path):
         return None
-    with open(path) as f:
-        metrics = json.load(f)
-    config = configs.from_dict(metrics["config"])
-    epochs = metrics.get("epochs", [])
+    try:
+        with open(path) as f:
+            metrics = json.load(f)
+        config = configs.from_dict(metrics["config"])
+        epochs = list(metrics.get("epochs", []))
+        train_seconds = sum(e["train_seconds"] for e in epochs)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, errors.UserError) as e:
+        raise common.BenchmarkError(f"{path} is not a run's metrics.json "
+                                    f"({type(e).__name__}: {errors.first_line(e)})") from None
     batches = reader.ptb_producer(train_ids, config.batch_size, config.num_steps)
     trained = sum(epoch.get("fraction", 1.0) for epoch in epochs)
     words = trained * batches.epoch_size * config.batch_size * config.num_steps
-    train_seconds = sum(e["train_seconds"] for e in epochs)
     last = epochs[-1] if epochs else {}
     return Row(model=name, epochs=len(epochs), max_epochs=config.max_max_epoch,
                train_perplexity=last.get("train_perplexity"),
@@ -122,17 +127,40 @@ def _print_dry_run(args, names, save_paths, extra):
 
 
 def _collect(names, save_paths, data_path):
-    """The Rows of the runs that have a metrics.json; says on stderr which have none."""
+    """(the Rows of the runs that have a readable metrics.json, how many had an unreadable
+    one); says on stderr which are not in the table and why."""
     train_ids = reader.load_corpus(data_path).train
-    rows = []
+    rows, unreadable = [], 0
     for name in names:
-        row = collect_run(name, save_paths[name], train_ids)
+        try:
+            row = collect_run(name, save_paths[name], train_ids)
+        except common.BenchmarkError as e:
+            print(f"{name}: {e}; not in the table", file=sys.stderr)
+            unreadable += 1
+            continue
         if row is None:
             print(f"{name}: no metrics.json in {save_paths[name]}; not in the table",
                   file=sys.stderr)
         else:
             rows.append(row)
-    return rows
+    return rows, unreadable
+
+
+def _check_output(path):
+    """Raises BenchmarkError unless --output can be written (before any training)."""
+    directory = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path) or not os.path.isdir(directory) or not os.access(directory, os.W_OK):
+        raise common.BenchmarkError(f"--output={path}: cannot write a file there; name a file "
+                                    f"in an existing, writable directory")
+
+
+def _write_output(path, table):
+    try:
+        with open(path, "w") as f:
+            f.write(table + "\n")
+    except OSError as e:
+        raise common.BenchmarkError(f"cannot write --output={path}: {e.strerror}; the table "
+                                    f"is printed above") from None
 
 
 def run(args, extra):
@@ -142,7 +170,8 @@ def run(args, extra):
       args: argparse.Namespace with configs, data_path, root, collect_only, output, dry_run.
       extra: flags passed on to ptb_word_lm.py.
     Returns:
-      the exit code: 1 if a run failed or no run has metrics, else 0.
+      the exit code: 1 if a run failed, a metrics.json is unreadable or no run has one,
+      else 0.
     Raises:
       BenchmarkError, ConfigError, DataError: a bad flag value or missing data.
     """
@@ -151,6 +180,8 @@ def run(args, extra):
     if args.collect_only and extra:
         raise common.BenchmarkError(f"--collect_only trains nothing, so driver flags make no "
                                     f"sense: {' '.join(extra)}")
+    if args.output:
+        _check_output(args.output)
     save_paths = {name: os.path.abspath(os.path.join(args.root, name)) for name in names}
     if args.dry_run:
         _print_dry_run(args, names, save_paths, extra)
@@ -159,10 +190,9 @@ def run(args, extra):
     if not args.collect_only:
         for name in names:
             failed |= not run_driver(name, save_paths[name], args.data_path, extra)
-    rows = _collect(names, save_paths, args.data_path)
+    rows, unreadable = _collect(names, save_paths, args.data_path)
     table = perplexity_table(rows)
-    print(table)
+    print(table, flush=True)
     if args.output:
-        with open(args.output, "w") as f:
-            f.write(table + "\n")
-    return 1 if failed or not rows else 0
+        _write_output(args.output, table)
+    return 1 if failed or unreadable or not rows else 0

@@ -140,12 +140,45 @@ def _sorted_totals(totals):
                   key=lambda e: -e.self_ms)
 
 
-def _run_steps(ts, train_step, batches, steps):
-    """`steps` training steps of the one train_step (so nothing is traced again), state
-    carried, going round the split as often as needed."""
-    clock = measure._StepClock(0, steps)
+class _Window:
+    """The profiled, timed stretch of steps: the profiler on and the wall clock running."""
+
+    def __init__(self, logdir):
+        self.logdir, self.start, self.wall = logdir, None, None
+
+    def open(self):
+        tf.profiler.experimental.start(self.logdir)
+        self.start = time.perf_counter()
+
+    def close(self):
+        self.wall = time.perf_counter() - self.start
+        tf.profiler.experimental.stop()
+
+
+class _WindowHooks(training.EpochHooks):
+    """run_epoch hooks that open the window after `warmup` steps and close it `steps` later,
+    inside the hook, so that building and dropping the tf.data pipeline stays outside."""
+
+    def __init__(self, warmup, steps, window):
+        self.warmup, self.total, self.done, self.window = warmup, warmup + steps, 0, window
+
+    def after_step(self, ts, outputs):
+        self.done += 1
+        if self.done == self.warmup:
+            ts.global_step.numpy()  # reading a variable waits for the warm-up's last step
+            self.window.open()
+        if self.done < self.total:
+            return False
+        ts.global_step.numpy()  # ... and for the last profiled one
+        self.window.close()
+        return True
+
+
+def _run_steps(ts, train_step, batches, hooks):
+    """Training steps of the one train_step until `hooks` stop them, state carried, going
+    round the split as often as needed."""
     epoch = int(ts.epoch.numpy())
-    while training.run_epoch(ts, train_step, batches, clock):
+    while training.run_epoch(ts, train_step, batches, hooks):
         epoch += 1
         ts.reset_epoch(epoch)
 
@@ -167,7 +200,8 @@ PHASES = ("train", "eval")
 
 
 def _step_runner(config, mode, corpus, phase, seed):
-    """(label of the kernel, run(steps)): runs `steps` steps of `phase`, state carried."""
+    """(label of the kernel, run(warmup, steps, window)): runs warmup + steps steps of
+    `phase`, state carried, the last `steps` inside the _Window."""
     if phase not in PHASES:
         raise ValueError(f"phase must be one of {PHASES}, got {phase!r}")
     rnn_mode = model_lib.resolve_rnn_mode(config, mode.rnn_mode)
@@ -181,12 +215,13 @@ def _step_runner(config, mode, corpus, phase, seed):
 
 
 def _train_runner(config, rnn_mode, jit_compile, corpus, seed, precision):
-    """run(steps): training steps of the library's step, state carried."""
+    """run(warmup, steps, window): training steps of the library's step, state carried."""
     ts = training.TrainState(config, rnn_mode=rnn_mode, seed=seed, precision=precision)
     ts.reset_epoch(0)
     batches = reader.ptb_producer(corpus.train, config.batch_size, config.num_steps)
     train_step = training.make_train_step(ts, jit_compile=jit_compile)
-    return lambda steps: _run_steps(ts, train_step, batches, steps)
+    return lambda warmup, steps, window: _run_steps(ts, train_step, batches,
+                                                    _WindowHooks(warmup, steps, window))
 
 
 def _eval_runner(config, rnn_mode, jit_compile, corpus, seed):
@@ -197,9 +232,12 @@ def _eval_runner(config, rnn_mode, jit_compile, corpus, seed):
     batch_iter = iter(batches.dataset().repeat())
     state = model.zero_state(config.batch_size)
 
-    def run(steps):
+    def run(warmup, steps, window):  # one iterator throughout: no pipeline in the window
         nonlocal state
+        state = measure.run_eval_steps(eval_step, batch_iter, state, warmup)
+        window.open()
         state = measure.run_eval_steps(eval_step, batch_iter, state, steps)
+        window.close()
     return run
 
 
@@ -215,13 +253,10 @@ def profile(name, mode, data_path, overrides=(), warmup=10, steps=20, seed=0, ph
     corpus = reader.load_corpus(data_path)
     config = measure.resolve_config(name, overrides, corpus.vocab_size)
     label, run_steps = _step_runner(config, mode, corpus, phase, seed)
-    run_steps(warmup)  # traces and compiles, unprofiled
     with tempfile.TemporaryDirectory() as logdir:
-        tf.profiler.experimental.start(logdir)
-        start = time.perf_counter()
-        run_steps(steps)
-        wall = time.perf_counter() - start
-        tf.profiler.experimental.stop()
+        window = _Window(logdir)
+        run_steps(warmup, steps, window)  # the warm-up traces and compiles, unprofiled
+        wall = window.wall
         traces = glob.glob(os.path.join(logdir, "**", "*.xplane.pb"), recursive=True)
         if not traces:
             raise common.BenchmarkError(f"the profiler wrote no trace under {logdir}")

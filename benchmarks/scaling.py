@@ -192,12 +192,18 @@ def run(args, runner=None):
       BenchmarkError, ConfigError: a bad flag value, no data, no taskset.
     """
     names = common.parse_configs(args.configs)
-    for name in names:
-        measure.resolve_config(name, args.override, 2)  # a bad override, before any work
-    if args.warmup < 1 or args.steps < 1 or args.workers < 2 or not args.gbps > 0:
+    if args.warmup < 1 or args.steps < 1 or args.workers < 2 or not 0 < args.gbps < math.inf:
         raise common.BenchmarkError(f"--warmup and --steps must be >= 1, --workers >= 2 and "
-                                    f"--gbps > 0, got {args.warmup}, {args.steps}, "
+                                    f"--gbps finite and > 0, got {args.warmup}, {args.steps}, "
                                     f"{args.workers} and {args.gbps}")
+    for name in names:
+        config = measure.resolve_config(name, args.override, 2)  # a bad override, now
+        for workers in sorted({2, args.workers}):  # the global batch is split in rows
+            if config.batch_size % workers:
+                raise common.BenchmarkError(
+                    f"{name}: batch_size {config.batch_size} does not split into {workers} "
+                    f"workers' rows (training refuses it); pick --workers or "
+                    f"--override=batch_size= so that it divides")
     if args.dry_run:
         for name in names:
             for core in (0, 1):
@@ -215,7 +221,10 @@ def run(args, runner=None):
             rows.append(ScalingRow(config=name, error=str(e)))
         print(f"{name}: {rows[-1]}", flush=True)
     print(table(rows), flush=True)
-    common.print_summary("scaling", results=[dataclasses.asdict(r) for r in rows])
+    common.print_summary("scaling", data_path=os.path.abspath(args.data_path),
+                         warmup=args.warmup, steps=args.steps, overrides=args.override,
+                         workers=args.workers, gbps=args.gbps,
+                         results=[dataclasses.asdict(r) for r in rows])
     return 1 if any(r.error for r in rows) else 0
 
 

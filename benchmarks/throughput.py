@@ -11,6 +11,7 @@ overrides and vocabulary as the modes, and each mode's fraction of its median
 is reported, and of the ceiling with the softmax loss's passes.
 """
 
+import contextlib
 import dataclasses
 import os
 import re
@@ -52,17 +53,21 @@ class CeilingSummary:
     """A config's ceiling over the rounds that measured one: the medians and each round's.
 
     train_wps/eval_wps are the best-kernel ceiling; xla_* XLA's dots alone; *_with_loss
-    the best-kernel one with the softmax loss's passes (ceiling.py)."""
+    the best-kernel one with the softmax loss's passes (ceiling.py). failed_rounds holds
+    the error of each round that measured none; with no round measured, error says why."""
     config: str
-    train_wps: float
-    eval_wps: float
-    rounds_train_wps: list
+    train_wps: float | None = None
+    eval_wps: float | None = None
+    rounds_train_wps: list = dataclasses.field(default_factory=list)
     xla_train_wps: float | None = None
     xla_eval_wps: float | None = None
     train_wps_with_loss: float | None = None
     eval_wps_with_loss: float | None = None
     bfloat16_train_wps: float | None = None  # the training ceilings of --precision=bfloat16
     bfloat16_train_wps_with_loss: float | None = None
+    env: str = ""  # the --env variant it was measured under (measure.env_label), "" for none
+    failed_rounds: list = dataclasses.field(default_factory=list)
+    error: str | None = None
 
 
 # -------------------- flags
@@ -127,7 +132,7 @@ def parse_modes(rnn_modes, xla, env=()):
             if precision not in (None, precision_lib.FLOAT32) and not flag:
                 raise common.BenchmarkError(
                     f"--rnn_modes item {item!r} with --xla=0: {precision} compiles with XLA; "
-                    f"write {name}+xla+{precision}")
+                    f"write fused+xla+{precision}")
             for variant in variants:
                 mode = Mode(name, flag, variant, precision or precision_lib.FLOAT32)
                 if mode not in modes:
@@ -147,8 +152,9 @@ def parse_peers(text):
 
 def _plan(args):
     """(config names, Modes, peers), every flag checked first so a typo fails before any work."""
-    if args.steps < 1 or args.warmup < 0 or (args.eval_steps is not None and args.eval_steps < 1):
-        raise common.BenchmarkError("--steps and --eval_steps must be >= 1 and --warmup >= 0")
+    if args.steps < 1 or args.warmup < 1 or (args.eval_steps is not None and args.eval_steps < 1):
+        raise common.BenchmarkError("--steps, --eval_steps and --warmup must be >= 1 (the "
+                                    "warm-up steps trace and compile, untimed)")
     if args.rounds < 1:
         raise common.BenchmarkError(f"--rounds must be >= 1, got {args.rounds}")
     names = common.parse_configs(args.configs)
@@ -160,11 +166,45 @@ def _plan(args):
             ceiling_lib.resolve_config(name, args.override)  # an LSTM, whose products it counts
         for mode in modes:  # a kernel this host, XLA or the precision cannot run
             try:
-                measure_lib.check_mode(config, mode)
+                with _environ(mode.env):  # its --env variant's caps, as its process will see
+                    measure_lib.check_mode(config, mode)
             except errors.UserError as e:
                 raise common.BenchmarkError(f"{name} {mode.label}: {e}") from None
     common.check_data(args.data_path)
+    _check_peers(args, peers)
     return names, modes, peers
+
+
+@contextlib.contextmanager
+def _environ(env):
+    """This process's environment with the (name, value) pairs of env set, while entered."""
+    saved = {name: os.environ.get(name) for name, _ in env}
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def _check_peers(args, peers):
+    """Raises BenchmarkError unless every peer asked for has its harness (and torch its
+    Python), so that a typo fails before any work rather than as a skipped peer."""
+    for peer in peers:
+        script = os.path.join(args.peer_dir, f"{peer}_peer.py")
+        if not os.path.isfile(script):
+            raise common.BenchmarkError(
+                f"--peers={peer}: {script} not found; pass --peer_dir (or PTB_PEER_DIR) naming "
+                f"the directory of keras_peer.py and torch_peer.py, or leave the peer out")
+    python = args.torch_python
+    if "torch" in peers and not (python and os.path.isfile(python) and os.access(python, os.X_OK)):
+        raise common.BenchmarkError(
+            f"--peers=torch: torch python {python!r} is not an executable file; pass "
+            f"--torch_python (or PTB_TORCH_PYTHON) naming a venv's bin/python with torch "
+            f"(see {args.peer_dir}/README.md)")
 
 
 # -------------------- child processes: our modes, the peers, the ceiling
@@ -184,15 +224,10 @@ def measure_in_child(args, name, mode):
 
 def _peer_command(args, peer, name):
     """(the command running `peer` on config `name`, None) or (None, why it cannot run)."""
-    script = os.path.join(args.peer_dir, f"{peer}_peer.py")
+    script = os.path.join(args.peer_dir, f"{peer}_peer.py")  # both checked by _check_peers
     python = sys.executable if peer == "keras" else args.torch_python
     if name not in PEER_CONFIGS:
         return None, f"the peer harnesses have no {name!r} config"
-    if not os.path.isfile(script):
-        return None, f"{script} not found (--peer_dir or PTB_PEER_DIR)"
-    if not python or not os.path.isfile(python):
-        return None, (f"torch python {python!r} not found (--torch_python or PTB_TORCH_PYTHON: "
-                      f"a venv with torch; see {args.peer_dir}/README.md)")
     cmd = [python, script, "--config", name, "--warmup", str(args.warmup),
            "--batches", str(args.steps)]
     if peer == "torch":  # keras_peer.py always reads <peer_dir>/../data/ptb
@@ -205,12 +240,22 @@ def run_peer(args, peer, name):
     cmd, why_not = _peer_command(args, peer, name)
     if cmd is None:
         return PeerResult(peer, name, error=f"skipped: {why_not}")
-    run = common.run_child(cmd, env=PEER_ENV)
+    try:
+        run = common.run_child(cmd, env=PEER_ENV)
+    except OSError as e:  # the harness or its Python gone or unrunnable since the plan
+        return PeerResult(peer, name, error=f"failed: cannot run {cmd[0]}: {e.strerror}")
     result = common.child_result(run)
     if result is None or "train_wps" not in result:
         return PeerResult(peer, name, error=f"failed: {common.child_failure(run)}")
-    return PeerResult(peer, name, train_wps=float(result["train_wps"]),
-                      peak_rss_mb=run.peak_rss_mb, harness=result.get("peer"))
+    try:
+        train_wps = float(result["train_wps"])
+    except (TypeError, ValueError):
+        return PeerResult(peer, name, error=f"failed: train_wps is not a number: "
+                                            f"{result['train_wps']!r}"[:200])
+    if not train_wps > 0 or train_wps == float("inf"):
+        return PeerResult(peer, name, error=f"failed: train_wps {train_wps} is not a speed")
+    return PeerResult(peer, name, train_wps=train_wps, peak_rss_mb=run.peak_rss_mb,
+                      harness=result.get("peer"))
 
 
 def ceiling_overrides(args):
@@ -225,10 +270,12 @@ def _ceiling_command(name, overrides):
                                  *[f"--override={item}" for item in overrides])
 
 
-def run_ceiling(name, overrides):
+def run_ceiling(name, overrides, env=()):
     """Config `name`'s ceiling with `overrides` (ceiling.py), in a child process so it runs
-    alone as the measurements do; returns a ceiling.Ceiling."""
-    run = common.run_child(_ceiling_command(name, overrides))
+    alone as the measurements do, with the (name, value) pairs of `env` set (a mode's --env
+    variant, whose ISA caps the ceiling must share); returns a ceiling.Ceiling."""
+    run = common.run_child(_ceiling_command(name, overrides),
+                           env=dict(os.environ, **dict(env)) if env else None)
     summary = common.child_result(run)
     if not summary or not summary.get("results"):
         return ceiling_lib.Ceiling(name, error=common.child_failure(run))
@@ -239,7 +286,7 @@ def run_ceiling(name, overrides):
 
 def add_ratios(result, peer_results):
     """Sets result's peer_wps, fastest_peer and ratio_to_fastest_peer (train_wps over the
-    fastest peer's on the same config)."""
+    fastest peer's on the same config, of the peers that have a speed)."""
     timed = {p.peer: p.train_wps for p in peer_results
              if p.config == result.config and p.error is None}
     result.peer_wps = timed
@@ -268,6 +315,7 @@ def combine_rounds(rounds):
     if failed or len(rounds) == 1:
         return (failed or rounds)[0]
     ratios = [r.ratio_to_fastest_peer for r in rounds]
+    ratios = ratios if None not in ratios else None
     last = rounds[-1]
     train_wps, eval_wps = (_median(r.train_wps for r in rounds),
                            _median(r.eval_wps for r in rounds))
@@ -279,14 +327,20 @@ def combine_rounds(rounds):
         stream_eval_seconds=_median(r.stream_eval_seconds for r in rounds),
         peak_rss_mb=max(r.peak_rss_mb for r in rounds),
         rounds_train_wps=[r.train_wps for r in rounds],
-        rounds_ratio_to_fastest_peer=ratios if None not in ratios else None)
+        # each round's ratio is side by side in time: their median, not a ratio of medians
+        ratio_to_fastest_peer=statistics.median(ratios) if ratios else None,
+        rounds_ratio_to_fastest_peer=ratios)
 
 
 def combine_peer_rounds(rounds):
-    """One peer's rounds as one PeerResult, as combine_rounds; a failed round is the result."""
-    failed = [r for r in rounds if r.error is not None]
+    """One peer's rounds as one PeerResult, as combine_rounds; a failed round is the result
+    (its error says which round, when there were several)."""
+    failed = [(i, r) for i, r in enumerate(rounds) if r.error is not None]
+    if failed and len(rounds) > 1:
+        i, first = failed[0]
+        return dataclasses.replace(first, error=f"{first.error} (round {i + 1} of {len(rounds)})")
     if failed or len(rounds) == 1:
-        return (failed or rounds)[0]
+        return (failed[0][1] if failed else rounds[0])
     return dataclasses.replace(rounds[-1], train_wps=_median(r.train_wps for r in rounds),
                                peak_rss_mb=max(r.peak_rss_mb for r in rounds),
                                rounds_train_wps=[r.train_wps for r in rounds])
@@ -304,13 +358,19 @@ def _median_if_all(values):
     return None if None in values else statistics.median(values)
 
 
-def add_ceiling(results, ceiling_rounds):
+def add_ceiling(results, ceiling_rounds, env=()):
     """Sets each result's fraction of its config's ceiling (the median over the rounds that
-    measured one); returns that CeilingSummary, or None."""
-    timed = [c for c in ceiling_rounds if c.error is None]
-    if not timed:
+    measured one); returns that CeilingSummary (with the failed rounds' errors), or None
+    without rounds. env: the --env variant the rounds ran under."""
+    if not ceiling_rounds:
         return None
-    summary = CeilingSummary(config=timed[0].config,
+    timed = [c for c in ceiling_rounds if c.error is None]
+    failed = [c.error for c in ceiling_rounds if c.error is not None]
+    head = dict(config=ceiling_rounds[0].config, env=measure_lib.env_label(env).strip(),
+                failed_rounds=failed)
+    if not timed:
+        return CeilingSummary(**head, error=failed[0])
+    summary = CeilingSummary(**head,
                              train_wps=statistics.median(c.train_wps for c in timed),
                              eval_wps=statistics.median(c.eval_wps for c in timed),
                              rounds_train_wps=[c.train_wps for c in timed],
@@ -348,10 +408,15 @@ _CEILING_KEYS = ("train_wps", "eval_wps", "train_wps_with_loss", "eval_wps_with_
 
 def _measure_rounds(args, name, modes, peers, overrides_for_ceiling=None):
     """args.rounds rounds of (every peer, every mode, then with args.ceiling the ceiling,
-    with `overrides_for_ceiling`) on config `name`, alternating so that a slow spell of a
-    shared machine hits all of them; returns (Measurements, PeerResults, CeilingSummary or
-    None), each the median of its rounds."""
-    peer_rounds, mode_rounds, ceiling_rounds = [[] for _ in peers], [[] for _ in modes], []
+    with `overrides_for_ceiling`, under each --env variant of the modes) on config `name`,
+    alternating so that a slow spell of a shared machine hits all of them; returns
+    (Measurements, PeerResults, CeilingSummaries), each the median of its rounds.
+
+    A mode's ratio is the median of its rounds' ratios, each to that round's fastest of
+    the peers that ran in every round (a peer failed in one round is left out of all)."""
+    envs = list(dict.fromkeys(mode.env for mode in modes))
+    peer_rounds, mode_rounds = [[] for _ in peers], [[] for _ in modes]
+    ceiling_rounds = {env: [] for env in envs} if args.ceiling else {}
     for round_index in range(args.rounds):
         if args.rounds > 1:
             print(f"{name}: round {round_index + 1} of {args.rounds}", flush=True)
@@ -363,17 +428,27 @@ def _measure_rounds(args, name, modes, peers, overrides_for_ceiling=None):
             rounds.append(measure_in_child(args, name, mode))
             add_ratios(rounds[-1], [r[-1] for r in peer_rounds])
             print(describe_result(rounds[-1]), flush=True)
-        if args.ceiling:
-            ceiling_rounds.append(run_ceiling(name, overrides_for_ceiling or []))
-            print(ceiling_lib.describe(ceiling_rounds[-1]), flush=True)
+        for env, rounds in ceiling_rounds.items():
+            rounds.append(run_ceiling(name, overrides_for_ceiling or [], env))
+            print(ceiling_lib.describe(rounds[-1]) + measure_lib.env_label(env), flush=True)
     name_peers = [combine_peer_rounds(rounds) for rounds in peer_rounds]
+    complete = [rounds for rounds, peer in zip(peer_rounds, name_peers) if peer.error is None]
     name_results = []
     for rounds in mode_rounds:
+        for index, result in enumerate(rounds):
+            if result.error is None:
+                add_ratios(result, [peer[index] for peer in complete])
         result = combine_rounds(rounds)
         if result.error is None:
-            add_ratios(result, name_peers)
+            ratio = result.ratio_to_fastest_peer
+            add_ratios(result, name_peers)  # the peers' medians, and the fastest of them
+            if args.rounds > 1:
+                result.ratio_to_fastest_peer = ratio
         name_results.append(result)
-    return name_results, name_peers, add_ceiling(name_results, ceiling_rounds)
+    summaries = [add_ceiling([r for r, mode in zip(name_results, modes) if mode.env == env],
+                             rounds, env)
+                 for env, rounds in ceiling_rounds.items()]
+    return name_results, name_peers, summaries
 
 
 # -------------------- report
@@ -406,7 +481,7 @@ def describe_peer(peer):
 def throughput_table(results, peer_results):
     """Markdown: one row per measurement, then the peers' rows of the same config."""
     rows = ["| config | mode | train wps | eval wps | stream test eval s | peak RSS MB "
-            "| vs fastest peer | of best-kernel ceiling, train / eval "
+            "| vs fastest peer (median of the rounds) | of best-kernel ceiling, train / eval "
             "| of it with the loss's passes |",
             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in results:
@@ -428,7 +503,22 @@ def throughput_table(results, peer_results):
             rows.append(f"| {peer.config} | peer: {peer.peer} | {common.num(peer.train_wps)} "
                         f"| {common.DASH} | {common.DASH} | {common.num(peer.peak_rss_mb)} "
                         f"| | | |")
+        elif _peer_failed(peer):  # left out of every ratio: say so where the ratios are
+            rows.append(f"| {peer.config} | peer: {peer.peer} | failed | | | | | | |")
     return "\n".join(rows)
+
+
+def _peer_failed(peer):
+    """Whether a peer ran and failed (not skipped: a config or harness it does not have)."""
+    return peer.error is not None and not peer.error.startswith("skipped:")
+
+
+def describe_ceiling_failures(summaries):
+    """One line per config whose ceiling failed in some round (its fractions are over the
+    other rounds, or missing)."""
+    return [f"{s.config} ceiling{' ' + s.env if s.env else ''}: failed in "
+            f"{len(s.failed_rounds)} round(s): {s.failed_rounds[0][:200]}"
+            for s in summaries if s.failed_rounds]
 
 
 def _fractions(of_ceiling, train_key, eval_key):
@@ -458,8 +548,9 @@ def _print_dry_run(args, names, modes, peers, overrides_for_ceiling):
             print(f"{name} peer {peer}: {' '.join(cmd) if cmd else 'skipped: ' + why_not}")
         for mode in modes:
             print(f"{name} {mode.label}: {' '.join(measure_lib.command(args, name, mode))}")
-        if args.ceiling:
-            print(f"{name} ceiling: {' '.join(_ceiling_command(name, overrides_for_ceiling))}")
+        for env in dict.fromkeys(mode.env for mode in modes) if args.ceiling else ():
+            command = " ".join(_ceiling_command(name, overrides_for_ceiling))
+            print(f"{name} ceiling{measure_lib.env_label(env)}: {command}")
 
 
 def run(args):
@@ -468,7 +559,7 @@ def run(args):
     Args:
       args: argparse.Namespace of the throughput flags (scripts/benchmark.py).
     Returns:
-      the exit code: 1 if a measurement failed, else 0.
+      the exit code: 1 if a measurement, a peer or a round of the ceiling failed, else 0.
     Raises:
       BenchmarkError, ConfigError, DataError: a bad flag value or missing data.
     """
@@ -482,13 +573,15 @@ def run(args):
         return 0
     results, peer_results, ceilings = [], [], []
     for name in names:
-        name_results, name_peers, name_ceiling = _measure_rounds(
+        name_results, name_peers, name_ceilings = _measure_rounds(
             args, name, modes, peers, overrides_for_ceiling)
         results += name_results
         peer_results += name_peers
-        ceilings += [name_ceiling] if name_ceiling else []
+        ceilings += name_ceilings
     print()
     print(throughput_table(results, peer_results))
+    for line in describe_ceiling_failures(ceilings):
+        print(line)
     print()
     common.print_summary(
         "throughput", data_path=os.path.abspath(args.data_path), warmup=args.warmup,
@@ -496,4 +589,6 @@ def run(args):
         overrides=args.override, results=[dataclasses.asdict(r) for r in results],
         peers=[dataclasses.asdict(p) for p in peer_results],
         ceilings=[dataclasses.asdict(c) for c in ceilings], notes=notes)
-    return 1 if any(r.error is not None for r in results) else 0
+    failed = (any(r.error is not None for r in results) or any(map(_peer_failed, peer_results))
+              or any(c.failed_rounds for c in ceilings))
+    return 1 if failed else 0

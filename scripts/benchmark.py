@@ -77,11 +77,13 @@ def _add_throughput(sub):
                     help="repeatable: measure every mode also with these environment variables, "
                          "NAME=VALUE joined by ';' (\"\" : as it is), e.g. "
                          "--env= --env=XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=")
-    tp.add_argument("--warmup", type=int, default=20, help="untimed steps first (tracing)")
+    tp.add_argument("--warmup", type=int, default=20,
+                    help="untimed steps first (tracing, compiling); at least 1")
     tp.add_argument("--steps", type=int, default=300, help="timed training steps")
     tp.add_argument("--rounds", type=int, default=1,
                     help="measure every peer and mode this many times, alternating; report "
-                         "medians (and each round's ratio)")
+                         "medians, and as the ratio to the fastest peer the median of the "
+                         "rounds' ratios (each shown)")
     tp.add_argument("--eval_steps", type=int, default=None,
                     help="timed eval steps (default: --steps)")
     tp.add_argument("--stream_eval", action="store_true",
@@ -157,7 +159,8 @@ def _add_scaling(sub):
     sp.add_argument("--warmup", type=int, default=10, help="untimed steps first (tracing)")
     sp.add_argument("--steps", type=int, default=50, help="timed training steps")
     sp.add_argument("--override", action="append", default=[], help="config key=value, repeatable")
-    sp.add_argument("--workers", type=int, default=8, help="project to this many workers")
+    sp.add_argument("--workers", type=int, default=4,
+                    help="project to this many workers (batch_size must split into them)")
     sp.add_argument("--gbps", type=float, default=10.0, help="... on a network of this many Gb/s")
 
 

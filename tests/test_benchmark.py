@@ -134,6 +134,43 @@ def test_perplexity_collect_only_tabulates_metrics(benchmark, make_corpus, tmp_p
     assert row in output.read_text().splitlines()
 
 
+@pytest.mark.parametrize("text", ['{"config": {"hidden', '{"epochs": []}', '[1, 2]',
+                                  '{"config": {"hidden_size": "big"}, "epochs": []}'])
+def test_perplexity_leaves_an_unreadable_metrics_json_out_in_one_line(
+        benchmark, make_corpus, tmp_path, capsys, text):
+    (tmp_path / "runs" / "test").mkdir(parents=True)
+    (tmp_path / "runs" / "test" / "metrics.json").write_text(text)
+    code = benchmark.main(["perplexity", f"--data_path={make_corpus()}", "--configs=test",
+                           f"--root={tmp_path / 'runs'}", "--collect_only"])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert err.startswith("test: ") and "is not a run's metrics.json" in err
+    assert err.strip().endswith("; not in the table") and len(err.strip().splitlines()) == 1
+
+
+def test_perplexity_output_that_cannot_be_written_fails_before_any_training(
+        benchmark, make_corpus, tmp_path, capsys):
+    code = benchmark.main(["perplexity", f"--data_path={make_corpus()}", "--configs=test",
+                           f"--root={tmp_path / 'runs'}", f"--output={tmp_path / 'no' / 'x.md'}"])
+    assert code == 2 and not (tmp_path / "runs").exists()
+    assert capsys.readouterr().err.startswith("error: --output=")
+
+
+def test_throughput_refuses_no_warmup(benchmark, make_corpus, capsys):
+    # Without a warm-up step the timed steps would include tracing and compiling.
+    assert benchmark.main(["throughput", f"--data_path={make_corpus()}", "--warmup=0"]) == 2
+    assert "--warmup must be >= 1" in capsys.readouterr().err
+
+
+def test_a_child_killed_by_a_signal_says_so_and_log_lines_are_no_reason():
+    killed = common.ChildRun(-9, "", "E0000 00:00:1 cuda_platform.cc:52] failed call to cuInit", 0)
+    assert common.child_failure(killed) == "killed by SIGKILL (out of memory?)"
+    chatty = common.ChildRun(1, "", "error: bad\nW0000 00:00:1 x.cc:1] noise\n", 0)
+    assert common.child_failure(chatty) == "exit 1: error: bad"
+    fatal = common.ChildRun(134, "", "F0000 00:00:1 x.cc:1] Check failed: y\n", 0)
+    assert common.child_failure(fatal) == "exit 134: F0000 00:00:1 x.cc:1] Check failed: y"
+
+
 def test_perplexity_counts_an_epoch_stopped_by_the_budget_as_its_fraction(make_corpus, tmp_path):
     data = make_corpus(train=TINY_TEXT * 20)  # 540 words an epoch at 4 x 5, as above
     config = dataclasses.replace(configs.TEST, batch_size=4, num_steps=5, max_max_epoch=2)
@@ -202,8 +239,9 @@ def test_ceiling_command_applies_overrides(benchmark, capsys):
 
 
 def test_ceiling_rejects_bad_min_seconds_and_sweeps(benchmark, capsys):
-    assert benchmark.main(["ceiling", "--configs=test", "--min_seconds=0"]) == 2
-    assert capsys.readouterr().err.startswith("error: --min_seconds must be > 0")
+    for bad in ("0", "inf", "nan"):  # inf timed forever
+        assert benchmark.main(["ceiling", "--configs=test", f"--min_seconds={bad}"]) == 2
+        assert capsys.readouterr().err.startswith("error: --min_seconds must be finite and > 0")
     assert benchmark.main(["ceiling", "--configs=test", "--sweeps=0"]) == 2
     assert "--sweeps >= 1" in capsys.readouterr().err
     assert benchmark.main(["ceiling", "--configs=test", "--sgemm_n=-1"]) == 2

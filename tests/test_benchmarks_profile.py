@@ -91,3 +91,33 @@ def test_a_vocabulary_size_override_is_refused_not_dropped(benchmark, tiny_corpu
     err = capsys.readouterr().err
     assert err.startswith("error: vocab_size follows the data's vocabulary") and \
         len(err.strip().splitlines()) == 1
+
+
+def test_the_window_opens_after_the_warmup_and_closes_after_the_steps_inside_the_epoch():
+    # The profiled stretch lies within run_epoch's steps, so building the tf.data pipeline
+    # before the first step (30-40 ms for PTB's training split) is neither profiled nor timed.
+    class Window:
+        def __init__(self):
+            self.events = []
+
+        def open(self):
+            self.events.append("open")
+
+        def close(self):
+            self.events.append("close")
+
+    class Step:
+        def numpy(self):
+            return 0
+
+    class TrainState:
+        global_step = Step()
+
+    window = Window()
+    hooks = profile._WindowHooks(2, 3, window)
+    stops = []
+    for _ in range(5):
+        stops.append(hooks.after_step(TrainState(), None))
+        window.events.append("step")
+    assert window.events == ["step", "open", "step", "step", "step", "close", "step"]
+    assert stops == [False, False, False, False, True]

@@ -59,10 +59,12 @@ def test_scaling_command_tabulates_fake_workers(benchmark, make_corpus, monkeypa
     out = capsys.readouterr().out
     assert code == 1  # large failed
     assert calls == [("small", 1, 7), ("small", 2, 7), ("large", 1, 7)]
-    assert "| small | 4,000 | 5,714 | 71% | 14% | 125.0 | 2,035 (8 x 10 Gb/s) | 6% |" in out
+    # 4 workers (the default): 0.1 / (5/3)**2 = 0.036 s + 2 * 3/4 * 1 Gbit / 10 Gb/s = 0.15 s.
+    assert "| small | 4,000 | 5,714 | 71% | 14% | 125.0 | 2,151 (4 x 10 Gb/s) | 13% |" in out
     assert "| large | FAILED: worker 1: exit 1: error: out of memory |" in out
     summary = json.loads(out.strip().splitlines()[-1])
     assert summary["command"] == "scaling"
+    assert (summary["steps"], summary["workers"], summary["overrides"]) == (7, 4, [])
     small, large = summary["results"]
     assert small["efficiency"] == pytest.approx(5714.2857 / 8000, rel=1e-6)
     assert large["error"].startswith("worker 1")
@@ -80,6 +82,10 @@ def test_scaling_dry_run_pins_one_worker_per_core(benchmark, capsys):
 
 @pytest.mark.parametrize("argv, message", [
     (["--workers=1"], r"--workers >= 2"),
+    (["--gbps=inf"], r"--gbps finite and > 0"),
+    # The trainer splits the global batch in rows: small's 20 into 8 workers it refuses.
+    (["--workers=8"], r"^error: small: batch_size 20 does not split into 8 workers' rows"),
+    (["--override=batch_size=21"], r"batch_size 21 does not split into 2 workers' rows"),
     (["--configs=huge"], r"huge"),
 ])
 def test_scaling_bad_flags_fail_in_one_line(benchmark, make_corpus, capsys, argv, message):

@@ -37,7 +37,7 @@ def test_parse_modes_takes_a_precision_after_the_mode():
                            r"--rnn_mode=fused"),
 ])
 def test_a_mode_that_cannot_run_fails_before_any_work(rnn_modes, message, tmp_path):
-    args = argparse.Namespace(steps=1, warmup=0, eval_steps=None, rounds=1, configs="small",
+    args = argparse.Namespace(steps=1, warmup=1, eval_steps=None, rounds=1, configs="small",
                               rnn_modes=rnn_modes, xla="0", env=[], peers="", override=[],
                               ceiling=False, data_path=str(tmp_path / "no data"))
     with pytest.raises(common.BenchmarkError, match=message):
@@ -45,7 +45,7 @@ def test_a_mode_that_cannot_run_fails_before_any_work(rnn_modes, message, tmp_pa
 
 
 def test_a_ceiling_of_a_cell_it_cannot_count_fails_before_any_work(tmp_path):
-    args = argparse.Namespace(steps=1, warmup=0, eval_steps=None, rounds=1, configs="small",
+    args = argparse.Namespace(steps=1, warmup=1, eval_steps=None, rounds=1, configs="small",
                               rnn_modes="basic+xla", xla="0", env=[], peers="",
                               override=["cell=gru"], ceiling=True,
                               data_path=str(tmp_path / "no data"))
@@ -133,7 +133,7 @@ def test_rounds_alternate_and_report_medians(monkeypatch, capsys):
     (mode,) = throughput.parse_modes("fused+xla", "1")
     ceilings = iter([1000.0, None, 800.0])  # the second round's ceiling fails
 
-    def run_ceiling(name, overrides):
+    def run_ceiling(name, overrides, env=()):
         calls.append(("ceiling", *overrides))
         wps = next(ceilings)
         return (ceiling.Ceiling(name, error="exit 1") if wps is None else
@@ -141,19 +141,23 @@ def test_rounds_alternate_and_report_medians(monkeypatch, capsys):
                                 train_wps_with_loss=wps / 2, eval_wps_with_loss=2 * wps))
     monkeypatch.setattr(throughput, "run_ceiling", run_ceiling)
     args = argparse.Namespace(rounds=3, ceiling=True)
-    (result,), (peer,), summary = throughput._measure_rounds(
+    (result,), (peer,), (summary,) = throughput._measure_rounds(
         args, "small", [mode], ["torch"], ["hidden_size=8"])
     assert calls == ["torch", "fused+xla", ("ceiling", "hidden_size=8")] * 3
     assert summary.train_wps == 900.0 and summary.rounds_train_wps == [1000.0, 800.0]
+    assert summary.failed_rounds == ["exit 1"]  # kept, and the exit code counts it
+    assert throughput.describe_ceiling_failures([summary]) == [
+        "small ceiling: failed in 1 round(s): exit 1"]
     assert result.of_ceiling == pytest.approx({"train_wps": 500 / 900, "eval_wps": 1000 / 3600,
                                                "train_wps_with_loss": 500 / 450,
                                                "eval_wps_with_loss": 1000 / 1800})
     assert peer.train_wps == 200.0 and result.train_wps == 500.0  # medians
     assert peer.rounds_train_wps == [100.0, 300.0, 200.0]
     assert result.eval_wps == 1000.0 and result.peak_rss_mb == 900
-    assert result.ratio_to_fastest_peer == pytest.approx(2.5)
+    # The median of the rounds' ratios (each side by side in time), not 500 / 200.
+    assert result.ratio_to_fastest_peer == pytest.approx(2.0)
     assert result.rounds_ratio_to_fastest_peer == pytest.approx([1.5, 2.0, 2.5])
-    assert ("2.50x (torch) rounds 1.50x 2.00x 2.50x | 56% / 28% | 111% / 56% |"
+    assert ("2.00x (torch) rounds 1.50x 2.00x 2.50x | 56% / 28% | 111% / 56% |"
             in throughput.throughput_table([result], [peer]))
 
 
@@ -201,10 +205,115 @@ def test_a_failed_round_fails_the_result():
     good = Measurement("small", "fused", "fused", False, train_wps=5.0, peak_rss_mb=1)
     bad = Measurement("small", "fused", "fused", False, error="boom")
     assert throughput.combine_rounds([good, bad, good]) is bad
-    skipped = throughput.PeerResult("torch", "small", error="failed: x")
-    assert throughput.combine_peer_rounds([skipped]) is skipped
-    assert throughput.combine_peer_rounds(
-        [throughput.PeerResult("torch", "small", train_wps=1.0, peak_rss_mb=1), skipped]) is skipped
+    failed = throughput.PeerResult("torch", "small", error="failed: x")
+    assert throughput.combine_peer_rounds([failed]) is failed
+    combined = throughput.combine_peer_rounds(
+        [throughput.PeerResult("torch", "small", train_wps=1.0, peak_rss_mb=1), failed])
+    assert (combined.train_wps, combined.error) == (None, "failed: x (round 2 of 2)")
+
+
+def _fake_rounds(monkeypatch, peers_wps, ours_wps, ceilings=()):
+    """Fakes the children of _measure_rounds: peers_wps {peer: [wps or None (failed)]},
+    ours_wps [wps], ceilings {env: [Ceiling]}."""
+    peers_wps = {peer: iter(values) for peer, values in peers_wps.items()}
+    ours_wps, ceilings = iter(ours_wps), {env: iter(c) for env, c in dict(ceilings).items()}
+
+    def run_peer(args, peer, name):
+        wps = next(peers_wps[peer])
+        return throughput.PeerResult(peer, name, train_wps=wps, peak_rss_mb=1,
+                                     error=None if wps else "failed: exit -9")
+
+    def measure_in_child(args, name, mode):
+        return Measurement(name, mode.label, mode.rnn_mode, mode.xla, train_wps=next(ours_wps),
+                           eval_wps=100.0, peak_rss_mb=1)
+    monkeypatch.setattr(throughput, "run_peer", run_peer)
+    monkeypatch.setattr(throughput, "measure_in_child", measure_in_child)
+    monkeypatch.setattr(throughput, "run_ceiling", lambda name, o, env=(): next(ceilings[env]))
+
+
+def test_a_peer_failed_in_one_round_is_left_out_of_every_rounds_ratio(monkeypatch, capsys):
+    # torch (the faster) fails in round 2: every ratio is to keras, and torch shows as failed.
+    _fake_rounds(monkeypatch, {"keras": [1000.0] * 3, "torch": [1500.0, None, 1500.0]},
+                 [1800.0] * 3)
+    (mode,) = throughput.parse_modes("fused+xla", "1")
+    (result,), peers, _ = throughput._measure_rounds(
+        argparse.Namespace(rounds=3, ceiling=False), "small", [mode], ["keras", "torch"])
+    assert result.rounds_ratio_to_fastest_peer == pytest.approx([1.8, 1.8, 1.8])
+    assert (result.ratio_to_fastest_peer, result.fastest_peer) == (pytest.approx(1.8), "keras")
+    table = throughput.throughput_table([result], peers)
+    assert "| small | peer: torch | failed |" in table
+    assert [throughput._peer_failed(p) for p in peers] == [False, True]
+    assert not throughput._peer_failed(throughput.PeerResult("torch", "test", error="skipped: x"))
+
+
+def test_a_ceiling_failed_in_every_round_is_a_failed_summary(monkeypatch):
+    _fake_rounds(monkeypatch, {}, [1800.0] * 2,
+                 {(): [ceiling.Ceiling("small", error="exit 1: boom")] * 2})
+    (mode,) = throughput.parse_modes("fused+xla", "1")
+    (result,), _, (summary,) = throughput._measure_rounds(
+        argparse.Namespace(rounds=2, ceiling=True), "small", [mode], [])
+    assert (summary.error, summary.failed_rounds) == ("exit 1: boom", ["exit 1: boom"] * 2)
+    assert summary.train_wps is None and result.of_ceiling is None
+
+
+def test_each_env_variant_is_held_against_the_ceiling_measured_under_it(monkeypatch):
+    capped = (("ONEDNN_MAX_CPU_ISA", "AVX2"),)
+    _fake_rounds(monkeypatch, {}, [1000.0, 800.0],
+                 {(): [ceiling.Ceiling("small", train_wps=2000.0, eval_wps=4000.0)],
+                  capped: [ceiling.Ceiling("small", train_wps=1600.0, eval_wps=3200.0)]})
+    plain, under_cap = throughput.parse_modes("fused+xla", "1", ["", "ONEDNN_MAX_CPU_ISA=AVX2"])
+    results, _, summaries = throughput._measure_rounds(
+        argparse.Namespace(rounds=1, ceiling=True), "small", [plain, under_cap], [])
+    assert [s.env for s in summaries] == ["", "{ONEDNN_MAX_CPU_ISA=AVX2}"]
+    assert [r.of_ceiling["train_wps"] for r in results] == [0.5, 0.5]
+
+
+def test_a_ceiling_runs_with_its_variants_environment(monkeypatch):
+    seen = []
+
+    def run_child(cmd, env=None):
+        seen.append(env)
+        return common.ChildRun(1, "", "boom", 1.0)
+    monkeypatch.setattr(common, "run_child", run_child)
+    assert throughput.run_ceiling("small", [], (("XLA_FLAGS", "--xla_cpu_max_isa=AVX2"),)).error
+    throughput.run_ceiling("small", [])
+    assert seen[0]["XLA_FLAGS"] == "--xla_cpu_max_isa=AVX2" and seen[1] is None
+
+
+def _peer_args(tmp_path, **kwargs):
+    return argparse.Namespace(**dict(dict(
+        steps=1, warmup=1, eval_steps=None, rounds=1, configs="small", rnn_modes="fused",
+        xla="0", env=[], peers="keras", override=[], ceiling=False, data_path="",
+        peer_dir=str(tmp_path), torch_python=""), **kwargs))
+
+
+def test_a_missing_peer_harness_or_torch_python_fails_before_any_work(make_corpus, tmp_path):
+    data = str(make_corpus())
+    with pytest.raises(common.BenchmarkError, match=r"keras_peer.py not found; pass --peer_dir"):
+        throughput._plan(_peer_args(tmp_path, data_path=data))
+    (tmp_path / "torch_peer.py").write_text("")
+    not_executable = tmp_path / "python"
+    not_executable.write_text("")
+    with pytest.raises(common.BenchmarkError, match=r"is not an executable file; pass "
+                                                    r"--torch_python"):
+        throughput._plan(_peer_args(tmp_path, data_path=data, peers="torch",
+                                    torch_python=str(not_executable)))
+
+
+@pytest.mark.parametrize("printed, error", [
+    ('{"train_wps": "fast"}', "failed: train_wps is not a number: 'fast'"),
+    ('{"train_wps": -1}', "failed: train_wps -1.0 is not a speed"),
+])
+def test_a_peer_printing_no_speed_is_a_failed_peer(tmp_path, printed, error):
+    (tmp_path / "keras_peer.py").write_text(f"print({printed!r})\n")
+    args = argparse.Namespace(peer_dir=str(tmp_path), torch_python="", data_path=str(tmp_path),
+                              warmup=1, steps=1)
+    assert throughput.run_peer(args, "keras", "small").error == error
+
+
+def test_a_bfloat16_item_without_xla_suggests_the_kernel_that_runs_it():
+    with pytest.raises(common.BenchmarkError, match=r"write fused\+xla\+bfloat16$"):
+        throughput.parse_modes("block+bfloat16", "0")
 
 
 def test_a_failed_measurement_is_a_failed_row():
