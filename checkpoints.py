@@ -433,6 +433,10 @@ def _describe_mismatch(saved, current):
     return lines
 
 
+# The history's record of the epoch in progress (snapshots older than it have none: 0.0).
+_IN_PROGRESS = "in_progress_seconds"
+
+
 class Checkpointer:
     """Saves and restores `train_state` plus run metadata under save_path.
 
@@ -469,11 +473,25 @@ class Checkpointer:
         self._manager = tf.train.CheckpointManager(self._checkpoint, save_path, max_to_keep)
         self._best = tf.train.CheckpointManager(self._checkpoint, directories[1], 1)
 
-    def get_history(self):
+    def _records(self):
         return json.loads(self.history.numpy().decode())
 
-    def set_history(self, history):
-        self.history.assign(json.dumps(history))
+    def get_history(self):
+        """The records of the epochs trained (a last one stopped by the time budget included)."""
+        return [r for r in self._records() if _IN_PROGRESS not in r]
+
+    def epoch_seconds(self):
+        """Seconds trained in the epoch the snapshot stopped within (0.0 at an epoch's end), so
+        that a resumed epoch's time and the time budget count them."""
+        return next((r[_IN_PROGRESS] for r in self._records() if _IN_PROGRESS in r), 0.0)
+
+    def set_history(self, history, epoch_seconds=0.0):
+        """The next snapshots' history, and the seconds trained in the epoch in progress."""
+        progress = [{_IN_PROGRESS: epoch_seconds}] if epoch_seconds else []
+        self.history.assign(json.dumps(history + progress))
+
+    def set_epoch_seconds(self, seconds):
+        self.set_history(self.get_history(), seconds)
 
     def save(self, best=False):
         """Writes a snapshot (and the best one too if `best`); returns its path."""

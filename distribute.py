@@ -462,7 +462,13 @@ class _WorkerCheckpointer:
     def get_history(self):
         return []
 
-    def set_history(self, history):
+    def epoch_seconds(self):
+        return 0.0  # the chief's deadline comes first, and the workers agree on it
+
+    def set_history(self, history, epoch_seconds=0.0):
+        pass
+
+    def set_epoch_seconds(self, seconds):
         pass
 
 

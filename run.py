@@ -181,7 +181,7 @@ class _Interrupts:
 
 
 def _trained_seconds(history):
-    """Seconds of training in the recorded epochs (time lost to a kill mid-epoch is not in it)."""
+    """Seconds of training in the recorded epochs (not the epoch in progress)."""
     return sum(entry["train_seconds"] for entry in history)
 
 
@@ -198,13 +198,16 @@ class _RunHooks(training.EpochHooks):
         self.options = options
         self._last_save = time.time()
         self._deadline = math.inf
+        self.epoch_start = None  # when the epoch would have started, run without a break
         self.stopped_by_signal = False  # a signal to this worker or (agreed) to another
 
-    def start_epoch(self, trained_seconds):
-        """The epoch starts now, after `trained_seconds` of training in earlier epochs."""
+    def start_epoch(self, trained_seconds, resumed_seconds=0.0):
+        """The epoch goes on now, after `trained_seconds` of training in earlier epochs and
+        `resumed_seconds` in this one before the snapshot it resumes from."""
         self.stopped_by_signal = False
+        self.epoch_start = time.time() - resumed_seconds
         if self.options.max_minutes is not None:
-            self._deadline = time.time() + 60 * self.options.max_minutes - trained_seconds
+            self._deadline = self.epoch_start + 60 * self.options.max_minutes - trained_seconds
 
     @property
     def out_of_time(self):
@@ -227,6 +230,7 @@ class _RunHooks(training.EpochHooks):
             outputs, save_due, self.interrupts.signum is not None, self.out_of_time)
         if save or stop_by_signal:
             ts.check_finite()
+            self.checkpointer.set_epoch_seconds(time.time() - self.epoch_start)
             self.checkpointer.save()
             self.saved()
         self.stopped_by_signal = stop_by_signal
@@ -270,6 +274,7 @@ class _Run:
     replicas: distribute.Replicas
     summaries: monitoring.Summaries = None
     history: list = None
+    epoch_seconds: float = 0.0  # trained in the epoch the restored snapshot stopped within
 
     @property
     def saved_in(self):
@@ -331,7 +336,7 @@ def _open_run(config, corpus, save_path, options, epoch_size, replicas):
         print(f"strategy: {replicas.name}  rows per replica: "
               f"{config.batch_size // replicas.num_replicas} of {config.batch_size}")
     return _Run(config, corpus, save_path, options, ts, checkpointer, jit_compile, replicas,
-                history=checkpointer.get_history())
+                history=checkpointer.get_history(), epoch_seconds=checkpointer.epoch_seconds())
 
 
 def _make_train_step(run):
@@ -381,12 +386,12 @@ def _train_epochs(run, train_batches, valid_batches, interrupts):
     evaluate = run.replicas.make_evaluate(ts.model, config.batch_size, config.num_steps,
                                           jit_compile=run.jit_compile)
     while int(ts.epoch.numpy()) < config.max_max_epoch:
-        hooks.start_epoch(_trained_seconds(run.history))
+        hooks.start_epoch(_trained_seconds(run.history), run.epoch_seconds)
+        run.epoch_seconds = 0.0  # the next epoch starts afresh
         if run.replicas.any_worker(hooks.out_of_time):
             break
         epoch = int(ts.epoch.numpy())
         print(f"Epoch: {epoch + 1} Learning rate: {ts.lr.numpy():.3f}", flush=True)
-        start = time.time()
         progress.start_epoch(ts)
         try:
             finished = training.run_epoch(ts, train_step, train_batches, hooks)
@@ -395,7 +400,7 @@ def _train_epochs(run, train_batches, valid_batches, interrupts):
         if not finished and hooks.stopped_by_signal:
             raise Stopped(f"Stopped at epoch {epoch + 1} step {int(ts.step.numpy())}; checkpoint "
                           f"saved in {run.saved_in}: run the same command to resume.")
-        finished = _end_of_epoch(run, hooks, epoch, time.time() - start,
+        finished = _end_of_epoch(run, hooks, epoch, time.time() - hooks.epoch_start,
                                  train_batches.epoch_size, lambda: evaluate(valid_batches))
         if run.replicas.any_worker(interrupts.signum is not None):
             raise Stopped(f"Stopped after epoch {epoch + 1}; checkpoint saved in "

@@ -317,10 +317,39 @@ def test_a_periodic_save_agreed_a_step_later_is_written_once(monkeypatch):
                                global_step=types.SimpleNamespace(numpy=lambda: len(clock)))
     hooks = run._RunHooks(
         types.SimpleNamespace(tick=lambda ts: None), None,
-        types.SimpleNamespace(save=lambda: saves.append(clock[0])),
+        types.SimpleNamespace(save=lambda: saves.append(clock[0]),
+                              set_epoch_seconds=lambda seconds: None),
         types.SimpleNamespace(signum=None),
         dataclasses.replace(OPTIONS, checkpoint_every_minutes=0.05), Delayed())  # every 3 s
+    hooks.start_epoch(0.0)
     for _ in range(20):
         clock[0] += 1.0
         hooks.after_step(ts, None)
     assert saves == [5.0, 10.0, 15.0, 20.0]  # wished at 4, 9, ...: once each, a step later
+
+
+def test_time_before_a_signal_counts_in_the_resumed_epoch_and_the_budget(corpus, tmp_path,
+                                                                         monkeypatch, capsys):
+    # The clock jumps 1000 s at step 3, then SIGTERM: the snapshot records those seconds, so
+    # the resumed epoch's train_seconds and a --max_minutes budget count them.
+    save, real_time, offset = str(tmp_path / "run"), run.time.time, [0.0]
+    monkeypatch.setattr(run.time, "time", lambda: real_time() + offset[0])
+    real_after_step = run._RunHooks.after_step
+
+    def after_step(hooks, ts, outputs):
+        if int(ts.global_step.numpy()) == 3 and not offset[0]:
+            offset[0] = 1000.0
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real_after_step(hooks, ts, outputs)
+    monkeypatch.setattr(run._RunHooks, "after_step", after_step)
+    config = _config(corpus, max_max_epoch=1)
+    with pytest.raises(run.Stopped, match=r"Stopped at epoch 1 step 3"):
+        run.train_and_evaluate(config, corpus, save, OPTIONS)
+    # A budget of 10 minutes is spent already: nothing more is trained.
+    capsys.readouterr()
+    run.train_and_evaluate(config, corpus, save, dataclasses.replace(OPTIONS, max_minutes=10))
+    out = capsys.readouterr().out
+    assert "Resuming from" in out and "Learning rate" not in out and "Test Perplexity" in out
+    metrics = run.train_and_evaluate(config, corpus, save, OPTIONS)
+    [epoch] = metrics["epochs"]
+    assert 1000 <= epoch["train_seconds"] < 1000 + 60 and "fraction" not in epoch
