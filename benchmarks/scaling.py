@@ -16,12 +16,14 @@ The hidden `_scaling_worker` command is one measuring process (a worker of
 either run); `run` starts them and tabulates.
 """
 
+import contextlib
 import dataclasses
 import json
 import math
 import os
 import shutil
 import subprocess
+import tempfile
 import time
 
 import tensorflow as tf
@@ -153,19 +155,26 @@ def run_workers(args, config, count):
         return _result(common.run_child(worker_command(args, config, 0), env=env))
     ports = distribute.free_loopback_ports(count)
     cluster = {"worker": [f"127.0.0.1:{port}" for port in ports]}
-    procs = []
-    for index in range(count):
-        env = dict(os.environ, TF_CONFIG=json.dumps(
-            {"cluster": cluster, "task": {"type": "worker", "index": index}}))
-        procs.append(subprocess.Popen(worker_command(args, config, index), env=env,
-                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
-    outputs = [proc.communicate() for proc in procs]
-    children = [common.ChildRun(p.returncode, out, err, 0.0) for p, (out, err) in
-                zip(procs, outputs)]
-    for child in children[1:]:
-        if child.returncode:
-            raise common.BenchmarkError(f"worker {children.index(child)}: "
-                                        f"{common.child_failure(child)}")
+    with contextlib.ExitStack() as stack:
+        # Files, not pipes: a worker blocked on a full pipe would hang the other in a collective.
+        outputs = [(stack.enter_context(tempfile.TemporaryFile("w+")),
+                    stack.enter_context(tempfile.TemporaryFile("w+"))) for _ in range(count)]
+        procs = []
+        for index, (out, err) in enumerate(outputs):
+            env = dict(os.environ, TF_CONFIG=json.dumps(
+                {"cluster": cluster, "task": {"type": "worker", "index": index}}))
+            procs.append(subprocess.Popen(worker_command(args, config, index), env=env,
+                                          stdout=out, stderr=err, text=True))
+        children = []
+        for proc, (out, err) in zip(procs, outputs):
+            proc.wait()
+            out.seek(0)
+            err.seek(0)
+            children.append(common.ChildRun(proc.returncode, out.read(), err.read(), 0.0))
+    failed = [f"worker {index}: {common.child_failure(child)}"
+              for index, child in enumerate(children) if child.returncode]
+    if failed:  # every one: the first to fail may not be the first listed
+        raise common.BenchmarkError("; ".join(failed))
     return _result(children[0])
 
 
