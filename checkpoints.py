@@ -399,8 +399,13 @@ def _repair_index(directory):
     print(f"warning: {index} is empty or unreadable; rebuilt it from "
           f"{len(candidates)} ckpt-N file(s)", file=sys.stderr)
     if candidates:
+        oldest_first = candidates[::-1]
+        # With the files' times, as CheckpointManager wrote them: an entry without one counts
+        # as preserved, and --keep_checkpoints would never delete it.
+        times = [os.path.getmtime(f"{prefix}.index") for prefix in oldest_first]
         tf.compat.v1.train.update_checkpoint_state(
-            directory, candidates[0], all_model_checkpoint_paths=candidates[::-1])
+            directory, candidates[0], all_model_checkpoint_paths=oldest_first,
+            all_model_checkpoint_timestamps=times, last_preserved_timestamp=min(times) - 1)
     else:
         os.remove(index)
 

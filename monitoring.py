@@ -22,10 +22,10 @@ def format_seconds(seconds):
 class PlainProgress:
     """The tutorial's progress lines, in its format, for logs and pipes.
 
-    training.run_epoch reports after 10 steps and every tenth of an epoch after
-    (the tutorial's step % (epoch_size // 10) == 10 counted from 0, so one step
-    later and with one step more in its perplexity), and once more at the
-    epoch's end (1.000).
+    training.run_epoch reports where the tutorial does, after its 0-based step
+    10 and every tenth of an epoch after (step % (epoch_size // 10) == 10, the
+    perplexity over the steps so far, that one included, at fraction
+    step / epoch_size), and once more at the epoch's end (1.000).
     """
 
     def start_epoch(self, ts):

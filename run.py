@@ -153,7 +153,10 @@ class _Interrupts:
     """While entered: the first SIGINT/SIGTERM asks the run to checkpoint and stop; a second kills.
 
     During the test evaluation and the export (`stop_at_once`), the first
-    signal stops at once: the trained weights are already saved.
+    signal stops at once: the trained weights are already saved. An output
+    whose reader went away (`... | tee log`, whose tee the same Ctrl-C killed)
+    asks the same as a signal, as SIGPIPE, and is sent to /dev/null from then on:
+    the run saves and stops at the next step instead of dying of the write.
     """
 
     def __init__(self, save_path):
@@ -163,9 +166,13 @@ class _Interrupts:
 
     def __enter__(self):
         self._previous = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
+        self._streams = sys.stdout, sys.stderr
+        sys.stdout, sys.stderr = (_StopWhenGone(stream, self._output_gone)
+                                  for stream in self._streams)
         return self
 
     def __exit__(self, *exc):
+        sys.stdout, sys.stderr = self._streams
         for signum, handler in self._previous.items():
             # None: a handler set outside Python (TensorFlow's multi-worker SIGTERM notifier).
             signal.signal(signum, signal.SIG_DFL if handler is None else handler)
@@ -178,6 +185,51 @@ class _Interrupts:
                           f"saved in {self.save_path}: run the same command to run the test.")
         print(f"\nReceived signal {signum}: saving a checkpoint, then exiting "
               f"(send it again to exit at once).", file=sys.stderr, flush=True)
+
+    def _output_gone(self):
+        if self.signum is None and not self.stop_at_once:  # the test goes on, into metrics
+            self.signum = signal.SIGPIPE
+
+
+class _StopWhenGone:
+    """A text stream whose lost reader (BrokenPipeError) calls `gone` and silences it."""
+
+    def __init__(self, stream, gone):
+        self._stream, self._gone = stream, gone
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
+
+    def write(self, text):
+        return self._guarded(self._stream.write, text)
+
+    def flush(self):
+        return self._guarded(self._stream.flush)
+
+    def _guarded(self, method, *args):
+        try:
+            return method(*args)
+        except BrokenPipeError:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            try:  # later writes (the driver's last line, Python's final flush) go nowhere
+                os.dup2(devnull, self._stream.fileno())
+            except (OSError, ValueError, AttributeError):  # a stream without a descriptor
+                pass
+            finally:
+                os.close(devnull)
+            self._gone()
+            return len(args[0]) if args else None
+
+
+def _check_export_dir(export_dir, save_path):
+    """Raises RunError if the export after training would replace the run's own files."""
+    if not export_dir:
+        return
+    export_dir, save_path = os.path.realpath(export_dir), os.path.realpath(save_path)
+    own = [os.path.join(save_path, name) for name in ("best", "tensorboard")]
+    if export_dir in own or os.path.commonpath([export_dir, save_path]) == export_dir:
+        raise RunError(f"export_dir {export_dir} would replace the run's own files in save_path "
+                       f"{save_path}; choose a directory outside it (or a new one inside it)")
 
 
 def _trained_seconds(history):
@@ -388,9 +440,14 @@ def _train_epochs(run, train_batches, valid_batches, interrupts):
     while int(ts.epoch.numpy()) < config.max_max_epoch:
         hooks.start_epoch(_trained_seconds(run.history), run.epoch_seconds)
         run.epoch_seconds = 0.0  # the next epoch starts afresh
-        if run.replicas.any_worker(hooks.out_of_time):
-            break
         epoch = int(ts.epoch.numpy())
+        if run.replicas.any_worker(hooks.out_of_time):
+            # A snapshot mid-epoch whose time used up the budget: that part is validated and
+            # recorded as a budget's stop would have (any_worker: a non-chief has no history).
+            if run.replicas.any_worker(_unrecorded_part(run, epoch)):
+                _end_of_epoch(run, hooks, epoch, time.time() - hooks.epoch_start,
+                              train_batches.epoch_size, lambda: evaluate(valid_batches))
+            break
         print(f"Epoch: {epoch + 1} Learning rate: {ts.lr.numpy():.3f}", flush=True)
         progress.start_epoch(ts)
         try:
@@ -409,10 +466,17 @@ def _train_epochs(run, train_batches, valid_batches, interrupts):
             break
 
 
+def _unrecorded_part(run, epoch):
+    """Whether epoch `epoch` (0-based) has trained steps that its history has no entry for."""
+    recorded = run.history and run.history[-1]["epoch"] == epoch + 1
+    return int(run.ts.step.numpy()) > 0 and not recorded
+
+
 def _end_of_epoch(run, hooks, epoch, seconds, epoch_size, validate):
     """Validates, records and checkpoints epoch `epoch`, or the part of it the time budget
     left; returns whether the epoch was finished."""
     ts = run.ts
+    ts.check_finite()  # a budget's stop comes between the steps' checks: nothing NaN is saved
     fraction = int(ts.step.numpy()) / epoch_size
     finished = fraction == 1  # the budget may run out on the epoch's last step
     if not finished:
@@ -487,6 +551,7 @@ def train_and_evaluate(config, corpus, save_path, options=RunOptions()):
       Stopped: SIGINT/SIGTERM; what was kept is saved.
     """
     check_memory(config)
+    _check_export_dir(options.export_dir, save_path)
     if config.optimizer == "asgd" and distribute.resolve(options.strategy) != "none":
         raise RunError("optimizer asgd (NT-ASGD's weight average) does not run under a "
                        "distribute strategy yet; use strategy none (--strategy=none)")
@@ -511,6 +576,10 @@ def train_and_evaluate(config, corpus, save_path, options=RunOptions()):
                          else _NoSummaries())
             with summaries as run.summaries:
                 _train_epochs(run, train_batches, valid_batches, interrupts)
+                if run.replicas.any_worker(interrupts.signum is not None):  # nothing trained
+                    raise Stopped(f"Stopped by signal {interrupts.signum} before the test; "
+                                  f"checkpoints are in {run.saved_in}: run the same command "
+                                  f"to go on.")
                 interrupts.stop_at_once = True
                 with run.ts.evaluation_weights():
                     test_ppl = _test(run)

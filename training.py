@@ -309,11 +309,14 @@ def run_epoch(ts, train_step, batches, hooks=None):
     start_time = time.time()
     for step, (x, y) in enumerate(batches.dataset(start=start_step), start_step + 1):
         outputs = train_step(x, y)
-        if step % interval == 10 % interval or step == batches.epoch_size:
+        # The tutorial's report: its 0-based step % (epoch_size // 10) == 10 (10 % ... so that a
+        # short epoch reports too), at that step's fraction, after it; and the epoch's end.
+        index = step - 1
+        if index % interval == 10 % interval or step == batches.epoch_size:
             ts.check_finite()
             words = (step - start_step) * batches.batch_size * batches.num_steps
-            hooks.report(ts, step / batches.epoch_size, words / max(time.time() - start_time, 1e-9),
-                         outputs)
+            fraction = 1.0 if step == batches.epoch_size else index / batches.epoch_size
+            hooks.report(ts, fraction, words / max(time.time() - start_time, 1e-9), outputs)
         if hooks.after_step(ts, outputs):
             return False
     ts.check_finite()

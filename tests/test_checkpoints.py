@@ -210,6 +210,9 @@ def test_an_empty_or_garbage_index_falls_back_to_the_files_and_resumes(run, copy
     for got, want in zip(_weights(ts.model), _weights(run.model)):
         np.testing.assert_array_equal(got, want)
     assert checkpointer.save() == str(copy / "ckpt-4")
+    # The rebuilt index keeps the files' times, so the oldest still give way (keep 3).
+    assert sorted(p.name for p in copy.glob("ckpt-*.index")) == [
+        "ckpt-2.index", "ckpt-3.index", "ckpt-4.index"]
 
 
 def test_checkpointer_skips_our_truncated_snapshot_and_falls_back(run, copy, capsys):

@@ -7,6 +7,7 @@ import math
 import os
 import re
 import signal
+import sys
 import types
 
 import pytest
@@ -345,11 +346,93 @@ def test_time_before_a_signal_counts_in_the_resumed_epoch_and_the_budget(corpus,
     config = _config(corpus, max_max_epoch=1)
     with pytest.raises(run.Stopped, match=r"Stopped at epoch 1 step 3"):
         run.train_and_evaluate(config, corpus, save, OPTIONS)
-    # A budget of 10 minutes is spent already: nothing more is trained.
+    # A budget of 10 minutes is spent already: nothing more is trained, and the part trained
+    # is validated and recorded as a budget's stop.
     capsys.readouterr()
-    run.train_and_evaluate(config, corpus, save, dataclasses.replace(OPTIONS, max_minutes=10))
+    metrics = run.train_and_evaluate(config, corpus, save,
+                                     dataclasses.replace(OPTIONS, max_minutes=10))
     out = capsys.readouterr().out
-    assert "Resuming from" in out and "Learning rate" not in out and "Test Perplexity" in out
+    assert "Resuming from" in out and "Learning rate" not in out
+    assert re.search(r"^Time budget of 10 minutes spent at epoch 1 \(\d+\.\d%\).*\n"
+                     r"Epoch: 1 Train Perplexity: .*\nEpoch: 1 Valid Perplexity: ", out, re.M), out
+    [part] = metrics["epochs"]
+    assert 1000 <= part["train_seconds"] < 1000 + 60 and 0 < part["fraction"] < 1
     metrics = run.train_and_evaluate(config, corpus, save, OPTIONS)
     [epoch] = metrics["epochs"]
     assert 1000 <= epoch["train_seconds"] < 1000 + 60 and "fraction" not in epoch
+
+
+def test_a_nan_step_as_the_budget_runs_out_is_not_saved(corpus, tmp_path, monkeypatch):
+    # The budget's stop comes between the steps' finiteness checks (at reports and epoch
+    # ends): a NaN there must fail the run, not be checkpointed for every resume to refuse.
+    save, real_time, offset = str(tmp_path / "run"), run.time.time, [0.0]
+    monkeypatch.setattr(run.time, "time", lambda: real_time() + offset[0])
+    real_after_step = run._RunHooks.after_step
+
+    def after_step(hooks, ts, outputs):
+        if int(ts.global_step.numpy()) == 2:
+            ts.bad_step.assign(2)  # as apply_gradients marks a non-finite cost
+            offset[0] = 1000.0
+        return real_after_step(hooks, ts, outputs)
+    monkeypatch.setattr(run._RunHooks, "after_step", after_step)
+    with pytest.raises(training.Diverged, match=r"global step 2"):
+        run.train_and_evaluate(_config(corpus), corpus, save,
+                               dataclasses.replace(OPTIONS, max_minutes=1,
+                                                   checkpoint_every_minutes=0))
+    assert checkpoints.newest(save) is None
+
+
+def test_an_output_whose_reader_went_away_saves_and_stops_as_a_signal(corpus, tmp_path,
+                                                                       monkeypatch):
+    # `... 2>&1 | tee log` and Ctrl-C: tee dies of the same SIGINT, and the next line
+    # written fails with EPIPE. The run must save at the next step, not die of the write.
+    class Gone:
+        def __init__(self):
+            self.lines = []
+
+        def write(self, text):
+            if self.lines and "Learning rate" in "".join(self.lines):
+                raise BrokenPipeError(32, "Broken pipe")
+            self.lines.append(text)
+            return len(text)
+
+        def flush(self):
+            pass
+    monkeypatch.setattr(sys, "stdout", Gone())
+    save = str(tmp_path / "run")
+    with pytest.raises(run.Stopped, match=r"^Stopped at epoch 1 step 1; checkpoint saved"):
+        run.train_and_evaluate(_config(corpus), corpus, save, OPTIONS)
+    assert isinstance(sys.stdout, Gone)  # put back
+    model, _, _ = checkpoints.load_model(save, rnn_mode="basic")  # the step-1 snapshot
+    assert checkpoints.newest(save).endswith("ckpt-1")
+
+
+def test_a_signal_while_a_finished_run_opens_stops_before_the_test(corpus, tmp_path,
+                                                                   monkeypatch):
+    save = str(tmp_path / "run")
+    config = _config(corpus, max_max_epoch=1)
+    first = run.train_and_evaluate(config, corpus, save, OPTIONS)
+    real_open = run._open_run
+
+    def open_then_signal(*args):
+        opened = real_open(*args)
+        os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C while it restored: nothing left to train
+        return opened
+    monkeypatch.setattr(run, "_open_run", open_then_signal)
+    with pytest.raises(run.Stopped, match=r"^Stopped by signal 2 before the test; checkpoints "
+                                          r"are in .*run the same command to go on"):
+        run.train_and_evaluate(config, corpus, save, OPTIONS)
+    metrics = json.loads((tmp_path / "run" / run.METRICS_FILE).read_text())
+    assert metrics["test_perplexity"] == first["test_perplexity"]
+
+
+@pytest.mark.parametrize("export", [".", "..", "best", "tensorboard"])
+def test_an_export_dir_that_would_replace_the_runs_files_is_refused_first(corpus, tmp_path,
+                                                                         export):
+    save = tmp_path / "runs" / "small"
+    options = dataclasses.replace(OPTIONS, export_dir=str(save / export))
+    with pytest.raises(run.RunError, match=r"would replace the run's own files in save_path"):
+        run.train_and_evaluate(_config(corpus), corpus, str(save), options)
+    assert not save.exists()
+    run._check_export_dir(str(save / "export"), str(save))  # a new directory inside: fine
+    run._check_export_dir(str(tmp_path / "export"), str(save))

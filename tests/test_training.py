@@ -153,6 +153,28 @@ def test_run_epoch_hands_each_step_outputs_to_its_hooks():
     assert all(norm > 0 for _, norm in hooks.reports)
 
 
+def test_run_epoch_reports_where_the_tutorial_prints():
+    # The tutorial: for step in range(epoch_size) (0-based), after the step, print when
+    # step % (epoch_size // 10) == 10, at step / epoch_size, over the steps so far. Here 600
+    # ids at 4 x 5 are 29 steps: interval 2, so 10 % 2 = 0 (a short epoch reports too).
+    batches = reader.ptb_producer(_stream(), CONFIG.batch_size, CONFIG.num_steps)
+    ts = training.TrainState(CONFIG, rnn_mode="basic")
+    ts.reset_epoch(0)
+
+    class Reports(training.EpochHooks):
+        seen = []
+
+        def report(self, ts, fraction, words_per_second, outputs):
+            self.seen.append((fraction, int(ts.epoch_iters.numpy()) // CONFIG.num_steps))
+    hooks = Reports()
+    training.run_epoch(ts, training.make_train_step(ts), batches, hooks)
+    size = batches.epoch_size
+    assert size == 29
+    # Steps 0, 2, ..., 26 as the tutorial's; its 28 is the last, reported as the end (1.000).
+    expected = [(index / size, index + 1) for index in range(0, size - 1, 2)] + [(1.0, size)]
+    assert hooks.seen == expected
+
+
 def test_run_epoch_resumed_mid_epoch_equals_uninterrupted(tmp_path):
     config = dataclasses.replace(CONFIG, keep_prob=0.7)
     batches = reader.ptb_producer(_stream(), config.batch_size, config.num_steps)
