@@ -52,17 +52,17 @@ class TerminalProgress:
         self._last_draw = 0.0
 
     def start_epoch(self, ts):
-        self._start_time = time.time()
+        self._start_time = time.monotonic()
         self._start_step = int(ts.step.numpy())
 
     def tick(self, ts):
         """Polled after every step; reads the step variables only when a redraw is due."""
-        if time.time() - self._last_draw < 0.5:
+        if time.monotonic() - self._last_draw < 0.5:
             return
         step = int(ts.step.numpy())
         if step > self._start_step:
             wps = ((step - self._start_step) * self.words_per_step
-                   / max(time.time() - self._start_time, 1e-9))
+                   / max(time.monotonic() - self._start_time, 1e-9))
             self.report(ts, step / self.epoch_size, wps)
 
     def report(self, ts, fraction, wps):
@@ -72,7 +72,7 @@ class TerminalProgress:
                           f"ETA: {format_seconds(eta)}\x1b[K")  # \x1b[K: clear the old tail
         self.stream.flush()
         self._shown = True
-        self._last_draw = time.time()
+        self._last_draw = time.monotonic()
 
     def end_epoch(self):
         if self._shown:

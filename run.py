@@ -248,7 +248,7 @@ class _RunHooks(training.EpochHooks):
         self.checkpointer = checkpointer
         self.interrupts = interrupts
         self.options = options
-        self._last_save = time.time()
+        self._last_save = time.monotonic()
         self._deadline = math.inf
         self.epoch_start = None  # when the epoch would have started, run without a break
         self.stopped_by_signal = False  # a signal to this worker or (agreed) to another
@@ -257,19 +257,19 @@ class _RunHooks(training.EpochHooks):
         """The epoch goes on now, after `trained_seconds` of training in earlier epochs and
         `resumed_seconds` in this one before the snapshot it resumes from."""
         self.stopped_by_signal = False
-        self.epoch_start = time.time() - resumed_seconds
+        self.epoch_start = time.monotonic() - resumed_seconds
         if self.options.max_minutes is not None:
             self._deadline = self.epoch_start + 60 * self.options.max_minutes - trained_seconds
 
     @property
     def out_of_time(self):
-        return time.time() >= self._deadline
+        return time.monotonic() >= self._deadline
 
     def _save_due(self, ts):
         every_minutes, every_steps = (self.options.checkpoint_every_minutes,
                                       self.options.checkpoint_every_steps)
         return (self.interrupts.signum is not None
-                or (every_minutes > 0 and time.time() - self._last_save > 60 * every_minutes)
+                or (every_minutes > 0 and time.monotonic() - self._last_save > 60 * every_minutes)
                 or (every_steps > 0 and int(ts.global_step.numpy()) % every_steps == 0))
 
     def after_step(self, ts, outputs):
@@ -282,7 +282,7 @@ class _RunHooks(training.EpochHooks):
             outputs, save_due, self.interrupts.signum is not None, self.out_of_time)
         if save or stop_by_signal:
             ts.check_finite()
-            self.checkpointer.set_epoch_seconds(time.time() - self.epoch_start)
+            self.checkpointer.set_epoch_seconds(time.monotonic() - self.epoch_start)
             self.checkpointer.save()
             self.saved()
         self.stopped_by_signal = stop_by_signal
@@ -290,7 +290,7 @@ class _RunHooks(training.EpochHooks):
 
     def saved(self):
         """A snapshot was just written: the next periodic one is due a whole interval later."""
-        self._last_save = time.time()
+        self._last_save = time.monotonic()
 
     def report(self, ts, fraction, words_per_second, outputs):
         self.progress.report(ts, fraction, words_per_second)
@@ -445,7 +445,7 @@ def _train_epochs(run, train_batches, valid_batches, interrupts):
             # A snapshot mid-epoch whose time used up the budget: that part is validated and
             # recorded as a budget's stop would have (any_worker: a non-chief has no history).
             if run.replicas.any_worker(_unrecorded_part(run, epoch)):
-                _end_of_epoch(run, hooks, epoch, time.time() - hooks.epoch_start,
+                _end_of_epoch(run, hooks, epoch, time.monotonic() - hooks.epoch_start,
                               train_batches.epoch_size, lambda: evaluate(valid_batches))
             break
         print(f"Epoch: {epoch + 1} Learning rate: {ts.lr.numpy():.3f}", flush=True)
@@ -457,7 +457,7 @@ def _train_epochs(run, train_batches, valid_batches, interrupts):
         if not finished and hooks.stopped_by_signal:
             raise Stopped(f"Stopped at epoch {epoch + 1} step {int(ts.step.numpy())}; checkpoint "
                           f"saved in {run.saved_in}: run the same command to resume.")
-        finished = _end_of_epoch(run, hooks, epoch, time.time() - hooks.epoch_start,
+        finished = _end_of_epoch(run, hooks, epoch, time.monotonic() - hooks.epoch_start,
                                  train_batches.epoch_size, lambda: evaluate(valid_batches))
         if run.replicas.any_worker(interrupts.signum is not None):
             raise Stopped(f"Stopped after epoch {epoch + 1}; checkpoint saved in "
@@ -513,13 +513,13 @@ def _test(run):
         print("(test perplexity: one stream, computed by the chief, worker 0)", flush=True)
         run.replicas.wait_for_chief()
         return None
-    start = time.time()
+    start = time.monotonic()
     overlap = training.overlaps_stream_losses(run.ts.model)
     test_ppl = training.stream_perplexity(run.ts.model, run.corpus.test,
                                           jit_compile=run.jit_compile, overlap=overlap)
     print(f"Test Perplexity: {test_ppl:.3f}", flush=True)
     softmax = "beside the next chunk's recurrence" if overlap else "after the recurrence"
-    print(f"(test evaluation: {time.time() - start:.1f}s, one stream, state carried; "
+    print(f"(test evaluation: {time.monotonic() - start:.1f}s, one stream, state carried; "
           f"softmax {softmax})")
     run.write_metrics(test_perplexity=test_ppl)
     run.summaries.write(int(run.ts.global_step.numpy()), {"test/perplexity": test_ppl})

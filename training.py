@@ -306,7 +306,7 @@ def run_epoch(ts, train_step, batches, hooks=None):
     hooks = hooks or EpochHooks()
     start_step = int(ts.step.numpy())
     interval = max(1, batches.epoch_size // 10)
-    start_time = time.time()
+    start_time = time.monotonic()
     for step, (x, y) in enumerate(batches.dataset(start=start_step), start_step + 1):
         outputs = train_step(x, y)
         # The tutorial's report: its 0-based step % (epoch_size // 10) == 10 (10 % ... so that a
@@ -316,7 +316,7 @@ def run_epoch(ts, train_step, batches, hooks=None):
             ts.check_finite()
             words = (step - start_step) * batches.batch_size * batches.num_steps
             fraction = 1.0 if step == batches.epoch_size else index / batches.epoch_size
-            hooks.report(ts, fraction, words / max(time.time() - start_time, 1e-9), outputs)
+            hooks.report(ts, fraction, words / max(time.monotonic() - start_time, 1e-9), outputs)
         if hooks.after_step(ts, outputs):
             return False
     ts.check_finite()

@@ -313,7 +313,7 @@ def test_a_periodic_save_agreed_a_step_later_is_written_once(monkeypatch):
             return agreed
 
     clock, saves = [0.0], []
-    monkeypatch.setattr(run.time, "time", lambda: clock[0])
+    monkeypatch.setattr(run.time, "monotonic", lambda: clock[0])
     ts = types.SimpleNamespace(check_finite=lambda: None,
                                global_step=types.SimpleNamespace(numpy=lambda: len(clock)))
     hooks = run._RunHooks(
@@ -333,8 +333,8 @@ def test_time_before_a_signal_counts_in_the_resumed_epoch_and_the_budget(corpus,
                                                                          monkeypatch, capsys):
     # The clock jumps 1000 s at step 3, then SIGTERM: the snapshot records those seconds, so
     # the resumed epoch's train_seconds and a --max_minutes budget count them.
-    save, real_time, offset = str(tmp_path / "run"), run.time.time, [0.0]
-    monkeypatch.setattr(run.time, "time", lambda: real_time() + offset[0])
+    save, real_time, offset = str(tmp_path / "run"), run.time.monotonic, [0.0]
+    monkeypatch.setattr(run.time, "monotonic", lambda: real_time() + offset[0])
     real_after_step = run._RunHooks.after_step
 
     def after_step(hooks, ts, outputs):
@@ -365,8 +365,8 @@ def test_time_before_a_signal_counts_in_the_resumed_epoch_and_the_budget(corpus,
 def test_a_nan_step_as_the_budget_runs_out_is_not_saved(corpus, tmp_path, monkeypatch):
     # The budget's stop comes between the steps' finiteness checks (at reports and epoch
     # ends): a NaN there must fail the run, not be checkpointed for every resume to refuse.
-    save, real_time, offset = str(tmp_path / "run"), run.time.time, [0.0]
-    monkeypatch.setattr(run.time, "time", lambda: real_time() + offset[0])
+    save, real_time, offset = str(tmp_path / "run"), run.time.monotonic, [0.0]
+    monkeypatch.setattr(run.time, "monotonic", lambda: real_time() + offset[0])
     real_after_step = run._RunHooks.after_step
 
     def after_step(hooks, ts, outputs):
