@@ -1,7 +1,6 @@
 """Model and training hyper-parameters: the tutorial's configs as plain data, plus typed overrides."""
 
 import dataclasses
-import math
 
 from errors import UserError
 
@@ -16,6 +15,9 @@ _BOOLS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no"
 _POSITIVE = ("init_scale", "learning_rate", "max_grad_norm", "num_layers", "num_steps",
              "hidden_size", "max_epoch", "max_max_epoch", "lr_decay", "batch_size", "asgd_nonmono")
 OPTIMIZERS = ("sgd", "asgd")
+_FLOAT32_MAX = 3.4028234663852886e38  # the steps compute in float32: a larger value is inf
+_MIN_KEEP = 1e-6  # below it 1/p, the dropout's scale, overflows as the model computes it
+_MAX_LAYERS = 100  # each layer is a cell of its own, traced into every step
 
 
 def validate(config):
@@ -26,13 +28,19 @@ def validate(config):
             raise ConfigError(f"config field {field.name} must be {field.type.__name__}, "
                               f"got {value!r}")
     for name in _POSITIVE:  # and finite: an infinite rate or clip norm makes NaN weights
-        if not 0 < getattr(config, name) < math.inf:
-            raise ConfigError(f"config field {name} must be > 0 and finite, got "
-                              f"{getattr(config, name)!r}")
+        if not 0 < getattr(config, name) <= _FLOAT32_MAX:
+            raise ConfigError(f"config field {name} must be > 0 and finite in float32 (at most "
+                              f"3.4e38), got {getattr(config, name)!r}")
+    if config.lr_decay > 1:
+        raise ConfigError(f"config field lr_decay must be in (0, 1] (the LR is multiplied by it "
+                          f"each epoch after max_epoch), got {config.lr_decay!r}")
+    if config.num_layers > _MAX_LAYERS:
+        raise ConfigError(f"config field num_layers must be at most {_MAX_LAYERS}, got "
+                          f"{config.num_layers!r}")
     for name in _KEEP_PROBS:
-        if not 0.0 < getattr(config, name) <= 1.0:
-            raise ConfigError(f"config field {name} must be in (0, 1], got "
-                              f"{getattr(config, name)!r}")
+        if not _MIN_KEEP <= getattr(config, name) <= 1.0:
+            raise ConfigError(f"config field {name} must be in [{_MIN_KEEP:g}, 1] (1: no "
+                              f"dropout), got {getattr(config, name)!r}")
     if config.cell not in CELLS:
         raise ConfigError(f"config field cell must be one of {', '.join(CELLS)}, got "
                           f"{config.cell!r}")

@@ -14,6 +14,7 @@ A consumer needs only TensorFlow, not this repository:
 The vocabulary file is assets/vocab.txt (also `lm.vocab_file.asset_path`).
 """
 
+import errno
 import json
 import os
 import re
@@ -83,6 +84,12 @@ def check_export_dir(export_dir):
     export_dir = os.path.realpath(export_dir)
     if os.path.exists(export_dir) and not os.path.isdir(export_dir):
         raise ExportError(f"export_dir {export_dir} is a file; choose a new or empty directory")
+    parent = os.path.dirname(export_dir)  # the nearest existing one must take a new directory
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent) or not os.access(parent, os.W_OK | os.X_OK):
+        raise ExportError(f"export_dir {export_dir} cannot be made: {parent} is not a writable "
+                          f"directory; choose another path")
     if os.path.isdir(export_dir) and os.listdir(export_dir):
         foreign = _foreign_files(export_dir)
         if foreign:
@@ -200,10 +207,12 @@ def export_saved_model(model, word_to_id, export_dir, config=None):
     try:
         _save(model, word_to_id, export_dir, config_json)
     except (OSError, tf.errors.OpError) as e:  # a full disk comes as either
-        reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e).strip()
-        raise ExportError(f"cannot write export_dir {export_dir}: {reason.splitlines()[0]}; "
-                          f"free some space or choose another directory (an earlier export "
-                          f"there is kept)") from None
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else errors.first_line(e)
+        full = isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+        fix = ("free some space or choose another directory" if full or not isinstance(e, OSError)
+               else "choose another directory")
+        raise ExportError(f"cannot write export_dir {export_dir}: {reason}; {fix} (an earlier "
+                          f"export there is kept)") from None
     return export_dir
 
 

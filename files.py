@@ -53,6 +53,15 @@ def replace_text(path, text, prefix=".tmp.", tmp_path=None):
 
 
 def _umask():
+    """The process's umask, read without setting it where Linux shows it (os.umask would
+    clear it for a moment, for every thread: TensorFlow's may be writing files)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
     mask = os.umask(0)
     os.umask(mask)
     return mask

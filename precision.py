@@ -38,7 +38,7 @@ class PrecisionError(errors.UserError):
     """A precision that does not exist or cannot run with the other settings."""
 
 
-def check(precision, rnn_mode, xla=True, strategy="none"):
+def check(precision, rnn_mode, xla=True, strategy="none", chosen_by_auto_for=None):
     """Raises PrecisionError unless `precision` can train with the resolved rnn_mode and xla.
 
     Args:
@@ -46,6 +46,8 @@ def check(precision, rnn_mode, xla=True, strategy="none"):
       rnn_mode: the resolved kernel name (not auto).
       xla: whether the steps compile with XLA (resolved).
       strategy: the data-parallel strategy name ("none" for one device).
+      chosen_by_auto_for: when --rnn_mode=auto resolved to rnn_mode, what in the config
+        made it (e.g. "cell=gru"), for the message.
     """
     if precision not in PRECISIONS:
         raise PrecisionError(f"unknown precision {precision!r}; choose one of "
@@ -53,8 +55,10 @@ def check(precision, rnn_mode, xla=True, strategy="none"):
     if precision == FLOAT32:
         return
     if rnn_mode != "fused":
+        why = (f" (--rnn_mode=auto's choice for {chosen_by_auto_for})" if chosen_by_auto_for
+               else "")
         raise PrecisionError(f"--precision={precision} runs only with --rnn_mode=fused (auto on "
-                             f"a CPU), not {rnn_mode}")
+                             f"a CPU for an LSTM), not {rnn_mode}{why}")
     if not xla:
         raise PrecisionError(f"--precision={precision} compiles fused mode's loops with XLA; "
                              f"drop --xla=0")
@@ -76,10 +80,14 @@ def onednn_cap_without_bfloat16(environ=None, flags=None):
     environ = os.environ if environ is None else environ
     flags = host.cpu_flags() if flags is None else flags
     cap = environ.get("ONEDNN_MAX_CPU_ISA") or environ.get("DNNL_MAX_CPU_ISA", "")  # old name
-    onednn_on = environ.get("TF_ENABLE_ONEDNN_OPTS", "1").lower() not in ("0", "false")
-    if cap.upper() in _ONEDNN_NO_BF16 and "avx512f" in flags and onednn_on:
+    if cap.upper() in _ONEDNN_NO_BF16 and "avx512f" in flags and _onednn_on(environ):
         return cap
     return None
+
+
+def _onednn_on(environ):
+    """Whether TensorFlow's oneDNN rewrites are on (TF_ENABLE_ONEDNN_OPTS unset, or not 0)."""
+    return environ.get("TF_ENABLE_ONEDNN_OPTS", "1").lower() not in ("0", "false")
 
 
 def native_bfloat16(flags=None):
@@ -93,13 +101,16 @@ def native_bfloat16(flags=None):
     return next((flag for flag in _BF16_FLAGS if flag in flags), None)
 
 
-def describe(precision, flags=None):
+def describe(precision, flags=None, environ=None):
     """The start-up line's words for `precision`: what runs in it and on which instructions.
 
-    flags: the CPU's flags; None reads /proc/cpuinfo.
+    flags: the CPU's flags; None reads /proc/cpuinfo. environ: None reads this process's.
     """
     if precision == FLOAT32:
         return FLOAT32
+    if not _onednn_on(os.environ if environ is None else environ):
+        return (f"{precision} (the large products, on TensorFlow's own MatMul: oneDNN is off, "
+                f"TF_ENABLE_ONEDNN_OPTS=0; maybe slower than float32)")
     flag = native_bfloat16(flags)
     if flag:
         return f"{precision} (the large products, on oneDNN with {flag})"

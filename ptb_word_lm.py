@@ -53,7 +53,8 @@ from rnn import kernels  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_enum("model", "small", list(configs.CONFIGS), "Model config: the tutorial's small, "
-                  "medium, large, test; later papers' small_tied, medium_tied_vd, awd (configs.py).")
+                  "medium, large, test; later papers' small_tied, medium_tied_vd, awd; hour, for "
+                  "--max_minutes=60 (configs.py).")
 flags.DEFINE_string("data_path", reader.DEFAULT_DATA_PATH,
                     "Directory with the train/valid/test text files (scripts/get_ptb.sh puts PTB here).")
 flags.DEFINE_string("save_path", None,
@@ -196,6 +197,9 @@ def _check_flags_apply():
         raise inference.InferenceError(f"--{name} applies to --mode="
                                        f"{'|'.join(_READ_BY[name])} only, not --mode="
                                        f"{FLAGS.mode}{hint}")
+    if FLAGS.mode in _TRAINED and FLAGS["model"].present and (FLAGS.save_path or
+                                                               FLAGS.checkpoint):
+        unread.append("model")  # it only names the default --save_path, runs/<model>
     if unread:
         print(f"warning: --mode={FLAGS.mode} ignores {', '.join('--' + n for n in unread)} "
               f"(training's flags; this mode takes the checkpoint's config, vocabulary and "
@@ -205,6 +209,9 @@ def _check_flags_apply():
 def _check_mode_flags():
     """One-line errors for flag values that cannot work, before anything is loaded or trained."""
     _check_flags_apply()
+    if FLAGS.save_path == "":  # an unset shell variable: not runs/<model>, silently
+        raise inference.InferenceError("--save_path is empty; name a directory, or leave the "
+                                       "flag out for runs/<model>")
     if sys.stdout is None:
         raise inference.InferenceError("stdout is closed, so the results would be lost; "
                                        "redirect it to a file (or /dev/null)")

@@ -152,8 +152,10 @@ def write_json(path, obj):
 class _Interrupts:
     """While entered: the first SIGINT/SIGTERM asks the run to checkpoint and stop; a second kills.
 
-    During the test evaluation and the export (`stop_at_once`), the first
-    signal stops at once: the trained weights are already saved. An output
+    Until the first training step has run (building, restoring, tracing and
+    compiling, which can take a minute: a scheduler's grace period) and during
+    the test evaluation and the export (`phase` "starting" and "testing"), the
+    first signal stops at once: there is nothing unsaved. An output
     whose reader went away (`... | tee log`, whose tee the same Ctrl-C killed)
     asks the same as a signal, as SIGPIPE, and is sent to /dev/null from then on:
     the run saves and stops at the next step instead of dying of the write.
@@ -162,7 +164,7 @@ class _Interrupts:
     def __init__(self, save_path):
         self.save_path = save_path
         self.signum = None
-        self.stop_at_once = False
+        self.phase = "starting"  # then "training" (signals are agreed, saved), then "testing"
 
     def __enter__(self):
         self._previous = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
@@ -180,14 +182,17 @@ class _Interrupts:
     def _handle(self, signum, frame):
         self.signum = signum
         signal.signal(signum, signal.SIG_DFL)
-        if self.stop_at_once:
+        if self.phase == "starting":
+            raise Stopped(f"Stopped by signal {signum} while starting, before any step; what "
+                          f"was trained is in {self.save_path}: run the same command to go on.")
+        if self.phase == "testing":
             raise Stopped(f"Stopped by signal {signum} after training; the trained weights are "
                           f"saved in {self.save_path}: run the same command to run the test.")
         print(f"\nReceived signal {signum}: saving a checkpoint, then exiting "
               f"(send it again to exit at once).", file=sys.stderr, flush=True)
 
     def _output_gone(self):
-        if self.signum is None and not self.stop_at_once:  # the test goes on, into metrics
+        if self.signum is None and self.phase != "testing":  # a test goes on, into metrics
             self.signum = signal.SIGPIPE
 
 
@@ -273,6 +278,7 @@ class _RunHooks(training.EpochHooks):
                 or (every_steps > 0 and int(ts.global_step.numpy()) % every_steps == 0))
 
     def after_step(self, ts, outputs):
+        self.interrupts.phase = "training"  # a step has run: a signal now saves, then stops
         self.progress.tick(ts)
         # With several workers, all save and stop at the same step (see distribute.py).
         save_due = self._save_due(ts)
@@ -348,6 +354,24 @@ class _Run:
             write_json(self.metrics_path, self.metrics(**extra))
 
 
+def _batches(corpus, split, config):
+    """The corpus's `split` ("train" or "valid") in the config's batch layout; a DataError
+    names the split that is too short for it."""
+    try:
+        return reader.ptb_producer(getattr(corpus, split), config.batch_size, config.num_steps)
+    except reader.DataError as e:
+        raise reader.DataError(f"the {split} split: {e}") from None
+
+
+def _auto_reason(config):
+    """What in `config` steers --rnn_mode=auto's choice of kernel, for a message."""
+    if config.cell != "lstm":
+        return f"cell={config.cell}"
+    if config.recurrent_keep_prob < 1.0:
+        return f"recurrent_keep_prob={config.recurrent_keep_prob:g}"
+    return "this config"
+
+
 def _open_run(config, corpus, save_path, options, epoch_size, replicas):
     """Builds the TrainState and restores this run's newest checkpoint in save_path.
 
@@ -356,7 +380,8 @@ def _open_run(config, corpus, save_path, options, epoch_size, replicas):
     rnn_mode = model_lib.resolve_rnn_mode(config, options.rnn_mode)  # auto: by the cell
     jit_compile = kernels.jit_compile(rnn_mode, options.xla)
     precision_lib.check(options.precision, rnn_mode, jit_compile,
-                        replicas.name if replicas.strategy else "none")
+                        replicas.name if replicas.strategy else "none",
+                        _auto_reason(config) if options.rnn_mode == kernels.AUTO else None)
     with replicas.scope():
         ts = training.TrainState(config, rnn_mode=rnn_mode, seed=options.seed,
                                  precision=options.precision)
@@ -559,8 +584,8 @@ def train_and_evaluate(config, corpus, save_path, options=RunOptions()):
     replicas = distribute.create(options.strategy, config.batch_size, options.num_cpu_replicas,
                                  options.collective_timeout_seconds,
                                  options.connect_timeout_seconds)
-    train_batches = reader.ptb_producer(corpus.train, config.batch_size, config.num_steps)
-    valid_batches = reader.ptb_producer(corpus.valid, config.batch_size, config.num_steps)
+    train_batches, valid_batches = (_batches(corpus, split, config) for split in ("train",
+                                                                                  "valid"))
     with replicas.lost_peers_as_errors():
         replicas.check_agreement(checkpoints.run_info(config, options.seed, corpus.word_to_id),
                                  corpus)
@@ -580,7 +605,7 @@ def train_and_evaluate(config, corpus, save_path, options=RunOptions()):
                     raise Stopped(f"Stopped by signal {interrupts.signum} before the test; "
                                   f"checkpoints are in {run.saved_in}: run the same command "
                                   f"to go on.")
-                interrupts.stop_at_once = True
+                interrupts.phase = "testing"
                 with run.ts.evaluation_weights():
                     test_ppl = _test(run)
     return run.metrics(test_perplexity=test_ppl)

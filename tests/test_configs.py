@@ -86,18 +86,23 @@ def test_apply_overrides_rejects_unknown_key_listing_valid_ones():
     ("num_steps=2.5", "expected int"),
     ("keep_prob=high", "expected float"),
     ("num_steps", "not key=value"),
-    ("keep_prob=0", r"keep_prob must be in \(0, 1\]"),
-    ("keep_prob=1.5", r"keep_prob must be in \(0, 1\]"),
+    ("keep_prob=0", r"keep_prob must be in \[1e-06, 1\]"),
+    ("keep_prob=1.5", r"keep_prob must be in \[1e-06, 1\]"),
+    ("keep_prob=1e-40", r"keep_prob must be in \[1e-06, 1\]"),  # 1 - (1 - p) was 0: a traceback
     ("hidden_size=0", "hidden_size must be > 0"),
     ("batch_size=-3", "batch_size must be > 0"),
     ("learning_rate=-1", "learning_rate must be > 0"),
-    ("max_grad_norm=inf", r"max_grad_norm must be > 0 and finite, got inf"),
+    ("max_grad_norm=inf", r"max_grad_norm must be > 0 and finite in float32 \(at most 3.4e38\), "
+                          r"got inf"),
+    ("max_grad_norm=1e39", r"max_grad_norm must be > 0 and finite in float32"),  # inf in float32
+    ("lr_decay=1.15", r"lr_decay must be in \(0, 1\]"),
+    ("num_layers=1000000", r"num_layers must be at most 100, got 1000000"),
     ("learning_rate=inf", r"learning_rate must be > 0 and finite"),
     ("init_scale=nan", r"init_scale must be > 0 and finite"),
     ("tie_embeddings=maybe", r"tie_embeddings='maybe': expected bool \(true or false\)"),
     ("cell=lstm2", "cell must be one of lstm, gru, rnn, got 'lstm2'"),
-    ("weight_drop=0", r"weight_drop must be in \(0, 1\]"),
-    ("embedding_dropout=1.1", r"embedding_dropout must be in \(0, 1\]"),
+    ("weight_drop=0", r"weight_drop must be in \[1e-06, 1\]"),
+    ("embedding_dropout=1.1", r"embedding_dropout must be in \[1e-06, 1\]"),
     ("recurrent_keep_prob=0.8", "recurrent_keep_prob=0.8 needs variational_dropout=true"),
 ])
 def test_apply_overrides_rejects_bad_values(override, message):

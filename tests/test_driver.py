@@ -56,7 +56,8 @@ def test_driver_trains_and_reports_like_the_tutorial(corpus, tmp_path):
     (["--rnn_mode=cudnn"], r"rnn_mode cudnn needs a GPU but TensorFlow sees none; use fused"),
     (["--rnn_mode=block", "--xla"], r"--rnn_mode=block cannot run under --xla"),
     (["--precision=bfloat16"], r"--precision=bfloat16 runs only with --rnn_mode=fused"),
-    (["--override=batch_size=500"], r"epoch_size == 0, decrease batch_size or num_steps"),
+    (["--override=batch_size=500"], r"the train split: epoch_size == 0, decrease batch_size or "
+                                     r"num_steps"),
     (["--checkpoint_every_minutes=-1"], r"checkpoint_every_minutes must be >= 0 \(0: off\)"),
     (["--seed=18446744073709551616"], r"seed 18446744073709551616 is outside the 64-bit range"),
 ])

@@ -274,12 +274,20 @@ def test_driver_bad_mode_flags_fail_in_one_line(tmp_path, flags, message):
 
 def test_driver_names_the_training_flags_another_mode_does_not_read(tmp_path, capsys):
     # A training command reused with --mode=eval: the flags only training reads are named.
+    # --model too, beside --save_path: it only names the default save_path, runs/<model>.
     code = driver_exit_in_process(f"--save_path={tmp_path / 'run'}", "--mode=eval",
-                                  "--override=keep_prob=0.5", "--precision=bfloat16", "--seed=3")
+                                  "--override=keep_prob=0.5", "--precision=bfloat16", "--seed=3",
+                                  "--model=large")
     assert_exit_error(code, r"save_path .*run does not exist; train first")
-    assert ("warning: --mode=eval ignores --override, --precision, --seed (training's flags; "
-            "this mode takes the checkpoint's config, vocabulary and weights)"
+    assert ("warning: --mode=eval ignores --override, --precision, --seed, --model (training's "
+            "flags; this mode takes the checkpoint's config, vocabulary and weights)"
             ) in capsys.readouterr().err
+
+
+def test_driver_refuses_an_empty_save_path(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # it would have become runs/small here
+    assert_exit_error(driver_exit_in_process("--save_path="), r"^error: --save_path is empty")
+    assert not (tmp_path / "runs").exists()
 
 
 def test_driver_modes_without_a_checkpoint_say_train_first(tmp_path):

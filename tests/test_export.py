@@ -179,6 +179,27 @@ def test_export_on_a_full_disk_fails_in_one_line_keeping_the_earlier_export(
     assert sorted(os.listdir(tmp_path)) == ["lm"]  # no staging directory left
 
 
+def test_an_export_dir_under_a_file_is_refused_before_anything(tmp_path):
+    # Checked up front by the driver (before a training): it failed after, as a full disk.
+    (tmp_path / "s.txt").write_text("")
+    with pytest.raises(export.ExportError, match=r"cannot be made: .*s.txt is not a writable "
+                                                 r"directory; choose another path$"):
+        export.check_export_dir(str(tmp_path / "s.txt" / "sub" / "lm"))
+    assert export.check_export_dir(str(tmp_path / "new" / "lm")) == str(tmp_path / "new" / "lm")
+
+
+def test_an_export_that_fails_but_not_for_space_does_not_say_free_space(exported, tmp_path,
+                                                                         monkeypatch):
+    model, word_to_id, _ = exported
+
+    def denied(*args, **kwargs):
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))
+    monkeypatch.setattr(tf.saved_model, "save", denied)
+    with pytest.raises(export.ExportError, match=r": Permission denied; choose another "
+                                                 r"directory \(an earlier export"):
+        export.export_saved_model(model, word_to_id, str(tmp_path / "lm"))
+
+
 def test_export_through_a_symlink_replaces_its_target_and_keeps_the_link(exported, tmp_path):
     model, word_to_id, _ = exported
     target = tmp_path / "v1"

@@ -134,6 +134,20 @@ def test_model_trains_in_bfloat16_but_evaluates_in_float32():
     np.testing.assert_allclose(got, want, rtol=0, atol=8 * BF16_EPS * np.abs(want).max())
 
 
+def test_the_start_up_line_says_where_bfloat16_products_run():
+    assert precision.describe("bfloat16", ["avx512_bf16"], {}) == (
+        "bfloat16 (the large products, on oneDNN with avx512_bf16)")
+    assert "oneDNN is off, TF_ENABLE_ONEDNN_OPTS=0" in precision.describe(
+        "bfloat16", ["avx512_bf16"], {"TF_ENABLE_ONEDNN_OPTS": "0"})
+    assert precision.describe("float32", [], {"TF_ENABLE_ONEDNN_OPTS": "0"}) == "float32"
+
+
+def test_auto_choosing_another_kernel_says_why_bfloat16_cannot_run():
+    with pytest.raises(precision.PrecisionError, match=r"not basic \(--rnn_mode=auto's choice "
+                                                       r"for cell=gru\)$"):
+        precision.check("bfloat16", "basic", True, chosen_by_auto_for="cell=gru")
+
+
 def test_model_refuses_bfloat16_for_a_kernel_that_cannot_run_it():
     with pytest.raises(precision.PrecisionError, match="runs only with --rnn_mode=fused"):
         model_lib.PTBModel.from_config(CONFIG, rnn_mode="basic", precision="bfloat16")

@@ -407,20 +407,27 @@ def test_an_output_whose_reader_went_away_saves_and_stops_as_a_signal(corpus, tm
     assert checkpoints.newest(save).endswith("ckpt-1")
 
 
-def test_a_signal_while_a_finished_run_opens_stops_before_the_test(corpus, tmp_path,
-                                                                   monkeypatch):
+def test_a_signal_while_a_run_starts_stops_it_at_once(corpus, tmp_path, monkeypatch):
+    # Building, restoring, tracing and compiling can outlast a scheduler's grace period:
+    # before the first step there is nothing unsaved, so the first signal stops at once.
     save = str(tmp_path / "run")
     config = _config(corpus, max_max_epoch=1)
-    first = run.train_and_evaluate(config, corpus, save, OPTIONS)
     real_open = run._open_run
 
     def open_then_signal(*args):
         opened = real_open(*args)
-        os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C while it restored: nothing left to train
+        os.kill(os.getpid(), signal.SIGINT)
         return opened
+    with monkeypatch.context() as patch:
+        patch.setattr(run, "_open_run", open_then_signal)
+        with pytest.raises(run.Stopped, match=r"^Stopped by signal 2 while starting, before any "
+                                              r"step; .*run the same command to go on"):
+            run.train_and_evaluate(config, corpus, save, OPTIONS)
+    assert checkpoints.newest(save) is None
+    first = run.train_and_evaluate(config, corpus, save, OPTIONS)
+    # A finished run reopened (only its test left) stops too, rather than running the test.
     monkeypatch.setattr(run, "_open_run", open_then_signal)
-    with pytest.raises(run.Stopped, match=r"^Stopped by signal 2 before the test; checkpoints "
-                                          r"are in .*run the same command to go on"):
+    with pytest.raises(run.Stopped, match=r"^Stopped by signal 2 while starting"):
         run.train_and_evaluate(config, corpus, save, OPTIONS)
     metrics = json.loads((tmp_path / "run" / run.METRICS_FILE).read_text())
     assert metrics["test_perplexity"] == first["test_perplexity"]
@@ -436,3 +443,10 @@ def test_an_export_dir_that_would_replace_the_runs_files_is_refused_first(corpus
     assert not save.exists()
     run._check_export_dir(str(save / "export"), str(save))  # a new directory inside: fine
     run._check_export_dir(str(tmp_path / "export"), str(save))
+
+
+def test_a_split_too_short_for_the_batches_is_named(corpus):
+    config = _config(corpus, num_steps=100)  # the training split holds it; validation not
+    assert run._batches(corpus, "train", config).epoch_size > 0
+    with pytest.raises(reader.DataError, match=r"^the valid split: epoch_size == 0"):
+        run._batches(corpus, "valid", config)
