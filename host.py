@@ -80,3 +80,41 @@ def last_level_cache_bytes():
 def physical_memory_bytes():
     """The machine's physical memory in bytes (POSIX sysconf)."""
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def cgroup_memory_limit_bytes(proc_cgroup="/proc/self/cgroup", root="/sys/fs/cgroup"):
+    """The memory limit of this process's cgroup (v2 memory.max, v1 memory.limit_in_bytes)
+    in bytes; None without one (no cgroup files, "max", or v1's unlimited huge number).
+
+    A container or a batch job's limit is below the machine's memory: the kernel
+    kills a process that passes it, however much the machine has.
+    """
+    try:
+        with open(proc_cgroup) as f:
+            lines = [line.strip().split(":", 2) for line in f if line.count(":") >= 2]
+    except OSError:
+        return None
+    files = []
+    for _, controllers, path in lines:
+        path = path.lstrip("/")
+        if controllers == "":  # v2: one unified hierarchy
+            files += [os.path.join(root, path, "memory.max"), os.path.join(root, "memory.max")]
+        elif "memory" in controllers.split(","):  # v1
+            files += [os.path.join(root, "memory", path, "memory.limit_in_bytes"),
+                      os.path.join(root, "memory", "memory.limit_in_bytes")]
+    for name in files:
+        try:
+            with open(name) as f:
+                text = f.read().strip()
+        except OSError:
+            continue
+        limit = int(text) if text.isdigit() else None
+        return limit if limit and limit < 1 << 60 else None  # v1's "unlimited" is ~2**63
+    return None
+
+
+def usable_memory_bytes():
+    """The memory this process may use: the machine's, or its cgroup's limit if lower."""
+    limit = cgroup_memory_limit_bytes()
+    physical = physical_memory_bytes()
+    return min(physical, limit) if limit else physical

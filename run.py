@@ -124,12 +124,13 @@ def training_memory_bytes(config):
 
 def check_memory(config, available=None):
     """Raises RunError before anything is built if a training step cannot fit in memory."""
-    available = available or host.physical_memory_bytes()
+    available = available or host.usable_memory_bytes()
     needed = training_memory_bytes(config)
     if needed > available:
         raise RunError(f"the model needs at least {needed / 2**30:,.1f} GiB to train "
                        f"(hidden_size {config.hidden_size}, {config.num_layers} layers, vocabulary "
-                       f"{config.vocab_size}) but this machine has {available / 2**30:,.1f} GiB; "
+                       f"{config.vocab_size}) but this process may use {available / 2**30:,.1f} "
+                       f"GiB (the machine's memory, or its cgroup's limit if lower); "
                        f"lower hidden_size, num_layers, batch_size or num_steps")
 
 

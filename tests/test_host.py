@@ -69,3 +69,25 @@ def test_physical_memory_bytes_is_the_kernels_memtotal():
         fields = dict(line.split(":", 1) for line in f)
     kib = int(fields["MemTotal"].split()[0])
     assert host.physical_memory_bytes() == kib * 1024
+
+
+@pytest.mark.parametrize("proc, files, limit", [
+    ("0::/job\n", {"job/memory.max": "2147483648\n"}, 2 << 30),  # v2, the job's own cgroup
+    ("0::/\n", {"memory.max": "max\n"}, None),  # v2 without a limit
+    ("4:memory:/ctr\n0::/\n", {"memory/ctr/memory.limit_in_bytes": "1073741824"}, 1 << 30),  # v1
+    ("4:memory:/ctr\n", {"memory/ctr/memory.limit_in_bytes": "9223372036854771712"}, None),
+    ("4:cpu:/\n", {}, None),  # no memory controller
+])
+def test_the_cgroup_memory_limit_is_read_from_v2_or_v1(tmp_path, proc, files, limit):
+    (tmp_path / "cgroup").write_text(proc)
+    for name, text in files.items():
+        (tmp_path / "fs" / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "fs" / name).write_text(text)
+    assert host.cgroup_memory_limit_bytes(str(tmp_path / "cgroup"), str(tmp_path / "fs")) == limit
+
+
+def test_usable_memory_is_the_lower_of_the_machines_and_the_limit(monkeypatch):
+    monkeypatch.setattr(host, "cgroup_memory_limit_bytes", lambda: 1 << 30)
+    assert host.usable_memory_bytes() == min(1 << 30, host.physical_memory_bytes())
+    monkeypatch.setattr(host, "cgroup_memory_limit_bytes", lambda: None)
+    assert host.usable_memory_bytes() == host.physical_memory_bytes()

@@ -139,8 +139,8 @@ def test_run_options_accept_the_int64_range_and_off_values():
 
 def test_run_refuses_a_model_too_big_for_memory_before_building_it(corpus, tmp_path):
     config = _config(corpus, hidden_size=60000)
-    with pytest.raises(run.RunError, match=r"needs at least [\d,.]+ GiB to train .* this machine "
-                                           r"has [\d,.]+ GiB; lower hidden_size"):
+    with pytest.raises(run.RunError, match=r"needs at least [\d,.]+ GiB to train .* this process "
+                                           r"may use [\d,.]+ GiB .*; lower hidden_size"):
         run.train_and_evaluate(config, corpus, str(tmp_path / "run"), OPTIONS)
     assert not (tmp_path / "run").exists()
 
@@ -152,7 +152,8 @@ def test_training_memory_estimate_counts_weights_and_the_logits():
     assert run.training_memory_bytes(config) == 4 * (2 * parameters + 3 * 400 * 10000
                                                      + 12 * 2 * 400 * 200)
     run.check_memory(config)  # the small model fits anywhere
-    with pytest.raises(run.RunError, match="this machine has 0.1 GiB"):
+    with pytest.raises(run.RunError, match=r"this process may use 0.1 GiB \(the machine.s memory, "
+                                           r"or its cgroup.s limit if lower\)"):
         run.check_memory(config, available=2**26)
 
 
