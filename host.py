@@ -83,34 +83,43 @@ def physical_memory_bytes():
 
 
 def cgroup_memory_limit_bytes(proc_cgroup="/proc/self/cgroup", root="/sys/fs/cgroup"):
-    """The memory limit of this process's cgroup (v2 memory.max, v1 memory.limit_in_bytes)
-    in bytes; None without one (no cgroup files, "max", or v1's unlimited huge number).
+    """The memory limit of this process's cgroup or any cgroup above it (v2 memory.max, v1
+    memory.limit_in_bytes), the lowest, in bytes; None without one ("max", v1's huge
+    "unlimited", or no cgroup files).
 
-    A container or a batch job's limit is below the machine's memory: the kernel
-    kills a process that passes it, however much the machine has.
+    A container's or a batch job's limit (often set on a parent: Slurm's job_N
+    above its step) is below the machine's memory: the kernel kills a process
+    that passes it, however much the machine has.
     """
     try:
         with open(proc_cgroup) as f:
             lines = [line.strip().split(":", 2) for line in f if line.count(":") >= 2]
     except OSError:
         return None
-    files = []
+    limits = []
     for _, controllers, path in lines:
-        path = path.lstrip("/")
         if controllers == "":  # v2: one unified hierarchy
-            files += [os.path.join(root, path, "memory.max"), os.path.join(root, "memory.max")]
+            base, name = root, "memory.max"
         elif "memory" in controllers.split(","):  # v1
-            files += [os.path.join(root, "memory", path, "memory.limit_in_bytes"),
-                      os.path.join(root, "memory", "memory.limit_in_bytes")]
-    for name in files:
-        try:
-            with open(name) as f:
-                text = f.read().strip()
-        except OSError:
+            base, name = os.path.join(root, "memory"), "memory.limit_in_bytes"
+        else:
             continue
-        limit = int(text) if text.isdigit() else None
-        return limit if limit and limit < 1 << 60 else None  # v1's "unlimited" is ~2**63
-    return None
+        parts = [p for p in path.split("/") if p]
+        for depth in range(len(parts), -1, -1):  # the cgroup, then each one above it
+            limits.append(_read_limit(os.path.join(base, *parts[:depth], name)))
+    limits = [limit for limit in limits if limit]
+    return min(limits) if limits else None
+
+
+def _read_limit(path):
+    """A cgroup memory limit file's value in bytes; None if absent, "max" or unlimited."""
+    try:
+        with open(path) as f:
+            text = f.read().strip()
+    except OSError:
+        return None
+    limit = int(text) if text.isdigit() else None
+    return limit if limit and limit < 1 << 60 else None  # v1's "unlimited" is ~2**63
 
 
 def usable_memory_bytes():

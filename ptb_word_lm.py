@@ -197,8 +197,7 @@ def _check_flags_apply():
         raise inference.InferenceError(f"--{name} applies to --mode="
                                        f"{'|'.join(_READ_BY[name])} only, not --mode="
                                        f"{FLAGS.mode}{hint}")
-    if FLAGS.mode in _TRAINED and FLAGS["model"].present and (FLAGS.save_path or
-                                                               FLAGS.checkpoint):
+    if FLAGS.mode in _TRAINED and FLAGS["model"].present and FLAGS.save_path:
         unread.append("model")  # it only names the default --save_path, runs/<model>
     if unread:
         print(f"warning: --mode={FLAGS.mode} ignores {', '.join('--' + n for n in unread)} "

@@ -162,15 +162,17 @@ class _Interrupts:
     the run saves and stops at the next step instead of dying of the write.
     """
 
-    def __init__(self, save_path):
+    def __init__(self, save_path, one_worker=True):
         self.save_path = save_path
+        self.one_worker = one_worker  # several: every stop is agreed at a step, never at once
         self.signum = None
         self.phase = "starting"  # then "training" (signals are agreed, saved), then "testing"
 
     def __enter__(self):
         self._previous = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
         self._streams = sys.stdout, sys.stderr
-        sys.stdout, sys.stderr = (_StopWhenGone(stream, self._output_gone)
+        sys.stdout, sys.stderr = (None if stream is None  # closed: Python drops its prints
+                                  else _StopWhenGone(stream, self._output_gone)
                                   for stream in self._streams)
         return self
 
@@ -183,7 +185,7 @@ class _Interrupts:
     def _handle(self, signum, frame):
         self.signum = signum
         signal.signal(signum, signal.SIG_DFL)
-        if self.phase == "starting":
+        if self.phase == "starting" and self.one_worker:
             raise Stopped(f"Stopped by signal {signum} while starting, before any step; what "
                           f"was trained is in {self.save_path}: run the same command to go on.")
         if self.phase == "testing":
@@ -300,6 +302,7 @@ class _RunHooks(training.EpochHooks):
         self._last_save = time.monotonic()
 
     def report(self, ts, fraction, words_per_second, outputs):
+        self.interrupts.phase = "training"  # a report comes after its step, before after_step
         self.progress.report(ts, fraction, words_per_second)
         self.summaries.write(int(ts.global_step.numpy()), {
             "train/perplexity": ts.epoch_perplexity(), "train/learning_rate": ts.lr.numpy(),
@@ -464,13 +467,13 @@ def _train_epochs(run, train_batches, valid_batches, interrupts):
     evaluate = run.replicas.make_evaluate(ts.model, config.batch_size, config.num_steps,
                                           jit_compile=run.jit_compile)
     while int(ts.epoch.numpy()) < config.max_max_epoch:
-        hooks.start_epoch(_trained_seconds(run.history), run.epoch_seconds)
-        run.epoch_seconds = 0.0  # the next epoch starts afresh
+        resumed, run.epoch_seconds = run.epoch_seconds, 0.0  # the next epoch starts afresh
+        hooks.start_epoch(_trained_seconds(run.history), resumed)
         epoch = int(ts.epoch.numpy())
         if run.replicas.any_worker(hooks.out_of_time):
-            # A snapshot mid-epoch whose time used up the budget: that part is validated and
-            # recorded as a budget's stop would have (any_worker: a non-chief has no history).
-            if run.replicas.any_worker(_unrecorded_part(run, epoch)):
+            # A snapshot mid-epoch (its seconds recorded: only the chief has them) whose time
+            # used up the budget: that part is validated and recorded as a budget's stop.
+            if run.replicas.any_worker(resumed > 0):
                 _end_of_epoch(run, hooks, epoch, time.monotonic() - hooks.epoch_start,
                               train_batches.epoch_size, lambda: evaluate(valid_batches))
             break
@@ -490,12 +493,6 @@ def _train_epochs(run, train_batches, valid_batches, interrupts):
                           f"{run.saved_in}: run the same command to resume.")
         if not finished:
             break
-
-
-def _unrecorded_part(run, epoch):
-    """Whether epoch `epoch` (0-based) has trained steps that its history has no entry for."""
-    recorded = run.history and run.history[-1]["epoch"] == epoch + 1
-    return int(run.ts.step.numpy()) > 0 and not recorded
 
 
 def _end_of_epoch(run, hooks, epoch, seconds, epoch_size, validate):
@@ -595,7 +592,7 @@ def train_and_evaluate(config, corpus, save_path, options=RunOptions()):
         if chief:
             checkpoints.check_writable(save_path)
         with (checkpoints.lock(save_path) if chief else contextlib.nullcontext()), \
-                _Interrupts(save_path) as interrupts:
+                _Interrupts(save_path, one_worker=not replicas.cluster) as interrupts:
             run = _open_run(config, corpus, save_path, options, train_batches.epoch_size,
                             replicas)
             summaries = (monitoring.Summaries(os.path.join(save_path, "tensorboard")) if chief
@@ -603,9 +600,10 @@ def train_and_evaluate(config, corpus, save_path, options=RunOptions()):
             with summaries as run.summaries:
                 _train_epochs(run, train_batches, valid_batches, interrupts)
                 if run.replicas.any_worker(interrupts.signum is not None):  # nothing trained
-                    raise Stopped(f"Stopped by signal {interrupts.signum} before the test; "
-                                  f"checkpoints are in {run.saved_in}: run the same command "
-                                  f"to go on.")
+                    by = (f"signal {interrupts.signum}" if interrupts.signum is not None
+                          else "a signal to another worker")
+                    raise Stopped(f"Stopped by {by} before the test; checkpoints are in "
+                                  f"{run.saved_in}: run the same command to go on.")
                 interrupts.phase = "testing"
                 with run.ts.evaluation_weights():
                     test_ppl = _test(run)

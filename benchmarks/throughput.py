@@ -442,8 +442,12 @@ def _measure_rounds(args, name, modes, peers, overrides_for_ceiling=None):
         if result.error is None:
             ratio = result.ratio_to_fastest_peer
             add_ratios(result, name_peers)  # the peers' medians, and the fastest of them
-            if args.rounds > 1:
+            if args.rounds > 1 and ratio is not None:
                 result.ratio_to_fastest_peer = ratio
+                # the peers the rounds' ratios were taken against, fastest by median first
+                against = {r.fastest_peer for r in rounds}
+                result.fastest_peer = "/".join(sorted(against,
+                                                      key=lambda p: p != result.fastest_peer))
         name_results.append(result)
     summaries = [add_ceiling([r for r, mode in zip(name_results, modes) if mode.env == env],
                              rounds, env)

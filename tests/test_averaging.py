@@ -146,10 +146,11 @@ def test_run_max_minutes_stops_mid_epoch_then_tests_and_a_longer_budget_goes_on(
     assert re.search(r"^Test Perplexity: ", out, re.M)
     [partial] = metrics["epochs"]
     assert 0 < partial["fraction"] < 1
-    # The same budget again: spent already, so only the test runs.
+    # The same budget again: spent already, so only the test runs (the part is recorded).
     run.train_and_evaluate(config, corpus, str(save), budget)
     out = capsys.readouterr().out
     assert "Learning rate" not in out and "Test Perplexity" in out
+    assert "Valid Perplexity" not in out
     # No budget: the partial epoch goes on from where it stopped, and its entry is replaced.
     metrics = run.train_and_evaluate(config, corpus, str(save), OPTIONS)
     assert [e["epoch"] for e in metrics["epochs"]] == [1, 2]

@@ -246,6 +246,19 @@ def test_a_peer_failed_in_one_round_is_left_out_of_every_rounds_ratio(monkeypatc
     assert not throughput._peer_failed(throughput.PeerResult("torch", "test", error="skipped: x"))
 
 
+def test_the_ratio_names_every_peer_its_rounds_were_taken_against(monkeypatch):
+    # torch is the fastest in rounds 1 and 3 and by median, keras in round 2.
+    _fake_rounds(monkeypatch, {"keras": [1000.0, 1500.0, 1000.0],
+                               "torch": [1400.0, 1000.0, 1400.0]}, [2000.0] * 3)
+    (mode,) = throughput.parse_modes("fused+xla", "1")
+    (result,), _, _ = throughput._measure_rounds(
+        argparse.Namespace(rounds=3, ceiling=False), "small", [mode], ["keras", "torch"])
+    assert result.rounds_ratio_to_fastest_peer == pytest.approx([2000 / 1400, 2000 / 1500,
+                                                                  2000 / 1400])
+    assert (result.ratio_to_fastest_peer, result.fastest_peer) == (
+        pytest.approx(2000 / 1400), "torch/keras")
+
+
 def test_a_ceiling_failed_in_every_round_is_a_failed_summary(monkeypatch):
     _fake_rounds(monkeypatch, {}, [1800.0] * 2,
                  {(): [ceiling.Ceiling("small", error="exit 1: boom")] * 2})

@@ -77,6 +77,10 @@ def test_physical_memory_bytes_is_the_kernels_memtotal():
     ("4:memory:/ctr\n0::/\n", {"memory/ctr/memory.limit_in_bytes": "1073741824"}, 1 << 30),  # v1
     ("4:memory:/ctr\n", {"memory/ctr/memory.limit_in_bytes": "9223372036854771712"}, None),
     ("4:cpu:/\n", {}, None),  # no memory controller
+    # A limit on a parent (Slurm's job above its step), the leaf's "max": the parent's.
+    ("0::/job_7/step_0\n", {"job_7/step_0/memory.max": "max", "job_7/memory.max": "1073741824",
+                            "memory.max": "max"}, 1 << 30),
+    ("0::/a/b\n", {"a/b/memory.max": "2147483648", "a/memory.max": "4294967296"}, 2 << 30),
 ])
 def test_the_cgroup_memory_limit_is_read_from_v2_or_v1(tmp_path, proc, files, limit):
     (tmp_path / "cgroup").write_text(proc)

@@ -451,3 +451,21 @@ def test_a_split_too_short_for_the_batches_is_named(corpus):
     assert run._batches(corpus, "train", config).epoch_size > 0
     with pytest.raises(reader.DataError, match=r"^the valid split: epoch_size == 0"):
         run._batches(corpus, "valid", config)
+
+
+def test_with_several_workers_a_signal_while_starting_waits_to_be_agreed(monkeypatch):
+    # One worker stopping on its own before the first step would leave the others in a
+    # collective until its timeout: with several, the stop is agreed at a step, as later.
+    with run._Interrupts("runs/x", one_worker=False) as interrupts:
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert interrupts.signum == signal.SIGTERM and interrupts.phase == "starting"
+    with pytest.raises(run.Stopped, match=r"while starting"):
+        with run._Interrupts("runs/x"):
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
+def test_a_closed_stderr_stays_closed_during_a_run(monkeypatch):
+    monkeypatch.setattr(sys, "stderr", None)  # Python's own for a closed descriptor 2
+    with run._Interrupts("runs/x"):
+        assert sys.stderr is None
+        print("dropped", file=sys.stderr)  # as Python drops it, not an AttributeError
