@@ -52,6 +52,18 @@ def replace_text(path, text, prefix=".tmp.", tmp_path=None):
         raise
 
 
+def silence(stream):
+    """Points a stream's file descriptor at /dev/null: once its reader is gone, later
+    writes (and Python's final flush) succeed and go nowhere. A stream without one is left."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, stream.fileno())
+    except (OSError, ValueError, AttributeError):  # io.UnsupportedOperation is both
+        pass
+    finally:
+        os.close(devnull)
+
+
 def _umask():
     """The process's umask, read without setting it where Linux shows it (os.umask would
     clear it for a moment, for every thread: TensorFlow's may be writing files)."""

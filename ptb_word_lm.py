@@ -44,6 +44,7 @@ import tensorflow as tf  # noqa: E402
 import checkpoints  # noqa: E402
 import configs  # noqa: E402
 import export  # noqa: E402
+import files  # noqa: E402
 import inference  # noqa: E402
 import precision  # noqa: E402
 import reader  # noqa: E402
@@ -384,8 +385,7 @@ def _quiet_broken_pipe():
 
 def _quiet_stdout():
     """stdout onto /dev/null, so that Python's final flush does not fail again."""
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, sys.stdout.fileno())
+    files.silence(sys.stdout)
 
 
 def main(argv):

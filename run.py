@@ -218,13 +218,7 @@ class _StopWhenGone:
         try:
             return method(*args)
         except BrokenPipeError:
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            try:  # later writes (the driver's last line, Python's final flush) go nowhere
-                os.dup2(devnull, self._stream.fileno())
-            except (OSError, ValueError, AttributeError):  # a stream without a descriptor
-                pass
-            finally:
-                os.close(devnull)
+            files.silence(self._stream)  # the driver's last line goes nowhere, not fails
             self._gone()
             return len(args[0]) if args else None
 

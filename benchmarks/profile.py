@@ -155,23 +155,22 @@ class _Window:
         tf.profiler.experimental.stop()
 
 
-class _WindowHooks(training.EpochHooks):
-    """run_epoch hooks that open the window after `warmup` steps and close it `steps` later,
-    inside the hook, so that building and dropping the tf.data pipeline stays outside."""
+class _WindowHooks(measure._StepClock):
+    """measure's step clock that opens the window where its clock starts (after `warmup`
+    steps, >= 1) and closes it where it stops, inside the hook, so that building and
+    dropping the tf.data pipeline stays outside."""
 
     def __init__(self, warmup, steps, window):
-        self.warmup, self.total, self.done, self.window = warmup, warmup + steps, 0, window
+        super().__init__(warmup, steps)
+        self.window = window
 
     def after_step(self, ts, outputs):
-        self.done += 1
+        stop = super().after_step(ts, outputs)  # it waits for the step at both edges
         if self.done == self.warmup:
-            ts.global_step.numpy()  # reading a variable waits for the warm-up's last step
             self.window.open()
-        if self.done < self.total:
-            return False
-        ts.global_step.numpy()  # ... and for the last profiled one
-        self.window.close()
-        return True
+        if stop:
+            self.window.close()
+        return stop
 
 
 def _run_steps(ts, train_step, batches, hooks):

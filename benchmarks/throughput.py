@@ -212,8 +212,7 @@ def _check_peers(args, peers):
 def measure_in_child(args, name, mode):
     """Runs one measurement (measure.py) in a fresh process with mode.env set; returns its
     Measurement."""
-    env = dict(os.environ, **dict(mode.env)) if mode.env else None
-    run = common.run_child(measure_lib.command(args, name, mode), env=env)
+    run = common.run_child(measure_lib.command(args, name, mode), env=_child_env(mode.env))
     result = common.child_result(run)
     if result is None:
         return Measurement.failed(name, mode, common.child_failure(run))
@@ -270,12 +269,17 @@ def _ceiling_command(name, overrides):
                                  *[f"--override={item}" for item in overrides])
 
 
+def _child_env(env):
+    """A child's environment: ours with the (name, value) pairs of `env` on top; None (ours
+    as it is) without any."""
+    return dict(os.environ, **dict(env)) if env else None
+
+
 def run_ceiling(name, overrides, env=()):
     """Config `name`'s ceiling with `overrides` (ceiling.py), in a child process so it runs
     alone as the measurements do, with the (name, value) pairs of `env` set (a mode's --env
     variant, whose ISA caps the ceiling must share); returns a ceiling.Ceiling."""
-    run = common.run_child(_ceiling_command(name, overrides),
-                           env=dict(os.environ, **dict(env)) if env else None)
+    run = common.run_child(_ceiling_command(name, overrides), env=_child_env(env))
     summary = common.child_result(run)
     if not summary or not summary.get("results"):
         return ceiling_lib.Ceiling(name, error=common.child_failure(run))
@@ -287,12 +291,18 @@ def run_ceiling(name, overrides, env=()):
 def add_ratios(result, peer_results):
     """Sets result's peer_wps, fastest_peer and ratio_to_fastest_peer (train_wps over the
     fastest peer's on the same config, of the peers that have a speed)."""
+    timed = _add_peers(result, peer_results)
+    result.ratio_to_fastest_peer = (result.train_wps / timed[result.fastest_peer]
+                                    if timed and result.train_wps else None)
+
+
+def _add_peers(result, peer_results):
+    """Sets result's peer_wps and fastest_peer; returns peer_wps."""
     timed = {p.peer: p.train_wps for p in peer_results
              if p.config == result.config and p.error is None}
     result.peer_wps = timed
     result.fastest_peer = max(timed, key=timed.get) if timed else None
-    result.ratio_to_fastest_peer = (result.train_wps / timed[result.fastest_peer]
-                                    if timed and result.train_wps else None)
+    return timed
 
 
 def _median(values):
@@ -438,12 +448,10 @@ def _measure_rounds(args, name, modes, peers, overrides_for_ceiling=None):
         for index, result in enumerate(rounds):
             if result.error is None:
                 add_ratios(result, [peer[index] for peer in complete])
-        result = combine_rounds(rounds)
-        if result.error is None:
-            ratio = result.ratio_to_fastest_peer
-            add_ratios(result, name_peers)  # the peers' medians, and the fastest of them
-            if args.rounds > 1 and ratio is not None:
-                result.ratio_to_fastest_peer = ratio
+        result = combine_rounds(rounds)  # one round: that round's, ratio and peers
+        if result.error is None and args.rounds > 1:
+            _add_peers(result, name_peers)  # the peers' medians, and the fastest of them
+            if result.ratio_to_fastest_peer is not None:
                 # the peers the rounds' ratios were taken against, fastest by median first
                 against = {r.fastest_peer for r in rounds}
                 result.fastest_peer = "/".join(sorted(against,
