@@ -38,7 +38,8 @@ class PrecisionError(errors.UserError):
     """A precision that does not exist or cannot run with the other settings."""
 
 
-def check(precision, rnn_mode, xla=True, strategy="none", chosen_by_auto_for=None):
+def check(precision, rnn_mode, xla=True, strategy="none", chosen_by_auto_for=None,
+          environ=None):
     """Raises PrecisionError unless `precision` can train with the resolved rnn_mode and xla.
 
     Args:
@@ -48,6 +49,7 @@ def check(precision, rnn_mode, xla=True, strategy="none", chosen_by_auto_for=Non
       strategy: the data-parallel strategy name ("none" for one device).
       chosen_by_auto_for: when --rnn_mode=auto resolved to rnn_mode, what in the config
         made it (e.g. "cell=gru"), for the message.
+      environ: the environment the training will run in; None: this process's.
     """
     if precision not in PRECISIONS:
         raise PrecisionError(f"unknown precision {precision!r}; choose one of "
@@ -66,7 +68,7 @@ def check(precision, rnn_mode, xla=True, strategy="none", chosen_by_auto_for=Non
         raise PrecisionError(f"--precision={precision} trains on one device only for now, not "
                              f"with strategy {strategy}; train on one device or use "
                              f"--precision=float32")
-    cap = onednn_cap_without_bfloat16()
+    cap = onednn_cap_without_bfloat16(environ)
     if cap:
         raise PrecisionError(f"--precision={precision} runs its products on oneDNN, which "
                              f"ONEDNN_MAX_CPU_ISA={cap} leaves without bfloat16 (it would "

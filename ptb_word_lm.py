@@ -244,7 +244,7 @@ def _eval(model, word_to_id):
         model, word_to_id, path, jit_compile=kernels.jit_compile(model.rnn_mode, FLAGS.xla))
     print(f"Perplexity: {perplexity:.3f}")
     print(f"Words: {num_words} (with each line's <eos>; {unknown} not in the vocabulary, read as "
-          f"{reader.UNK}) in {path}")
+          f"{reader.UNK}; the perplexity is over the {num_words - 1} after the first) in {path}")
 
 
 def _generate(model, word_to_id):

@@ -253,11 +253,12 @@ def _words_in_id_order(word_to_id):
     return words
 
 
-def save_vocab(word_to_id, path):
+def save_vocab(word_to_id, path, tmp_path=None):
     """Writes the vocabulary as UTF-8 text, one word per line in id order.
 
     The file is replaced in one rename (files.replace_text), so a crash never
-    leaves a half-written vocabulary.
+    leaves a half-written vocabulary. tmp_path: the temporary's one name, for a
+    writer holding a lock (a kill leaves that file, which its next write replaces).
 
     Raises:
       DataError: ids are not 0..len-1, or a word is empty or holds whitespace.
@@ -267,7 +268,8 @@ def save_vocab(word_to_id, path):
         if word.split() != [word]:  # would not survive the one-word-per-line format
             raise DataError(f"cannot save vocabulary word {word!r}: words must be non-empty "
                             f"and hold no whitespace")
-    files.replace_text(path, "".join(word + "\n" for word in words), prefix=".vocab.")
+    files.replace_text(path, "".join(word + "\n" for word in words), prefix=".vocab.",
+                       tmp_path=tmp_path)
 
 
 def load_vocab(path):

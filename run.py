@@ -11,7 +11,6 @@ import dataclasses
 import json
 import math
 import os
-import signal
 import sys
 import time
 from typing import Optional
@@ -23,12 +22,14 @@ import distribute
 import export
 import files
 import host
+import interrupts as interrupts_lib
 import model as model_lib
 import monitoring
 import precision as precision_lib
 import reader
 import training
 from errors import UserError
+from interrupts import Stopped
 from rnn import kernels, loop_forms
 
 _INT64_RANGE = (-(1 << 63), (1 << 63) - 1)
@@ -39,10 +40,6 @@ METRICS_FILE = "metrics.json"
 
 class RunError(UserError):
     """A run option that cannot work, or a run file that cannot be written."""
-
-
-class Stopped(Exception):
-    """A signal stopped the run; the message says what was kept and how to go on."""
 
 
 def check_seed(seed):
@@ -148,79 +145,6 @@ def write_json(path, obj):
     except OSError as e:
         raise RunError(f"cannot write {path}: {e.strerror}; free space or fix permissions and "
                        f"rerun (training resumes from the last checkpoint)") from None
-
-
-class _Interrupts:
-    """While entered: the first SIGINT/SIGTERM asks the run to checkpoint and stop; a second kills.
-
-    Until the first training step has run (building, restoring, tracing and
-    compiling, which can take a minute: a scheduler's grace period) and during
-    the test evaluation and the export (`phase` "starting" and "testing"), the
-    first signal stops at once: there is nothing unsaved. An output
-    whose reader went away (`... | tee log`, whose tee the same Ctrl-C killed)
-    asks the same as a signal, as SIGPIPE, and is sent to /dev/null from then on:
-    the run saves and stops at the next step instead of dying of the write.
-    """
-
-    def __init__(self, save_path, one_worker=True):
-        self.save_path = save_path
-        self.one_worker = one_worker  # several: every stop is agreed at a step, never at once
-        self.signum = None
-        self.phase = "starting"  # then "training" (signals are agreed, saved), then "testing"
-
-    def __enter__(self):
-        self._previous = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
-        self._streams = sys.stdout, sys.stderr
-        sys.stdout, sys.stderr = (None if stream is None  # closed: Python drops its prints
-                                  else _StopWhenGone(stream, self._output_gone)
-                                  for stream in self._streams)
-        return self
-
-    def __exit__(self, *exc):
-        sys.stdout, sys.stderr = self._streams
-        for signum, handler in self._previous.items():
-            # None: a handler set outside Python (TensorFlow's multi-worker SIGTERM notifier).
-            signal.signal(signum, signal.SIG_DFL if handler is None else handler)
-
-    def _handle(self, signum, frame):
-        self.signum = signum
-        signal.signal(signum, signal.SIG_DFL)
-        if self.phase == "starting" and self.one_worker:
-            raise Stopped(f"Stopped by signal {signum} while starting, before any step; what "
-                          f"was trained is in {self.save_path}: run the same command to go on.")
-        if self.phase == "testing":
-            raise Stopped(f"Stopped by signal {signum} after training; the trained weights are "
-                          f"saved in {self.save_path}: run the same command to run the test.")
-        print(f"\nReceived signal {signum}: saving a checkpoint, then exiting "
-              f"(send it again to exit at once).", file=sys.stderr, flush=True)
-
-    def _output_gone(self):
-        if self.signum is None and self.phase != "testing":  # a test goes on, into metrics
-            self.signum = signal.SIGPIPE
-
-
-class _StopWhenGone:
-    """A text stream whose lost reader (BrokenPipeError) calls `gone` and silences it."""
-
-    def __init__(self, stream, gone):
-        self._stream, self._gone = stream, gone
-
-    def __getattr__(self, name):
-        return getattr(self._stream, name)
-
-    def write(self, text):
-        return self._guarded(self._stream.write, text)
-
-    def flush(self):
-        return self._guarded(self._stream.flush)
-
-    def _guarded(self, method, *args):
-        try:
-            return method(*args)
-        except BrokenPipeError:
-            files.silence(self._stream)  # the driver's last line goes nowhere, not fails
-            self._gone()
-            return len(args[0]) if args else None
 
 
 def _check_export_dir(export_dir, save_path):
@@ -396,7 +320,8 @@ def _open_run(config, corpus, save_path, options, epoch_size, replicas):
     vocab_path = os.path.join(save_path, checkpoints.VOCAB_FILE)
     try:
         if replicas.is_chief:
-            reader.save_vocab(corpus.word_to_id, vocab_path)
+            # One name for the temporary, as metrics.json's: the lock keeps other writers out.
+            reader.save_vocab(corpus.word_to_id, vocab_path, tmp_path=f"{vocab_path}.tmp")
     except OSError as e:
         raise RunError(f"cannot write {vocab_path}: {e.strerror}; free space or fix "
                        f"permissions and rerun") from None
@@ -586,7 +511,7 @@ def train_and_evaluate(config, corpus, save_path, options=RunOptions()):
         if chief:
             checkpoints.check_writable(save_path)
         with (checkpoints.lock(save_path) if chief else contextlib.nullcontext()), \
-                _Interrupts(save_path, one_worker=not replicas.cluster) as interrupts:
+                interrupts_lib.Interrupts(save_path, one_worker=not replicas.cluster) as interrupts:
             run = _open_run(config, corpus, save_path, options, train_batches.epoch_size,
                             replicas)
             summaries = (monitoring.Summaries(os.path.join(save_path, "tensorboard")) if chief

@@ -231,9 +231,9 @@ def measure(name, mode, data_path, overrides=(), warmup=20, steps=300, eval_step
         peak_rss_mb=common.rss_mb(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss))
 
 
-def check_mode(config, mode):
+def check_mode(config, mode, environ=None):
     """(the kernel `mode` runs `config` with, whether it compiles with XLA), as the driver
-    would choose them.
+    would choose them; environ: the measuring process's environment (None: this one's).
 
     Raises:
       errors.UserError (the kernels' and precision's): the mode cannot run the config on
@@ -241,7 +241,7 @@ def check_mode(config, mode):
     """
     rnn_mode = model_lib.resolve_rnn_mode(config, mode.rnn_mode)
     jit_compile = kernels.jit_compile(rnn_mode, mode.xla)
-    precision_lib.check(mode.precision, rnn_mode, jit_compile)
+    precision_lib.check(mode.precision, rnn_mode, jit_compile, environ=environ)
     return rnn_mode, jit_compile
 
 

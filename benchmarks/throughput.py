@@ -11,7 +11,6 @@ overrides and vocabulary as the modes, and each mode's fraction of its median
 is reported, and of the ceiling with the softmax loss's passes.
 """
 
-import contextlib
 import dataclasses
 import os
 import re
@@ -166,28 +165,13 @@ def _plan(args):
             ceiling_lib.resolve_config(name, args.override)  # an LSTM, whose products it counts
         for mode in modes:  # a kernel this host, XLA or the precision cannot run
             try:
-                with _environ(mode.env):  # its --env variant's caps, as its process will see
-                    measure_lib.check_mode(config, mode)
+                # Under its --env variant's caps, as its process will see them.
+                measure_lib.check_mode(config, mode, environ=_child_env(mode.env))
             except errors.UserError as e:
                 raise common.BenchmarkError(f"{name} {mode.label}: {e}") from None
     common.check_data(args.data_path)
     _check_peers(args, peers)
     return names, modes, peers
-
-
-@contextlib.contextmanager
-def _environ(env):
-    """This process's environment with the (name, value) pairs of env set, while entered."""
-    saved = {name: os.environ.get(name) for name, _ in env}
-    os.environ.update(env)
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
 
 
 def _check_peers(args, peers):

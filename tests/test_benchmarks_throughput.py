@@ -1,6 +1,7 @@
 """Tests of benchmarks/throughput.py: mode parsing, the peers, the rounds and their medians."""
 
 import argparse
+import os
 
 import pytest
 
@@ -42,6 +43,26 @@ def test_a_mode_that_cannot_run_fails_before_any_work(rnn_modes, message, tmp_pa
                               ceiling=False, data_path=str(tmp_path / "no data"))
     with pytest.raises(common.BenchmarkError, match=message):
         throughput._plan(args)  # before the data, let alone a measurement
+
+
+def test_a_bfloat16_mode_is_checked_under_its_variants_environment(tmp_path, monkeypatch):
+    # oneDNN capped below avx512_core on an avx512f CPU has no bfloat16 MatMul (it aborts):
+    # the variant's cap refuses, while this process's own environment has none.
+    monkeypatch.setattr(throughput.measure_lib.precision_lib.host, "cpu_flags",
+                        lambda: {"avx2", "avx512f"})
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    monkeypatch.delenv("DNNL_MAX_CPU_ISA", raising=False)
+    args = argparse.Namespace(steps=1, warmup=1, eval_steps=None, rounds=1, configs="small",
+                              rnn_modes="fused+xla+bfloat16", xla="1", env=[], peers="",
+                              override=[], ceiling=False, data_path=str(tmp_path / "no data"))
+    with pytest.raises(common.BenchmarkError, match=r"data"):
+        throughput._plan(args)  # the mode passes; the missing data fails next
+    args.env = ["ONEDNN_MAX_CPU_ISA=AVX2"]
+    with pytest.raises(common.BenchmarkError, match=r"fused\+xla\+bfloat16 \{ONEDNN_MAX_CPU_"
+                                                    r"ISA=AVX2\}: --precision=bfloat16 runs its "
+                                                    r"products on oneDNN"):
+        throughput._plan(args)
+    assert "ONEDNN_MAX_CPU_ISA" not in os.environ  # checked without touching ours
 
 
 def test_a_ceiling_of_a_cell_it_cannot_count_fails_before_any_work(tmp_path):

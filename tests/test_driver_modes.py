@@ -97,7 +97,8 @@ def test_driver_eval_equals_stream_perplexity(trained, loaded):
     words = reader.read_words(str(trained["data"] / "test.txt"))
     unknown = sum(w not in word_to_id for w in words)
     assert unknown > 0  # the capped vocabulary leaves some test words out
-    assert re.search(rf"^Words: {len(words)} .*; {unknown} not in the vocabulary", result.stdout,
+    assert re.search(rf"^Words: {len(words)} .*; {unknown} not in the vocabulary, read as <unk>; "
+                     rf"the perplexity is over the {len(words) - 1} after the first", result.stdout,
                      re.M)
 
 

@@ -167,6 +167,22 @@ def test_run_full_disk_writing_the_vocabulary_is_one_error(corpus, tmp_path, mon
         run.train_and_evaluate(_config(corpus), corpus, str(tmp_path / "run"), OPTIONS)
 
 
+def test_a_vocabulary_write_killed_half_way_leaves_one_file_the_next_run_replaces(
+        corpus, tmp_path, monkeypatch):
+    save = tmp_path / "run"
+    save.mkdir()
+    (save / "vocab.txt.tmp").write_text("half of a vocabu")  # what a SIGKILL mid-write leaves
+
+    def stop_after_opening(*args):
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr(run, "_train_epochs", stop_after_opening)
+    with pytest.raises(RuntimeError, match="stop here"):
+        run.train_and_evaluate(_config(corpus), corpus, str(save), OPTIONS)
+    assert reader.load_vocab(str(save / "vocab.txt")) == corpus.word_to_id
+    assert sorted(p.name for p in save.iterdir() if "vocab" in p.name) == ["vocab.txt"]
+
+
 def test_run_full_disk_writing_metrics_keeps_the_last_good_state(corpus, tmp_path, monkeypatch):
     save = tmp_path / "run"
     config = _config(corpus, max_max_epoch=2, max_epoch=2)
@@ -453,19 +469,3 @@ def test_a_split_too_short_for_the_batches_is_named(corpus):
         run._batches(corpus, "valid", config)
 
 
-def test_with_several_workers_a_signal_while_starting_waits_to_be_agreed(monkeypatch):
-    # One worker stopping on its own before the first step would leave the others in a
-    # collective until its timeout: with several, the stop is agreed at a step, as later.
-    with run._Interrupts("runs/x", one_worker=False) as interrupts:
-        os.kill(os.getpid(), signal.SIGTERM)
-        assert interrupts.signum == signal.SIGTERM and interrupts.phase == "starting"
-    with pytest.raises(run.Stopped, match=r"while starting"):
-        with run._Interrupts("runs/x"):
-            os.kill(os.getpid(), signal.SIGTERM)
-
-
-def test_a_closed_stderr_stays_closed_during_a_run(monkeypatch):
-    monkeypatch.setattr(sys, "stderr", None)  # Python's own for a closed descriptor 2
-    with run._Interrupts("runs/x"):
-        assert sys.stderr is None
-        print("dropped", file=sys.stderr)  # as Python drops it, not an AttributeError
