@@ -5,7 +5,7 @@
     save_path/best/      the snapshot with the lowest validation perplexity
     save_path/vocab.txt  the vocabulary (VOCAB_FILE), checked against each snapshot's hash
 
-A snapshot is ours if it holds a run_info (config, seed, vocabulary hash). A
+A snapshot is ours if it holds a run_info (config, seed, vocabulary and data hashes). A
 directory holding a snapshot that is not ours, or whose index cannot be read,
 is refused: nothing here deletes or overwrites what another program wrote.
 """
@@ -70,10 +70,15 @@ def _quiet_tensorflow():
         logger.setLevel(level)
 
 
-def run_info(config, seed, word_to_id):
-    """What a snapshot must match to be resumed: {"config", "seed", "vocab_hash"}."""
+def run_info(config, seed, corpus):
+    """What a snapshot must match to be resumed: {"config", "seed", "vocab_hash", "data_hash"}
+    (corpus: reader.Corpus; its splits' hash, so a resume on other text is refused)."""
     return {"config": configs.to_dict(config), "seed": seed,
-            "vocab_hash": reader.vocab_hash(word_to_id)}
+            "vocab_hash": reader.vocab_hash(corpus.word_to_id), "data_hash": corpus.data_hash}
+
+
+# Entries snapshots of older versions do not hold: compared only where the snapshot has them.
+_ADDED_LATER = ("data_hash",)
 
 
 # --- Finding snapshots ---------------------------------------------------------------------
@@ -429,6 +434,8 @@ def _describe_mismatch(saved, current):
     """'key: saved -> current' for every differing entry of two run_info dicts."""
     lines = []
     for key in sorted(set(saved) | set(current)):
+        if key in _ADDED_LATER and key not in saved:
+            continue
         a, b = saved.get(key), current.get(key)
         if isinstance(a, dict) and isinstance(b, dict):
             lines += [f"{key}.{k}: {a.get(k)!r} -> {b.get(k)!r}"
@@ -447,7 +454,7 @@ class Checkpointer:
 
     save_path/ckpt-N.*   the newest `max_to_keep` snapshots (periodic, epoch end, signal)
     save_path/best/      the snapshot with the lowest validation perplexity
-    Each snapshot holds the run_info (config, seed, vocabulary hash) and the
+    Each snapshot holds the run_info (config, seed, vocabulary and data hashes) and the
     per-epoch history, so a resume can refuse a run it does not belong to.
     TensorFlow writes a snapshot's files before pointing the `checkpoint`
     index at it, and old snapshots are deleted only after a new one is
@@ -516,7 +523,7 @@ class Checkpointer:
         if differences:
             raise CheckpointError(
                 f"checkpoint {path} belongs to another run ({'; '.join(differences)}); "
-                f"use the same settings or another save_path")
+                f"use the same settings and data, or another save_path")
 
     def restore(self, path=None):
         """Restores `path`, or the newest usable snapshot; returns its path or None if none exist.

@@ -165,13 +165,6 @@ def _digest(value):
     return float(int.from_bytes(hashlib.sha256(text).digest()[:6], "big"))
 
 
-def _data_digest(corpus):
-    digest = hashlib.sha256()
-    for split in (corpus.train, corpus.valid, corpus.test):
-        digest.update(np.ascontiguousarray(split, np.int32).tobytes())
-    return digest.hexdigest()
-
-
 class Replicas:
     """The strategy, the rows each replica owns, and the data-parallel steps.
 
@@ -276,7 +269,7 @@ class Replicas:
 
     # ---- multi-worker: agreement, the chief's state, checkpoints, waiting
 
-    def check_agreement(self, run_info, corpus):
+    def check_agreement(self, run_info):
         """Refuses, before training, workers whose config, seed, vocabulary or data differ.
 
         A collective: every worker calls it. Raises DistributeError naming the
@@ -286,7 +279,7 @@ class Replicas:
             return
         names = ("config", "seed", "vocabulary", "data")
         mine = [_digest(run_info["config"]), _digest(run_info["seed"]),
-                _digest(run_info["vocab_hash"]), _digest(_data_digest(corpus))]
+                _digest(run_info["vocab_hash"]), _digest(run_info["data_hash"])]
         value = self.strategy.experimental_distribute_values_from_function(
             lambda ctx: tf.constant([mine], tf.float64))
         table = self.strategy.gather(value, axis=0).numpy()  # [replicas, 4], worker-major

@@ -325,6 +325,15 @@ class Corpus:
     def vocab_size(self):
         return len(self.word_to_id)
 
+    @functools.cached_property
+    def data_hash(self):
+        """sha256 hex digest of the three splits' ids: checkpoints store it so that a run
+        is never resumed on other text (with the same vocabulary)."""
+        digest = hashlib.sha256()
+        for split in (self.train, self.valid, self.test):
+            digest.update(np.ascontiguousarray(split, np.int32).tobytes())
+        return digest.hexdigest()
+
 
 def _check_split(words, path, what):
     """Raises DataError unless a split's words hold a real word and one prediction.

@@ -308,7 +308,7 @@ def _open_run(config, corpus, save_path, options, epoch_size, replicas):
         ts = training.TrainState(config, rnn_mode=rnn_mode, seed=options.seed,
                                  precision=options.precision)
     checkpointer = replicas.checkpointer(lambda: checkpoints.Checkpointer(
-        save_path, ts, checkpoints.run_info(config, options.seed, corpus.word_to_id),
+        save_path, ts, checkpoints.run_info(config, options.seed, corpus),
         options.keep_checkpoints), ts)
     restored = checkpointer.restore()
     if not restored:
@@ -504,8 +504,7 @@ def train_and_evaluate(config, corpus, save_path, options=RunOptions()):
     train_batches, valid_batches = (_batches(corpus, split, config) for split in ("train",
                                                                                   "valid"))
     with replicas.lost_peers_as_errors():
-        replicas.check_agreement(checkpoints.run_info(config, options.seed, corpus.word_to_id),
-                                 corpus)
+        replicas.check_agreement(checkpoints.run_info(config, options.seed, corpus))
         # Only the chief writes save_path; the other workers may not even see it.
         chief = replicas.is_chief
         if chief:

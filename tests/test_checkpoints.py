@@ -30,7 +30,7 @@ def _config(corpus):
 def _open(save_path, corpus, seed=0):
     """A fresh TrainState and its Checkpointer on save_path, as a training opens them."""
     ts = training.TrainState(_config(corpus), rnn_mode="basic", seed=seed)
-    info = checkpoints.run_info(ts.config, seed, corpus.word_to_id)
+    info = checkpoints.run_info(ts.config, seed, corpus)
     return ts, checkpoints.Checkpointer(str(save_path), ts, info)
 
 
@@ -104,12 +104,13 @@ def test_errors_are_user_errors():
     assert issubclass(CheckpointError, RuntimeError)
 
 
-def test_run_info_holds_config_seed_and_vocab_hash(run):
-    info = checkpoints.run_info(run.config, 7, run.corpus.word_to_id)
+def test_run_info_holds_config_seed_vocab_and_data_hashes(run):
+    info = checkpoints.run_info(run.config, 7, run.corpus)
     assert info == {"config": configs.to_dict(run.config), "seed": 7,
-                    "vocab_hash": reader.vocab_hash(run.corpus.word_to_id)}
+                    "vocab_hash": reader.vocab_hash(run.corpus.word_to_id),
+                    "data_hash": run.corpus.data_hash}
     assert checkpoints.read_run_info(os.path.join(run.save_path, "ckpt-3")) == \
-        checkpoints.run_info(run.config, 0, run.corpus.word_to_id)
+        checkpoints.run_info(run.config, 0, run.corpus)
 
 
 def test_load_model_restores_weights_config_and_vocabulary(run):
@@ -245,10 +246,20 @@ def test_checkpointer_falls_back_to_the_best_then_refuses_when_nothing_can_be_re
 def test_checkpointer_refuses_another_runs_config(run, copy):
     ts = training.TrainState(dataclasses.replace(run.config, hidden_size=8), rnn_mode="basic")
     checkpointer = checkpoints.Checkpointer(
-        str(copy), ts, checkpoints.run_info(ts.config, 0, run.corpus.word_to_id))
+        str(copy), ts, checkpoints.run_info(ts.config, 0, run.corpus))
     with pytest.raises(CheckpointError, match=r"belongs to another run \(config.hidden_size: "
                                               r"16 -> 8\)"):
         checkpointer.restore()
+
+
+def test_a_snapshot_from_before_the_data_hash_still_resumes(run, tmp_path):
+    # Snapshots of older versions hold no data_hash: not compared, not refused.
+    ts, _ = _open(tmp_path / "old", run.corpus)
+    info = checkpoints.run_info(ts.config, 0, run.corpus)
+    del info["data_hash"]
+    checkpoints.Checkpointer(str(tmp_path / "old"), ts, info).save()
+    _, checkpointer = _open(tmp_path / "old", run.corpus)
+    assert checkpointer.restore().endswith("ckpt-1")
 
 
 def test_checkpointer_refuses_a_directory_of_foreign_checkpoints_and_touches_nothing(run,
@@ -365,7 +376,7 @@ def test_load_model_of_a_recurrent_dropout_run_evaluates_on_every_kernel(tmp_pat
                                  recurrent_keep_prob=0.7, weight_drop=0.6)
     ts = training.TrainState(config, rnn_mode="fused", seed=0)
     checkpointer = checkpoints.Checkpointer(
-        str(tmp_path / "run"), ts, checkpoints.run_info(config, 0, corpus.word_to_id))
+        str(tmp_path / "run"), ts, checkpoints.run_info(config, 0, corpus))
     batches = reader.ptb_producer(corpus.train, config.batch_size, config.num_steps)
     training.run_epoch(ts, training.make_train_step(ts), batches)
     checkpointer.save()

@@ -92,7 +92,7 @@ def test_run_refuses_checkpoint_of_another_run_and_keeps_it(corpus, tmp_path, ch
     assert tree_digest(save) == before
 
 
-def test_run_refuses_checkpoint_of_another_vocabulary(make_corpus, tmp_path):
+def test_run_refuses_checkpoint_of_another_vocabulary_or_text(make_corpus, tmp_path):
     save = tmp_path / "run"
     text = grammar_text(400)
     first = reader.load_corpus(str(make_corpus(text)))
@@ -103,6 +103,14 @@ def test_run_refuses_checkpoint_of_another_vocabulary(make_corpus, tmp_path):
     with pytest.raises(checkpoints.CheckpointError,
                        match=r"belongs to another run \(vocab_hash: '[0-9a-f]+' -> '[0-9a-f]+'\)"):
         run.train_and_evaluate(_config(other), other, str(save), OPTIONS)
+    # The same vocabulary, other text (the lines in another order): another run's data too.
+    lines = text.splitlines(keepends=True)
+    shuffled = reader.load_corpus(str(make_corpus("".join(lines[1:] + lines[:1]))))
+    assert shuffled.word_to_id == first.word_to_id
+    with pytest.raises(checkpoints.CheckpointError,
+                       match=r"belongs to another run \(data_hash: '[0-9a-f]+' -> '[0-9a-f]+'\); "
+                             r"use the same settings and data"):
+        run.train_and_evaluate(_config(shuffled), shuffled, str(save), OPTIONS)
     assert tree_digest(save) == before
 
 
