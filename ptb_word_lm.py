@@ -284,9 +284,17 @@ def _read_lines(path):
             stream.close()
 
 
+# Backslash, tab, double quote (a csv reader's quote) and every character Python's
+# str.splitlines breaks at, escaped as in Python's string literals.
+_TSV_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\r": "\\r", "\n": "\\n", '"': '\\"',
+                              **{c: f"\\x{ord(c):02x}" for c in "\x0b\x0c\x1c\x1d\x1e\x85"},
+                              **{c: f"\\u{ord(c):04x}" for c in "\u2028\u2029"}})
+
+
 def tsv_field(text):
-    """text as one TSV field: backslash, tab and carriage return escaped (\\\\, \\t, \\r)."""
-    return text.replace("\\", "\\\\").replace("\t", "\\t").replace("\r", "\\r")
+    """text as one TSV field that any TSV or csv reader (tab-delimited) reads as one field
+    of one row: see _TSV_ESCAPES."""
+    return text.translate(_TSV_ESCAPES)
 
 
 def _score(model, word_to_id):
@@ -388,8 +396,16 @@ def _quiet_stdout():
     files.silence(sys.stdout)
 
 
+def _escape_what_stdout_cannot_encode():
+    """A word stdout's encoding cannot hold (an ASCII terminal; a prompt's stray byte, which
+    Python reads as a surrogate) prints backslash-escaped, not as a traceback."""
+    if sys.stdout is not None and hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(errors="backslashreplace")
+
+
 def main(argv):
     _exit_on_stray_arguments(argv)
+    _escape_what_stdout_cannot_encode()
     logging.set_verbosity(logging.WARNING)
     try:
         _dispatch()

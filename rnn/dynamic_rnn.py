@@ -51,9 +51,7 @@ def dynamic_rnn(cell, inputs, initial_state=None, sequence_length=None,
         `step_projected`, the input projection of all steps is one matmul.
       inputs: float `[batch, time, depth]`, or `[time, batch, depth]` if
         `time_major`. The time dimension may be unknown until run time, and
-        0 (no outputs, the initial state) where the batch size is known when
-        traced: TensorFlow cannot stack an empty list of elements of unknown
-        shape.
+        0 (no outputs, the initial state).
       initial_state: state structure of `[batch, size]` tensors; None means
         `cell.zero_state(batch, inputs.dtype)`.
       sequence_length: optional int `[batch]`; past a row's length its outputs
@@ -97,7 +95,11 @@ def dynamic_rnn(cell, inputs, initial_state=None, sequence_length=None,
         parallel_iterations=parallel_iterations, swap_memory=swap_memory,
         maximum_iterations=num_steps)
 
-    outputs = output_ta.stack()  # [time, batch, output_size], time-major
+    if static_batch is None:  # TensorFlow cannot stack no elements of an unknown shape
+        outputs = tf.cond(num_steps > 0, output_ta.stack, lambda: tf.zeros(
+            [0, tf.shape(inputs)[1], cell.output_size], inputs.dtype))
+    else:
+        outputs = output_ta.stack()  # [time, batch, output_size], time-major
     outputs.set_shape([static_steps, static_batch, cell.output_size])
     if not time_major:
         outputs = tf.transpose(outputs, [1, 0, 2])  # [batch, time, output]

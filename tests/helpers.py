@@ -38,12 +38,13 @@ def grammar_text(num_lines, seed=0):
                    for _ in range(num_lines))
 
 
-def run_driver(*args, timeout=300, **kwargs):
+def run_driver(*args, timeout=300, env=(), **kwargs):
     """Runs the driver in a fresh process; returns the CompletedProcess (text).
 
-    stdout and stderr are captured unless kwargs say where either goes.
+    stdout and stderr are captured unless kwargs say where either goes; env: variables
+    set on top of this process's.
     """
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", **dict(env))
     if not {"stdout", "stderr"} & kwargs.keys():
         kwargs["capture_output"] = True
     return subprocess.run([sys.executable, str(REPO / "ptb_word_lm.py"), *args], cwd=REPO,

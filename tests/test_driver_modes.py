@@ -1,6 +1,8 @@
 """End-to-end tests of the driver after training: eval, generate, score, export, TensorBoard."""
 
+import csv
 import glob
+import io
 import os
 import re
 import signal
@@ -120,6 +122,21 @@ def test_driver_generate_repeats_with_its_seed_and_warns_once_about_unknown_word
     assert first.stdout != other.stdout
 
 
+def test_driver_prints_what_stdout_cannot_encode_escaped(trained, tmp_path):
+    # An ASCII stdout and a prompt with a byte that is not UTF-8 (a surrogate to Python):
+    # escaped in the output, not a UnicodeEncodeError traceback.
+    path = tmp_path / "accents.txt"
+    path.write_text("the caf\u00e9 sat\n")
+    score = run_driver(*trained["flags"], "--mode=score", f"--input={path}",
+                       env={"PYTHONIOENCODING": "ascii"})
+    assert score.returncode == 0, score.stderr
+    assert score.stdout.endswith("\tthe caf\\xe9 sat\n")
+    generate = run_driver(*trained["flags"], "--mode=generate", "--prompt=the \udcff cat",
+                          "--num_words=3", env={"PYTHONIOENCODING": "utf-8"})
+    assert generate.returncode == 0, generate.stderr
+    assert generate.stdout.startswith("the \\udcff cat")
+
+
 def _score_stdin(trained, **kwargs):
     return subprocess.Popen(
         [sys.executable, str(REPO / "ptb_word_lm.py"), *trained["flags"], "--mode=score",
@@ -128,8 +145,10 @@ def _score_stdin(trained, **kwargs):
 
 
 def test_driver_score_file_and_stdin_as_tsv(trained, loaded, tmp_path):
-    # A tab and a backslash inside a line must not add a column.
-    lines = [" the cat sat on the mat ", "a dog\tate a\\fish", "the zebra saw a log"]
+    # A tab, a backslash, a double quote (a csv reader's quote) or a Unicode line break
+    # inside a line must not add a column or a row.
+    lines = [" the cat sat on the mat ", "a dog\tate a\\fish", '"the zebra saw a log',
+             'a cat\u2028sat\x85on "the" mat\x0c', "the mat\""]
     path = tmp_path / "sentences.txt"
     path.write_text("\n".join(lines) + "\n")
     from_file = run_driver(*trained["flags"], "--mode=score", f"--input={path}")
@@ -142,12 +161,13 @@ def test_driver_score_file_and_stdin_as_tsv(trained, loaded, tmp_path):
         assert from_stdin.returncode == 0, from_stdin.stderr
         assert from_stdin.stdout == from_file.stdout
     rows = [row.split("\t") for row in from_file.stdout.splitlines()]
+    assert list(csv.reader(io.StringIO(from_file.stdout), delimiter="\t")) == rows
     model, word_to_id, _ = loaded
     expected = list(inference.score_lines(model, word_to_id, lines))
     assert len(rows) == len(lines)
     for row, line, score in zip(rows, lines, expected):
         log_prob, num_words, perplexity, text = row
-        assert text == line.replace("\\", "\\\\").replace("\t", "\\t")
+        assert text.isascii() and text.encode().decode("unicode_escape") == line
         assert float(log_prob) == pytest.approx(score.log_prob, abs=1e-3)
         assert int(num_words) == len(line.split()) + 1
         assert float(perplexity) == pytest.approx(np.exp(-float(log_prob) / int(num_words)),

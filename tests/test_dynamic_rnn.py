@@ -208,6 +208,9 @@ def test_dynamic_rnn_unknown_time_dimension_under_function():
     cell = _lstm()
     spec = tf.TensorSpec([None, None, INPUT], tf.float64)
     run = tf.function(lambda x: dynamic_rnn(cell, x), input_signature=[spec])
+    outputs, final = run(tf.zeros([BATCH, 0, INPUT], tf.float64))  # unknown batch, no steps
+    assert outputs.shape.as_list() == [BATCH, 0, UNITS]
+    _assert_close(final, cell.zero_state(BATCH))
     for steps in (1, 6):
         inputs = _random([BATCH, steps, INPUT], steps)
         outputs, final = run(inputs)

@@ -51,6 +51,8 @@ print(json.dumps({
     "log_probs_carried": second["log_probs"].numpy().tolist(),
     "log_probs_whole": whole["log_probs"].numpy().tolist(),
     "sequence_log_prob": lm.signatures["sequence_log_prob"](ids=ids)["log_prob"].numpy().tolist(),
+    "sequence_log_prob_of_one_word": lm.signatures["sequence_log_prob"](
+        ids=ids[:, :1])["log_prob"].numpy().tolist(),
 }))
 """
 
@@ -253,3 +255,4 @@ def test_export_of_a_tied_model_serves_its_numbers(rnn_mode, cell, tmp_path):
     np.testing.assert_allclose(got["sequence_log_prob"],
                                [training.stream_log_probs(model, np.array(ids[0])).sum()],
                                rtol=1e-5, atol=1e-4)
+    assert got["sequence_log_prob_of_one_word"] == [0.0]  # nothing predicted (time 1 is allowed)
