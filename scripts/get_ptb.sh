@@ -222,6 +222,7 @@ fetch() {
   local src="$1" out="$2" f
   case "$src" in
     http://* | https://*)
+      need_tar
       download "$src" "$WORK/archive.tgz"
       extract "$WORK/archive.tgz" "$out"
       ;;
@@ -229,6 +230,7 @@ fetch() {
       src="${src#file://}"
       src="${src#localhost}"
       [ -f "$src" ] || die "archive not found: $src (from file:// URL)"
+      need_tar
       extract "$src" "$out"
       ;;
     *)
@@ -238,6 +240,7 @@ fetch() {
           cp "$src/$f" "$out/$f"
         done
       elif [ -f "$src" ]; then
+        need_tar
         extract "$src" "$out"
       else
         die "source not found: $src (expected a directory, a .tgz, or a file:// or http(s):// URL)"
@@ -258,7 +261,26 @@ install_files() {
   else
     mkdir -p "$(dirname "$dest")"
     mv "$staged" "$dest"  # one rename: the directory appears complete or not at all
+    if [ -d "$dest/$(basename "$staged")" ]; then
+      # Another run's rename made DEST first, and mv put ours inside it: theirs is
+      # complete; ours replaces its files as above, and nothing of ours stays there.
+      install_files "$dest/$(basename "$staged")" "$dest"
+      rmdir "$dest/$(basename "$staged")"
+    fi
   fi
+}
+
+# need_md5: dies unless a tool to check the files' MD5 is there (before any work).
+need_md5() {
+  command -v md5sum >/dev/null 2>&1 || command -v md5 >/dev/null 2>&1 ||
+    command -v python3 >/dev/null 2>&1 ||
+    die "cannot check the files' MD5: need md5sum, md5 or python3 on PATH"
+}
+
+# need_tar: dies unless an archive can be unpacked (before it is downloaded).
+need_tar() {
+  command -v tar >/dev/null 2>&1 && command -v gzip >/dev/null 2>&1 ||
+    die "cannot unpack the archive: need tar and gzip on PATH (or --source=DIR with the three files)"
 }
 
 main() {
@@ -290,6 +312,7 @@ main() {
   remove_stale "$staging"
   [ "$staging" = "$data_dir" ] || remove_stale "$data_dir"
 
+  need_md5
   if all_verified "$data_dir"; then
     ensure_marker "$data_dir"
     echo "$PROG: $data_dir already holds the verified PTB files; nothing to do"
@@ -299,7 +322,10 @@ main() {
   # The pid in the name tells a later run whether this one is still going.
   WORK="$(mktemp -d "$staging/$TMP_PREFIX$HOST.$$.XXXXXX")"
   trap 'rm -rf "$WORK"' EXIT
-  trap 'exit 130' INT HUP TERM  # exit, so that the EXIT trap cleans up on a signal too
+  # exit (128 + the signal's number), so that the EXIT trap cleans up on a signal too
+  trap 'exit 129' HUP
+  trap 'exit 130' INT
+  trap 'exit 143' TERM
   mkdir "$WORK/staged" "$WORK/extract"
   fetch "$source" "$WORK/staged"
   verify_or_die "$WORK/staged"

@@ -287,6 +287,31 @@ def test_get_ptb_failure_creates_no_data_dir(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["fake.tgz"]
 
 
+def _path_without(tmp_path, *tools):
+    """A PATH of one directory linking every command on ours but `tools`."""
+    bin_dir = tmp_path / "without"
+    bin_dir.mkdir()
+    for directory in os.environ["PATH"].split(os.pathsep):
+        for entry in (os.scandir(directory) if os.path.isdir(directory) else ()):
+            link = bin_dir / entry.name
+            if entry.name not in tools and not link.exists() and os.access(entry.path, os.X_OK):
+                link.symlink_to(entry.path)
+    return str(bin_dir)
+
+
+@pytest.mark.parametrize("missing, message", [
+    (("tar",), "cannot unpack the archive: need tar and gzip on PATH"),
+    (("md5sum", "md5", "python3"), "cannot check the files' MD5: need md5sum, md5 or python3"),
+])
+def test_get_ptb_names_a_missing_tool_before_any_work(ptb_tgz, target, tmp_path, missing,
+                                                      message):
+    before = _snapshot(target.parent)
+    result = _run("--source", ptb_tgz.as_uri(), target,
+                  env={"PATH": _path_without(tmp_path, *missing)})
+    _assert_failed(result, message)
+    assert _snapshot(target.parent) == before
+
+
 def test_get_ptb_rejects_unknown_option(target):
     _assert_failed(_run("--frobnicate", target), "unknown option --frobnicate")
 
@@ -307,7 +332,7 @@ def test_get_ptb_killed_while_installing_never_leaves_a_set_that_loads(
     for kill_at in range(moves):
         (bin_dir / "mv.log").unlink(missing_ok=True)
         killed = _run("--source", ptb_dir, target, env=dict(env, KILL_AT=str(kill_at)))
-        assert killed.returncode != 0
+        assert killed.returncode == (143 if kill_signal == "TERM" else -9)  # 128 + SIGTERM
         assert len((bin_dir / "mv.log").read_text().splitlines()) == kill_at + 1
         if {name: (target / name).read_bytes() for name in PTB_FILES} != old:
             with pytest.raises(reader.DataError, match=f"rerun scripts/get_ptb.sh {target}$"):
@@ -323,6 +348,27 @@ def test_get_ptb_killed_while_installing_never_leaves_a_set_that_loads(
         for name in PTB_FILES:  # back to the old set for the next kill point
             (target / name).write_bytes(FAKE[name])
         (target / MARKER).unlink()
+
+
+def test_get_ptb_two_runs_into_a_new_data_dir_leave_one_set(ptb_dir, tmp_path):
+    # Another run's rename makes DATA_DIR just before ours: mv then moved our staging
+    # directory inside it, where it stayed (5.9 MB) and every later run found nothing to do.
+    winner = tmp_path / "winner"
+    assert _run("--source", ptb_dir, winner).returncode == 0
+    bin_dir = tmp_path / "race"
+    bin_dir.mkdir()
+    (bin_dir / "mv").write_text(f"""#!/bin/sh
+if [ "${{1##*/}}" = staged ] && [ ! -e "$2" ]; then cp -R '{winner}' "$2"; fi
+exec '{shutil.which("mv")}' "$@"
+""")
+    (bin_dir / "mv").chmod(0o755)
+    data_dir = tmp_path / "new" / "ptb"
+    result = _run("--source", ptb_dir, data_dir,
+                  env={"PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"})
+    assert result.returncode == 0, result.stderr
+    _assert_installed(data_dir, ptb_dir)
+    assert sorted(p.name for p in data_dir.iterdir()) == sorted((MARKER,) + PTB_FILES)
+    assert _temporaries(tmp_path) == []
 
 
 def test_get_ptb_removes_temporaries_of_dead_runs_only(ptb_dir, target):
