@@ -25,9 +25,10 @@ def curve(metrics):
 
 
 def read_run(spec):
-    """(label, metrics dict) of LABEL=PATH or PATH (a save_path or a metrics.json)."""
+    """(label, metrics dict) of LABEL=PATH or PATH (a save_path or a metrics.json); a spec
+    that exists is a PATH, even with a "=" in it (runs/lr=0.5)."""
     label, sep, path = spec.partition("=")
-    if not sep:
+    if not sep or os.path.exists(spec):
         label, path = "", spec
     if os.path.isdir(path):
         path = os.path.join(path, "metrics.json")
@@ -36,8 +37,27 @@ def read_run(spec):
             metrics = json.load(f)
     except (OSError, ValueError) as e:
         raise SystemExit(f"error: cannot read {path}: {e}; pass a save_path of a run")
+    problem = _malformed(metrics)
+    if problem:
+        raise SystemExit(f"error: {path} is not a run's metrics.json ({problem}); pass the "
+                         f"save_path of a run of ptb_word_lm.py")
     label = label or os.path.basename(os.path.dirname(os.path.abspath(path)))
     return label, metrics
+
+
+def _malformed(metrics):
+    """What keeps `metrics` from being a run's metrics.json, or None."""
+    if not isinstance(metrics, dict) or not isinstance(metrics.get("epochs"), list):
+        return "no list of epochs"
+    for number, epoch in enumerate(metrics["epochs"], 1):
+        if not isinstance(epoch, dict):
+            return f"epoch entry {number} is not an object"
+        for key in ("train_seconds", "valid_perplexity"):
+            value = epoch.get(key)  # a non-finite perplexity is written as null
+            if not (isinstance(value, (int, float)) and not isinstance(value, bool)
+                    or value is None and key == "valid_perplexity"):
+                return f"epoch entry {number} has no number {key}"
+    return None
 
 
 def summary(metrics):
@@ -85,7 +105,15 @@ def plot(runs, out, title):
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(out, dpi=120)
+    tmp = f"{out}.tmp"
+    try:  # a temporary renamed over `out`: a kill never leaves half a PNG
+        fig.savefig(tmp, dpi=120, format="png")
+        os.replace(tmp, out)
+    except OSError as e:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise SystemExit(f"error: cannot write {out}: {e.strerror}; pass --out in a "
+                         f"writable directory")
 
 
 def main(argv=None):

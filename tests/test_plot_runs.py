@@ -49,6 +49,33 @@ def test_read_run_takes_a_save_path_a_file_or_a_label(tmp_path):
     assert label == "tutorial small" and metrics["test_perplexity"] == 115.0
 
 
+def test_read_run_takes_an_existing_path_with_an_equals_sign_as_a_path(tmp_path):
+    run = tmp_path / "lr=0.5"
+    run.mkdir()
+    (run / "metrics.json").write_text(json.dumps(_metrics([60], [120.0])))
+    assert plot_runs.read_run(str(run))[0] == "lr=0.5"
+    assert plot_runs.read_run(f"half={run}")[0] == "half"
+
+
+@pytest.mark.parametrize("metrics, problem", [
+    ({"config": {}}, "no list of epochs"),
+    ([], "no list of epochs"),
+    ({"epochs": [3]}, "epoch entry 1 is not an object"),
+    ({"epochs": [{"valid_perplexity": 120.0}]}, "epoch entry 1 has no number train_seconds"),
+    ({"epochs": [{"train_seconds": 60, "valid_perplexity": "x"}]},
+     "epoch entry 1 has no number valid_perplexity"),
+])
+def test_a_damaged_metrics_file_is_one_error_line(tmp_path, metrics, problem):
+    (tmp_path / "metrics.json").write_text(json.dumps(metrics))
+    with pytest.raises(SystemExit, match=rf"^error: .*metrics.json is not a run's metrics.json "
+                                         rf"\({problem}\); pass the save_path"):
+        plot_runs.main([str(tmp_path), "--table"])
+    # A diverged epoch's perplexity is written as null: a run, not damage.
+    (tmp_path / "metrics.json").write_text(json.dumps(
+        {"epochs": [{"train_seconds": 60, "valid_perplexity": None}]}))
+    assert plot_runs.main([str(tmp_path), "--table"]) == 0
+
+
 def test_plot_runs_unreadable_run_is_one_error_line(tmp_path):
     result = subprocess.run([sys.executable, str(REPO / "scripts" / "plot_runs.py"),
                              str(tmp_path / "nowhere")], capture_output=True, text=True)
