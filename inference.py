@@ -15,18 +15,20 @@ class InferenceError(errors.UserError, ValueError):
     """A file, vocabulary or argument the user gave cannot be used; one line says why."""
 
 
-def evaluate_file(model, word_to_id, path, jit_compile=False):
+def evaluate_file(model, word_to_id, path, jit_compile=False, own_file=False):
     """The exact perplexity of a text file: one stream (batch 1), state carried throughout.
 
     Lines end in <eos>, as in training; words outside the vocabulary are read as <unk>.
-    jit_compile: run under XLA (see training.stream_log_probs).
+    jit_compile: run under XLA (see training.stream_log_probs). own_file: the user's own
+    text (--eval_data=FILE), not a split of the data, for the error messages.
 
     Returns:
       (perplexity float, number of words incl. <eos>, number read as <unk>).
     Raises:
       reader.DataError: missing, empty or non-UTF-8 file; unknown words and no <unk>.
     """
-    words = reader.read_words(path)
+    words = (reader.read_words(path, "--eval_data file", "pass a text file with words in it")
+             if own_file else reader.read_words(path))
     if len(words) < 2:
         raise InferenceError(f"{path} has a single word; perplexity needs at least two")
     ids = reader.words_to_ids(words, word_to_id, source=path)

@@ -226,22 +226,43 @@ def _check_mode_flags():
             raise inference.InferenceError("--input=- reads stdin, but stdin is closed; pipe the "
                                            "sentences in or pass --input=FILE")
         if FLAGS.input != "-" and not reader.readable_file(FLAGS.input):
-            raise inference.InferenceError(f"--input file not found: {FLAGS.input}")
-    if (FLAGS.mode == "eval" and FLAGS.eval_data not in ("valid", "test")
-            and not reader.readable_file(FLAGS.eval_data)):
-        raise inference.InferenceError(f"--eval_data={FLAGS.eval_data}: not valid, test or an "
-                                       f"existing text file")
+            raise inference.InferenceError(f"--input {_not_a_file(FLAGS.input)}: pass a text "
+                                           f"file, or - for stdin")
+    if FLAGS.mode == "eval" and not _eval_path()[1] and not reader.readable_file(FLAGS.eval_data):
+        raise inference.InferenceError(f"--eval_data={FLAGS.eval_data}: "
+                                       f"{_not_a_file(FLAGS.eval_data)}; pass valid, test or a "
+                                       f"text file")
     if FLAGS.mode == "export" and not FLAGS.export_dir:
         raise inference.InferenceError("--mode=export needs --export_dir=DIR")
     if FLAGS.export_dir and FLAGS.mode in _READ_BY["export_dir"]:
         export.check_export_dir(FLAGS.export_dir)
 
 
-def _eval(model, word_to_id):
+def _not_a_file(path):
+    return f"{path} is a directory" if os.path.isdir(path) else f"file not found: {path}"
+
+
+def _eval_path():
+    """(the file --mode=eval reads, the split it is or None for the user's own file)."""
     name = {"valid": FLAGS.valid_file, "test": FLAGS.test_file}.get(FLAGS.eval_data)
-    path = os.path.join(FLAGS.data_path, name) if name else FLAGS.eval_data
+    if name:
+        return os.path.join(FLAGS.data_path, name), FLAGS.eval_data
+    return FLAGS.eval_data, None
+
+
+def _check_eval_split():
+    """Raises InferenceError if --eval_data names a split whose file is not there."""
+    path, split = _eval_path()
+    if split and not reader.readable_file(path):
+        raise inference.InferenceError(f"--eval_data={split}: {_not_a_file(path)}; run "
+                                       f"scripts/get_ptb.sh or pass the right --data_path")
+
+
+def _eval(model, word_to_id):
+    path, split = _eval_path()
     perplexity, num_words, unknown = inference.evaluate_file(
-        model, word_to_id, path, jit_compile=kernels.jit_compile(model.rnn_mode, FLAGS.xla))
+        model, word_to_id, path, jit_compile=kernels.jit_compile(model.rnn_mode, FLAGS.xla),
+        own_file=split is None)
     print(f"Perplexity: {perplexity:.3f}")
     print(f"Words: {num_words} (with each line's <eos>; {unknown} not in the vocabulary, read as "
           f"{reader.UNK}; the perplexity is over the {num_words - 1} after the first) in {path}")
@@ -312,7 +333,10 @@ def _score(model, word_to_id):
 def _use_trained(save_path):
     """--mode=eval|generate|score|export: a checkpoint's model and vocabulary at work."""
     kernels.jit_compile(kernels.resolve(FLAGS.rnn_mode), FLAGS.xla)  # fail before loading
-    print(f"Loading {checkpoints.find_checkpoint(save_path, FLAGS.checkpoint)}", file=sys.stderr)
+    checkpoint = checkpoints.find_checkpoint(save_path, FLAGS.checkpoint)
+    if FLAGS.mode == "eval":
+        _check_eval_split()  # before a model that takes a while to load
+    print(f"Loading {checkpoint}", file=sys.stderr)
     # Without --checkpoint, load_model falls back past a snapshot deleted meanwhile; the
     # model resolves auto by its own cell.
     model, word_to_id, config = checkpoints.load_model(save_path, FLAGS.checkpoint,

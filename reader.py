@@ -110,24 +110,26 @@ def _split_words(text):
     return text.replace("\n", f" {EOS} ").split()
 
 
-def read_words(path):
+def read_words(path, what="data file", fix=_DATA_FIX):
     """Reads a text file as words, each line ending in <eos>.
 
     A UTF-8 byte order mark at the start is dropped, with a warning on stderr.
 
     Args:
       path: UTF-8 text file, e.g. ptb.train.txt.
+      what, fix: the file's name and what to do, for the error messages (a user's own
+        file is not fixed by downloading PTB).
     Returns:
       list[str] of words; words are split on whitespace.
     Raises:
       DataError: the file is missing, empty, has no words or is not UTF-8, or is a
         damaged copy of a PTB file (_check_ptb_copy).
     """
-    raw = _read_bytes(path)
+    raw = _read_bytes(path, what, fix)
     _check_ptb_copy(path, raw)  # a damaged PTB file would give a wrong perplexity
-    words = _split_words(_decode(raw, path))
+    words = _split_words(_decode(raw, path, what))
     if not words:
-        raise DataError(f"data file has no words (only whitespace): {path}; {_DATA_FIX}")
+        raise DataError(f"{what} has no words (only whitespace): {path}; {fix}")
     return words
 
 

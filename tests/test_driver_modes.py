@@ -278,7 +278,10 @@ def test_driver_ctrl_c_while_score_waits_on_stdin_is_one_line_and_exit_130(train
     (["--mode=generate", "--seed=-9223372036854775809"], r"outside the 64-bit range"),
     (["--mode=score"], r"--mode=score needs --input=FILE .* --input=- to read stdin"),
     (["--mode=score", "--input=/no/such/file.txt"], r"--input file not found: /no/such/file"),
-    (["--mode=eval", "--eval_data=/no/such.txt"], r"not valid, test or an existing text file"),
+    (["--mode=score", "--input=/"], r"--input / is a directory: pass a text file, or - for stdin"),
+    (["--mode=eval", "--eval_data=/no/such.txt"], r"^error: --eval_data=/no/such.txt: file not "
+                                                  r"found: /no/such.txt; pass valid, test or a "
+                                                  r"text file$"),
     (["--mode=export"], r"--mode=export needs --export_dir"),
     (["--mode=eval"], r"save_path .*run does not exist; train first"),
     (["--checkpoint=runs/x/ckpt-9"], r"^error: --checkpoint applies to --mode=eval\|generate\|score\|"
@@ -315,3 +318,19 @@ def test_driver_modes_without_a_checkpoint_say_train_first(tmp_path):
     (tmp_path / "run").mkdir()
     code = driver_exit_in_process(f"--save_path={tmp_path / 'run'}", "--mode=generate")
     assert_exit_error(code, r"no checkpoint in .*run; train first")
+
+
+def test_driver_eval_checks_its_files_before_loading_and_names_the_users_own(trained, tmp_path,
+                                                                            capsys):
+    # A missing split fails before the model loads (minutes for large); a user's own empty
+    # file is not fixed by downloading PTB.
+    code = driver_exit_in_process(f"--save_path={trained['save']}", "--mode=eval",
+                                  f"--data_path={tmp_path}")
+    assert_exit_error(code, rf"^error: --eval_data=test: file not found: {tmp_path}/ptb\.test"
+                            rf"\.txt; run scripts/get_ptb\.sh or pass the right --data_path$")
+    assert "Loading" not in capsys.readouterr().err
+    (tmp_path / "empty.txt").write_text("")
+    code = driver_exit_in_process(f"--save_path={trained['save']}", "--mode=eval",
+                                  f"--eval_data={tmp_path / 'empty.txt'}")
+    assert_exit_error(code, r"^error: --eval_data file is empty: .*empty\.txt; pass a text file "
+                            r"with words in it$")
