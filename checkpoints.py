@@ -211,10 +211,17 @@ def _find_vocab(save_path, path, expected_hash):
         raise CheckpointError(f"no {VOCAB_FILE} beside checkpoint {path} (looked in "
                               f"{os.path.dirname(candidates[0])} and its parent): training "
                               f"writes it into save_path")
+    damaged = []
     for candidate in existing:
-        word_to_id = reader.load_vocab(candidate)
+        try:
+            word_to_id = reader.load_vocab(candidate)
+        except reader.DataError as e:  # another candidate may be the right one
+            damaged.append(e)
+            continue
         if reader.vocab_hash(word_to_id) == expected_hash:
             return word_to_id
+    if len(damaged) == len(existing):
+        raise damaged[0]
     raise CheckpointError(f"{existing[0]} is not the vocabulary checkpoint {path} was trained "
                           f"with (hash differs); use the vocab.txt of that run")
 

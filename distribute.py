@@ -89,6 +89,11 @@ class Cluster:
         self.index = index
 
 
+# host:port as gRPC takes it: a host name or IPv4 address, or [an IPv6 address].
+_ADDRESS = re.compile(r"(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?)"
+                      r":(?P<port>[0-9]{1,5})")
+
+
 def _fail_tf_config(reason):
     raise DistributeError(f"TF_CONFIG {reason}; expected e.g. {_TF_CONFIG_EXAMPLE}")
 
@@ -115,9 +120,10 @@ def parse_tf_config(text):
     if not isinstance(workers, list) or not workers:
         _fail_tf_config("has no non-empty \"worker\" list in \"cluster\"")
     for address in workers:
-        host, _, port = address.rpartition(":") if isinstance(address, str) else ("", "", "")
-        if not host or not port.isdigit() or not 0 < int(port) < 65536:
-            _fail_tf_config(f"worker address {address!r} is not host:port")
+        match = _ADDRESS.fullmatch(address) if isinstance(address, str) else None
+        if not match or not 0 < int(match.group("port")) < 65536:
+            _fail_tf_config(f"worker address {address!r} is not host:port (a host name, an IPv4 "
+                            f"address or a bracketed IPv6 one, and no scheme such as grpc://)")
     if len(set(workers)) != len(workers):
         _fail_tf_config("lists a worker address twice")
     if not isinstance(task, dict) or task.get("type") != "worker":
@@ -319,9 +325,26 @@ class Replicas:
         return make_chief_checkpointer() if self.is_chief else _WorkerCheckpointer(ts)
 
     def wait_for_chief(self):
-        """Every worker meets here: the chief after its test, the others waiting for it."""
+        """The workers but the chief wait here for its test (hours, for large)."""
         if not self.cluster:
             return
+        try:
+            self._meet_after_test()
+        except tf.errors.DeadlineExceededError as e:
+            raise DistributeError(self._lost_peer_error(e, _TEST_WAIT_SECONDS)) from None
+
+    def release_workers(self):
+        """The chief, its test done and recorded, meets the waiting workers; one already gone
+        is a warning, not an error: the run is complete."""
+        if not self.cluster:
+            return
+        try:
+            self._meet_after_test()
+        except _LOST_PEER as e:
+            print(f"warning: after the test, {self._lost_what(e, _TEST_WAIT_SECONDS)}; the run "
+                  f"is complete (its test perplexity is recorded)", file=sys.stderr, flush=True)
+
+    def _meet_after_test(self):
         options = tf.distribute.experimental.CommunicationOptions(
             timeout_seconds=_TEST_WAIT_SECONDS)
         value = self.strategy.experimental_distribute_values_from_function(
@@ -337,21 +360,23 @@ class Replicas:
         try:
             yield
         except _LOST_PEER as e:
-            raise DistributeError(self._describe_lost_peer(e)) from None
+            raise DistributeError(self._lost_peer_error(e, self.timeout)) from None
 
-    def _describe_lost_peer(self, error):
+    def _lost_what(self, error, timeout):
+        """Who was lost, from a collective's error: 'lost worker 1 (h1:2222)', ..."""
         text = str(error)
         tasks = sorted({int(t) for t in re.findall(r"/job:worker/(?:replica:\d+/)?task:(\d+)",
                                                    text)} - {self.cluster.index})
         if tasks:
-            who = ", ".join(f"worker {t} ({self.cluster.workers[t]})" for t in tasks)
-            what = f"lost {who}"
-        elif isinstance(error, tf.errors.DeadlineExceededError):
-            what = f"a collective got no answer from the other workers in {self.timeout:g} s"
-        else:
-            what = "lost contact with another worker"
-        return (f"{what} (worker {self.cluster.index} stops); if that worker printed an error, "
-                f"fix what it names; then rerun every worker to resume from the last checkpoint")
+            return "lost " + ", ".join(f"worker {t} ({self.cluster.workers[t]})" for t in tasks)
+        if isinstance(error, tf.errors.DeadlineExceededError):
+            return f"a collective got no answer from the other workers in {timeout:g} s"
+        return "lost contact with another worker"
+
+    def _lost_peer_error(self, error, timeout):
+        return (f"{self._lost_what(error, timeout)} (worker {self.cluster.index} stops); if that "
+                f"worker printed an error, fix what it names; then rerun every worker to resume "
+                f"from the last checkpoint")
 
 
 class _OneDeviceStep:
@@ -365,6 +390,9 @@ class _OneDeviceStep:
 
     def agree(self, outputs, *wishes):
         return wishes
+
+    def forget_wishes(self):
+        pass
 
 
 class _DataParallelStep:
@@ -421,6 +449,12 @@ class _DataParallelStep:
         """This worker's wishes go with the next step; returns those agreed for this one."""
         self._requests[:] = np.maximum(self._requests, [float(w) for w in wishes])
         return tuple(bool(v > 0) for v in outputs[2].numpy()[:len(wishes)])
+
+    def forget_wishes(self):
+        """At an epoch's end, which saves and checks signals and time on every worker: the
+        wishes of its last step are met (kept, they came with the next epoch's first step,
+        an extra save)."""
+        self._requests[:] = 0
 
 
 class _WorkerCheckpointer:
@@ -524,15 +558,18 @@ if select.select([sys.stdin], [], [], seconds)[0]:
 def reachable(address):
     host, _, port = address.rpartition(":")
     try:
-        socket.create_connection((host, int(port)), timeout=2).close()
+        socket.create_connection((host.strip("[]"), int(port)), timeout=2).close()
         return True
     except OSError:
         return False
 peers = [(i, a) for i, a in enumerate(workers) if i != index]
 down = [f"worker {i} at {a}" for i, a in peers if not reachable(a)]
-who = ", ".join(down or [f"worker {i} at {a}" for i, a in peers])
-state = "unreachable" if down else "reachable but did not join"
-print(f"error: worker {index} waited {seconds:g} s for the cluster: {who} {state}; start every "
+if peers:
+    who = ", ".join(down or [f"worker {i} at {a}" for i, a in peers])
+    what = f"{who} {'unreachable' if down else 'reachable but did not join'}"
+else:
+    what = f"its own server at {workers[index]} did not start"
+print(f"error: worker {index} waited {seconds:g} s for the cluster: {what}; start every "
       f"worker (same TF_CONFIG cluster) or fix the addresses", file=sys.stderr, flush=True)
 os.kill(pid, signal.SIGKILL)
 """
@@ -549,6 +586,20 @@ def _deadline(seconds, cluster):
     finally:
         watchdog.stdin.close()
         watchdog.wait()
+
+
+def _check_own_address(cluster):
+    """Raises DistributeError if this worker's own host does not resolve here: its server
+    could not start, and the join would wait out the connect timeout."""
+    address = cluster.workers[cluster.index]
+    match = _ADDRESS.fullmatch(address)  # parse_tf_config checked it
+    try:
+        socket.getaddrinfo(match.group("host").strip("[]"), int(match.group("port")),
+                           type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError) as e:
+        raise DistributeError(f"worker {cluster.index}'s own address {address} does not resolve "
+                              f"on this machine ({e}); fix TF_CONFIG's task index or addresses"
+                              ) from None
 
 
 def create(strategy, batch_size, num_cpu_replicas=0, collective_timeout_seconds=300.0,
@@ -577,6 +628,7 @@ def create(strategy, batch_size, num_cpu_replicas=0, collective_timeout_seconds=
                               f"e.g. {_TF_CONFIG_EXAMPLE}")
     cluster = parse_tf_config(environ["TF_CONFIG"])
     check_divides(batch_size, len(cluster.workers))
+    _check_own_address(cluster)
     options = tf.distribute.experimental.CommunicationOptions(
         timeout_seconds=collective_timeout_seconds)
     with _deadline(connect_timeout_seconds, cluster):
@@ -588,13 +640,14 @@ def create(strategy, batch_size, num_cpu_replicas=0, collective_timeout_seconds=
                          lambda: tf.distribute.MultiWorkerMirroredStrategy(
                              cluster_resolver=resolver, communication_options=options))
         except tf.errors.OpError as e:
-            if not re.search(r"could not start grpc server|address already in use", str(e),
-                             re.I):
-                raise
             address = cluster.workers[cluster.index]
-            raise DistributeError(f"worker {cluster.index} cannot listen on {address} (in use "
-                                  f"by another process or worker?): {first_line(e)}; free the port "
-                                  f"or fix TF_CONFIG's addresses") from None
+            if re.search(r"could not start grpc server|address already in use", str(e), re.I):
+                raise DistributeError(f"worker {cluster.index} cannot listen on {address} (in "
+                                      f"use by another process or worker?): {first_line(e)}; free "
+                                      f"the port or fix TF_CONFIG's addresses") from None
+            raise DistributeError(f"worker {cluster.index} at {address} could not join the "
+                                  f"cluster of TF_CONFIG: {first_line(e)}; fix TF_CONFIG's "
+                                  f"addresses") from None
         replicas = Replicas(mwms, cluster, collective_timeout_seconds)
         replicas.any_worker(False)  # every worker has joined
     check_divides(batch_size, replicas.num_replicas)

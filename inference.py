@@ -175,7 +175,7 @@ unknown: how many of the line's words were read as <unk>.
 """
 
 
-def score_lines(model, word_to_id, lines, batch_size=64, chunk_len=64):
+def score_lines(model, word_to_id, lines, batch_size=64, chunk_len=64, source="input"):
     """Scores each line independently as one PTB sentence: p(words <eos> | <eos>).
 
     Lines are scored batch_size at a time (padded; padding never reaches an
@@ -191,6 +191,7 @@ def score_lines(model, word_to_id, lines, batch_size=64, chunk_len=64):
       word_to_id: its vocabulary (must hold <eos>).
       lines: iterable of str.
       batch_size: lines per batch.
+      source: where the lines come from (a file name, stdin), for error messages.
       chunk_len: words per model call, >= 1.
     Yields:
       LineScore per line.
@@ -206,19 +207,24 @@ def score_lines(model, word_to_id, lines, batch_size=64, chunk_len=64):
         lambda t: tf.TensorSpec([None, *t.shape[1:]], t.dtype), model.zero_state(1))
     log_probs_of = tf.function(lambda ids, state: sequence_log_probs(model, ids, state),
                                input_signature=[tf.TensorSpec([None, None], tf.int32), state_spec])
-    batch = []
-    for line in lines:
+    batch, first = [], 1  # the batch's first line number
+    for number, line in enumerate(lines, 1):
         batch.append(line.split())
         if len(batch) == batch_size:
-            yield from _score_batch(model, log_probs_of, word_to_id, batch, chunk_len)
-            batch = []
+            yield from _score_batch(model, log_probs_of, word_to_id, batch, chunk_len,
+                                    source, first)
+            batch, first = [], number + 1
     if batch:
-        yield from _score_batch(model, log_probs_of, word_to_id, batch, chunk_len)
+        yield from _score_batch(model, log_probs_of, word_to_id, batch, chunk_len, source,
+                                first)
 
 
-def _score_batch(model, log_probs_of, word_to_id, batch, chunk_len):
-    sentences = [reader.words_to_ids([reader.EOS] + words + [reader.EOS], word_to_id)
-                 for words in batch]
+def _score_batch(model, log_probs_of, word_to_id, batch, chunk_len, source, first):
+    """LineScores of a batch of lines (lists of words) whose first is line `first` of
+    `source` (named with it when a word is unknown and there is no <unk>)."""
+    sentences = [reader.words_to_ids([reader.EOS] + words + [reader.EOS], word_to_id,
+                                     source=f"{source} line {first + row}")
+                 for row, words in enumerate(batch)]
     time = max(len(s) for s in sentences)
     ids = np.zeros([len(sentences), time], np.int32)  # pad with id 0 after each sentence's end
     for row, sentence in enumerate(sentences):

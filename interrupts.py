@@ -33,7 +33,9 @@ class Interrupts:
         self.save_path = save_path
         self.one_worker = one_worker  # several: every stop is agreed at a step, never at once
         self.signum = None
-        self.phase = "starting"  # then "training" (signals are agreed, saved), then "testing"
+        # Then "training" (signals are agreed, saved), then "testing" for the chief and
+        # "waiting" (for its test: a first signal is only said) for the other workers.
+        self.phase = "starting"
 
     def __enter__(self):
         self._previous = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
@@ -58,11 +60,17 @@ class Interrupts:
         if self.phase == "testing":
             raise Stopped(f"Stopped by signal {signum} after training; the trained weights are "
                           f"saved in {self.save_path}: run the same command to run the test.")
+        if self.phase == "waiting":  # leaving would fail the chief's run as a lost worker
+            print(f"\nReceived signal {signum}: the chief (worker 0) is testing the saved "
+                  f"weights; waiting for it (send it again to exit at once).", file=sys.stderr,
+                  flush=True)
+            return
         print(f"\nReceived signal {signum}: saving a checkpoint, then exiting "
               f"(send it again to exit at once).", file=sys.stderr, flush=True)
 
     def _output_gone(self):
-        if self.signum is None and self.phase != "testing":  # a test goes on, into metrics
+        if self.signum is None and self.phase not in ("testing", "waiting"):  # a test goes
+            # on, into metrics.json
             self.signum = signal.SIGPIPE
 
 

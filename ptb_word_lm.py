@@ -9,7 +9,6 @@
 """
 
 import errno
-import io
 import itertools
 import os
 import signal
@@ -289,14 +288,17 @@ def _read_lines(path):
     name = "stdin" if path == "-" else path
     stream = None
     try:
-        stream = (io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8", newline="\n")
-                  if path == "-" else open(path, encoding="utf-8", newline="\n"))
-        for number, line in enumerate(stream):
-            line = line.rstrip("\n").removesuffix("\r")
-            yield reader.drop_bom(line, name, "--input") if number == 0 else line
-    except UnicodeDecodeError as e:
-        raise inference.InferenceError(f"{name} is not UTF-8 (byte {e.object[e.start]:#04x}); "
-                                       f"re-encode it as UTF-8") from None
+        # Bytes, split at b"\n" (never inside a UTF-8 sequence), each line decoded alone:
+        # a bad byte is named by its line, and every line before it is scored.
+        stream = sys.stdin.buffer if path == "-" else open(path, "rb")
+        for number, raw in enumerate(stream, 1):
+            try:
+                line = raw.decode("utf-8").rstrip("\n").removesuffix("\r")
+            except UnicodeDecodeError as e:
+                raise inference.InferenceError(
+                    f"{name} line {number} is not UTF-8 (byte {raw[e.start]:#04x} at byte "
+                    f"{e.start + 1} of the line); re-encode it as UTF-8") from None
+            yield reader.drop_bom(line, name, "--input") if number == 1 else line
     except OSError as e:
         raise inference.InferenceError(f"cannot read --input {path}: {e.strerror}; pass a "
                                        f"readable file, or - for stdin") from None
@@ -321,7 +323,9 @@ def tsv_field(text):
 def _score(model, word_to_id):
     lines, to_score = itertools.tee(_read_lines(FLAGS.input))
     unknown = 0
-    for line, score in zip(lines, inference.score_lines(model, word_to_id, to_score)):
+    source = "stdin" if FLAGS.input == "-" else FLAGS.input
+    for line, score in zip(lines, inference.score_lines(model, word_to_id, to_score,
+                                                        source=source)):
         print(f"{score.log_prob:.4f}\t{score.num_words}\t{score.perplexity:.3f}\t"
               f"{tsv_field(line)}")
         unknown += score.unknown

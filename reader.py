@@ -283,7 +283,8 @@ def load_vocab(path):
       DataError: the file is missing, empty, not UTF-8, or has a blank or
         duplicate line.
     """
-    fix = "pass the vocab.txt written with the checkpoint (save_vocab)"
+    fix = ("it is not as training wrote it: rerun the training command, which rewrites it, "
+           "or restore it from a copy")
     word_to_id = {}
     lines = _read_text(path, what="vocabulary file", fix=fix).splitlines()
     for i, word in enumerate(lines):

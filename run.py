@@ -294,6 +294,15 @@ def _auto_reason(config):
     return "this config"
 
 
+def _check_precision(config, options):
+    """Raises PrecisionError before anything is written if options.precision cannot train
+    with the kernel --rnn_mode=auto picks for this config (RunOptions could not know it)."""
+    rnn_mode = model_lib.resolve_rnn_mode(config, options.rnn_mode)
+    precision_lib.check(options.precision, rnn_mode, kernels.jit_compile(rnn_mode, options.xla),
+                        distribute.resolve(options.strategy),
+                        _auto_reason(config) if options.rnn_mode == kernels.AUTO else None)
+
+
 def _open_run(config, corpus, save_path, options, epoch_size, replicas):
     """Builds the TrainState and restores this run's newest checkpoint in save_path.
 
@@ -301,9 +310,6 @@ def _open_run(config, corpus, save_path, options, epoch_size, replicas):
     """
     rnn_mode = model_lib.resolve_rnn_mode(config, options.rnn_mode)  # auto: by the cell
     jit_compile = kernels.jit_compile(rnn_mode, options.xla)
-    precision_lib.check(options.precision, rnn_mode, jit_compile,
-                        replicas.name if replicas.strategy else "none",
-                        _auto_reason(config) if options.rnn_mode == kernels.AUTO else None)
     with replicas.scope():
         ts = training.TrainState(config, rnn_mode=rnn_mode, seed=options.seed,
                                  precision=options.precision)
@@ -441,6 +447,7 @@ def _end_of_epoch(run, hooks, epoch, seconds, epoch_size, validate):
         ts.reset_epoch(epoch + 1)  # the snapshot resumes at the start of the next epoch
     run.checkpointer.save(best=best)
     hooks.saved()
+    hooks.train_step.forget_wishes()
     run.write_metrics()
     return finished
 
@@ -469,7 +476,7 @@ def _test(run):
         path = export.export_saved_model(run.ts.model, run.corpus.word_to_id,
                                          run.options.export_dir, run.config)
         print(f"Exported SavedModel to {path}", flush=True)
-    run.replicas.wait_for_chief()
+    run.replicas.release_workers()
     return test_ppl
 
 
@@ -493,6 +500,7 @@ def train_and_evaluate(config, corpus, save_path, options=RunOptions()):
       Stopped: SIGINT/SIGTERM; what was kept is saved.
     """
     check_memory(config)
+    _check_precision(config, options)
     _check_export_dir(options.export_dir, save_path)
     if config.optimizer == "asgd" and distribute.resolve(options.strategy) != "none":
         raise RunError("optimizer asgd (NT-ASGD's weight average) does not run under a "
@@ -522,7 +530,8 @@ def train_and_evaluate(config, corpus, save_path, options=RunOptions()):
                           else "a signal to another worker")
                     raise Stopped(f"Stopped by {by} before the test; checkpoints are in "
                                   f"{run.saved_in}: run the same command to go on.")
-                interrupts.phase = "testing"
+                # The chief tests; the other workers wait for it, with nothing to save.
+                interrupts.phase = "testing" if run.replicas.is_chief else "waiting"
                 with run.ts.evaluation_weights():
                     test_ppl = _test(run)
     return run.metrics(test_perplexity=test_ppl)

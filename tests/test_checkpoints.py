@@ -149,6 +149,15 @@ def test_load_model_needs_the_checkpoints_own_vocabulary(run, copy):
     (copy / "vocab.txt").write_text("\n".join(reversed(words)) + "\n")
     with pytest.raises(CheckpointError, match=r"not the vocabulary .* trained with"):
         checkpoints.load_model(str(copy))
+    (copy / "vocab.txt").write_text("the\nthe\n")  # damaged
+    with pytest.raises(reader.DataError, match=r"duplicate vocabulary word 'the' .*; it is not as "
+                                               r"training wrote it: rerun the training command"):
+        checkpoints.load_model(str(copy))
+    # Beside best/ a damaged copy of its own does not hide save_path's good one.
+    (copy / "vocab.txt").write_text("\n".join(words) + "\n")
+    (copy / "best" / "vocab.txt").write_text("the\nthe\n")
+    best = checkpoints.find_checkpoint(str(copy), str(copy / "best"))
+    assert checkpoints.load_model(str(copy), best)[1] == run.corpus.word_to_id
 
 
 def test_load_model_of_a_named_truncated_checkpoint_fails_naming_it(copy):

@@ -17,8 +17,10 @@ import socket
 import subprocess
 import sys
 import time
+import types
 
 import pytest
+import tensorflow as tf
 
 import configs
 import distribute
@@ -56,6 +58,16 @@ def _train_text(num_ids):
      r"no non-empty \"worker\" list"),
     ('{"cluster": {"worker": ["localhost"]}, "task": {"type": "worker", "index": 0}}',
      r"worker address 'localhost' is not host:port"),
+    # gRPC took these for addresses only to fail later: a traceback, or the connect timeout.
+    ('{"cluster": {"worker": ["grpc://127.0.0.1:2222"]}, "task": {"type": "worker", "index": 0}}',
+     r"worker address 'grpc://127.0.0.1:2222' is not host:port \(a host name, an IPv4 address or "
+     r"a bracketed IPv6 one, and no scheme such as grpc://\)"),
+    ('{"cluster": {"worker": ["127.0.0.1:2222:1"]}, "task": {"type": "worker", "index": 0}}',
+     r"worker address '127.0.0.1:2222:1' is not host:port"),
+    ('{"cluster": {"worker": ["::1:2222"]}, "task": {"type": "worker", "index": 0}}',
+     r"worker address '::1:2222' is not host:port"),
+    ('{"cluster": {"worker": ["h 0:2222"]}, "task": {"type": "worker", "index": 0}}',
+     r"worker address 'h 0:2222' is not host:port"),
     ('{"cluster": {"worker": ["a:1", "a:1"]}, "task": {"type": "worker", "index": 0}}',
      r"lists a worker address twice"),
     ('{"cluster": {"worker": ["a:1"], "ps": ["b:2"]}, "task": {"type": "worker", "index": 0}}',
@@ -75,8 +87,68 @@ def test_parse_tf_config_refuses_malformed_in_one_line(text, message):
 
 def test_parse_tf_config_reads_workers_and_index():
     cluster = distribute.parse_tf_config(
-        '{"cluster": {"worker": ["h0:2222", "h1:2222"]}, "task": {"type": "worker", "index": 1}}')
-    assert cluster.workers == ("h0:2222", "h1:2222") and cluster.index == 1
+        '{"cluster": {"worker": ["h0:2222", "h1.example.org:2222", "[::1]:2222", '
+        '"10.0.0.7:2222"]}, "task": {"type": "worker", "index": 1}}')
+    assert cluster.workers == ("h0:2222", "h1.example.org:2222", "[::1]:2222", "10.0.0.7:2222")
+    assert cluster.index == 1
+
+
+def test_an_own_address_that_does_not_resolve_fails_before_joining():
+    # Its server could not start: the join waited out the connect timeout, then was killed.
+    config = ('{"cluster": {"worker": ["nosuchhost.invalid:2222", "127.0.0.1:2223"]}, '
+              '"task": {"type": "worker", "index": 0}}')
+    with pytest.raises(distribute.DistributeError, match=r"^worker 0's own address "
+                                                         r"nosuchhost\.invalid:2222 does not "
+                                                         r"resolve on this machine \(.*\); fix "
+                                                         r"TF_CONFIG's task index or addresses$"):
+        distribute.create("multi_worker", 20, environ={"TF_CONFIG": config})
+
+
+def _watchdog_says(index, *workers):
+    """What the join's watchdog prints when its 0.5 s run out, and that it killed the joiner."""
+    joiner = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    watchdog = subprocess.Popen(  # its stdin open: the joiner has not joined
+        [sys.executable, "-c", distribute._WATCHDOG, str(joiner.pid), "0.5", str(index),
+         *workers], stdin=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert joiner.wait(timeout=30) == -signal.SIGKILL
+        return watchdog.stderr.read().strip()
+    finally:
+        joiner.kill()
+        watchdog.stdin.close()
+        watchdog.wait(timeout=30)
+
+
+def test_the_joins_watchdog_names_reachable_ipv6_peers_and_a_lone_worker():
+    with socket.socket(socket.AF_INET6) as listening:  # a peer that answers, not joining
+        listening.bind(("::1", 0))
+        listening.listen()
+        port = listening.getsockname()[1]
+        assert _watchdog_says(0, "127.0.0.1:1", f"[::1]:{port}") == (
+            f"error: worker 0 waited 0.5 s for the cluster: worker 1 at [::1]:{port} reachable "
+            f"but did not join; start every worker (same TF_CONFIG cluster) or fix the addresses")
+    assert _watchdog_says(0, "127.0.0.1:1") == (
+        "error: worker 0 waited 0.5 s for the cluster: its own server at 127.0.0.1:1 did not "
+        "start; start every worker (same TF_CONFIG cluster) or fix the addresses")
+
+
+def test_a_worker_gone_after_the_chiefs_test_is_a_warning_for_the_chief(capsys):
+    # The chief's run is complete (metrics.json has its test): not an error, exit 0.
+    def gone(*args, **kwargs):
+        raise tf.errors.UnavailableError(None, None, "tasks are unhealthy (stopped sending "
+                                                     "heartbeats): /job:worker/replica:0/task:1")
+
+    strategy = types.SimpleNamespace(num_replicas_in_sync=2,
+                                     experimental_distribute_values_from_function=lambda f: None,
+                                     extended=types.SimpleNamespace(reduce_to=gone))
+    chief = distribute.Replicas(strategy, distribute.Cluster(["h0:1", "h1:1"], 0))
+    chief.release_workers()
+    assert capsys.readouterr().err == ("warning: after the test, lost worker 1 (h1:1); the run "
+                                       "is complete (its test perplexity is recorded)\n")
+    waiting = distribute.Replicas(strategy, distribute.Cluster(["h0:1", "h1:1"], 1))
+    with pytest.raises(distribute.DistributeError, match=r"^lost contact with another worker"):
+        with waiting.lost_peers_as_errors():
+            waiting.wait_for_chief()
 
 
 def test_resolve_auto_picks_multi_worker_only_with_tf_config():
@@ -295,13 +367,18 @@ def mw_data(tmp_path_factory):
 
 def test_multi_worker_two_processes_train_as_one(mw_data, tmp_path):
     data, reference = mw_data
-    workers = _workers(lambda i: _driver_args(data, tmp_path / f"save{i}"), tmp_path, "w")
+    # A periodic save due on each epoch's last step: the epoch's end saves, and the wish,
+    # agreed a step later, used to come with the next epoch's first step, an extra save.
+    workers = _workers(lambda i: _driver_args(data, tmp_path / f"save{i}",
+                                              "--checkpoint_every_steps=60",
+                                              "--keep_checkpoints=9"), tmp_path, "w")
     (code0, out0, err0), (code1, out1, err1) = [w.wait() for w in workers]
     assert code0 == 0 and code1 == 0, err0[-2000:] + err1[-2000:]
     assert "strategy: multi_worker (2 workers, this is worker 0)" in out0
     assert _perplexities(out0) == reference
     assert "computed by the chief, worker 0" in out1 and "Test Perplexity" not in out1
-    assert list((tmp_path / "save0").glob("ckpt-*.index"))
+    assert sorted(p.name for p in (tmp_path / "save0").glob("ckpt-*.index")) == [
+        "ckpt-1.index", "ckpt-2.index"]  # one save at each epoch's end
     assert not (tmp_path / "save1").exists()  # a non-chief writes nothing of the run
 
 

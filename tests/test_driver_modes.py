@@ -334,3 +334,12 @@ def test_driver_eval_checks_its_files_before_loading_and_names_the_users_own(tra
                                   f"--eval_data={tmp_path / 'empty.txt'}")
     assert_exit_error(code, r"^error: --eval_data file is empty: .*empty\.txt; pass a text file "
                             r"with words in it$")
+
+
+def test_driver_score_names_the_line_of_a_byte_that_is_not_utf8(trained, tmp_path):
+    path = tmp_path / "latin1.txt"
+    path.write_bytes("the cat sat\nthe caf\u00e9 sat\nthe caf\u00e9 sat\n".encode("utf-8")[:-10]
+                     + "caf\u00e9 sat\n".encode("latin-1"))
+    code = driver_exit_in_process(*trained["flags"], "--mode=score", f"--input={path}")
+    assert_exit_error(code, rf"^error: {path} line 3 is not UTF-8 \(byte 0xe9 at byte 8 of the "
+                            rf"line\); re-encode it as UTF-8$")

@@ -203,6 +203,16 @@ def test_score_lines_chunks_a_long_line_with_the_state_carried(run, loaded):
         list(inference.score_lines(model, word_to_id, lines, chunk_len=0))
 
 
+def test_score_lines_without_unk_names_the_source_and_line_of_an_unknown_word(loaded):
+    model, word_to_id, _ = loaded
+    without_unk = {w: i for w, i in word_to_id.items() if w != reader.UNK}
+    lines = ["the cat", "the cat sat", "the zebra"]
+    scores = inference.score_lines(model, without_unk, lines, batch_size=2, source="s.txt")
+    with pytest.raises(reader.DataError, match=r"^s\.txt line 3: 1 words \(1 distinct\) are not "
+                                               r"in the vocabulary and it has no <unk>: 'zebra'"):
+        list(scores)
+
+
 @pytest.mark.parametrize("temperature", [1e-39, 1e-46, 1e-300, 5e-324])
 def test_generate_with_a_tiny_temperature_is_greedy(loaded, temperature):
     model, word_to_id, _ = loaded

@@ -47,3 +47,14 @@ def test_a_lost_reader_asks_for_a_stop_once_and_later_writes_go_nowhere():
         stop.phase = "testing"  # the test goes on into metrics.json: no stop asked
         stop._output_gone()
         assert stop.signum is None
+
+
+def test_a_worker_waiting_for_the_chiefs_test_says_a_first_signal_and_goes_on_waiting(capsys):
+    # Leaving would fail the chief's finished run as a lost worker; it has nothing to save.
+    with interrupts.Interrupts("runs/x", one_worker=False) as stop:
+        stop.phase = "waiting"
+        os.kill(os.getpid(), signal.SIGTERM)  # no Stopped raised
+        assert stop.signum == signal.SIGTERM
+        assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # a second one kills
+    assert "the chief (worker 0) is testing the saved weights; waiting for it" in \
+        capsys.readouterr().err

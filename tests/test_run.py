@@ -153,6 +153,17 @@ def test_run_refuses_a_model_too_big_for_memory_before_building_it(corpus, tmp_p
     assert not (tmp_path / "run").exists()
 
 
+def test_run_refuses_a_precision_autos_kernel_cannot_train_before_writing(corpus, tmp_path):
+    # auto picks basic for a GRU, which bfloat16 cannot train: known only with the config,
+    # it was refused after save_path and its .lock were made.
+    config = _config(corpus, cell="gru")
+    options = run.RunOptions(rnn_mode="auto", precision="bfloat16")
+    with pytest.raises(UserError, match=r"--precision=bfloat16 runs only with --rnn_mode=fused .*"
+                                        r"\(--rnn_mode=auto's choice for cell=gru\)$"):
+        run.train_and_evaluate(config, corpus, str(tmp_path / "run"), options)
+    assert not (tmp_path / "run").exists()
+
+
 def test_training_memory_estimate_counts_weights_and_the_logits():
     config = dataclasses.replace(configs.SMALL)
     # 2 x 6.6M parameters (weights and gradients), 3 x 400 words x 10,000 logits, LSTM activations.
