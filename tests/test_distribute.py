@@ -370,15 +370,17 @@ def test_multi_worker_two_processes_train_as_one(mw_data, tmp_path):
     # A periodic save due on each epoch's last step: the epoch's end saves, and the wish,
     # agreed a step later, used to come with the next epoch's first step, an extra save.
     workers = _workers(lambda i: _driver_args(data, tmp_path / f"save{i}",
-                                              "--checkpoint_every_steps=60",
+                                              "--checkpoint_every_steps=59",  # epoch_size
                                               "--keep_checkpoints=9"), tmp_path, "w")
     (code0, out0, err0), (code1, out1, err1) = [w.wait() for w in workers]
     assert code0 == 0 and code1 == 0, err0[-2000:] + err1[-2000:]
     assert "strategy: multi_worker (2 workers, this is worker 0)" in out0
     assert _perplexities(out0) == reference
     assert "computed by the chief, worker 0" in out1 and "Test Perplexity" not in out1
-    assert sorted(p.name for p in (tmp_path / "save0").glob("ckpt-*.index")) == [
-        "ckpt-1.index", "ckpt-2.index"]  # one save at each epoch's end
+    snapshots = [str(p)[:-len(".index")] for p in (tmp_path / "save0").glob("ckpt-*.index")]
+    steps = sorted(int(tf.train.load_checkpoint(p).get_tensor(
+        "state/global_step/.ATTRIBUTES/VARIABLE_VALUE")) for p in snapshots)
+    assert steps == [59, 118]  # one save at each epoch's end, none a step after it
     assert not (tmp_path / "save1").exists()  # a non-chief writes nothing of the run
 
 
