@@ -303,10 +303,11 @@ def _path_without(tmp_path, *tools):
     (("tar",), "cannot unpack the archive: need tar and gzip on PATH"),
     (("md5sum", "md5", "python3"), "cannot check the files' MD5: need md5sum, md5 or python3"),
 ])
-def test_get_ptb_names_a_missing_tool_before_any_work(ptb_tgz, target, tmp_path, missing,
-                                                      message):
+def test_get_ptb_names_a_missing_tool_before_any_work(target, tmp_path, missing, message):
+    # Named before the archive is read: its content never matters (no PTB data needed).
+    archive = _make_tgz(tmp_path / "fake.tgz", {"./" + MEMBER_DIR + n: c for n, c in FAKE.items()})
     before = _snapshot(target.parent)
-    result = _run("--source", ptb_tgz.as_uri(), target,
+    result = _run("--source", archive.as_uri(), target,
                   env={"PATH": _path_without(tmp_path, *missing)})
     _assert_failed(result, message)
     assert _snapshot(target.parent) == before
