@@ -57,7 +57,8 @@ class PTBModel(tf.Module):
     """Embedding [vocab, hidden] -> num_layers LSTMs -> softmax [hidden, vocab].
 
     As in the tutorial: every weight starts uniform in [-init_scale, init_scale]
-    (the LSTM biases start at zero, as the tutorial's LSTM cells did), the LSTM
+    (the LSTM biases start at zero, as the tutorial's LSTM cells did; a GRU's, beyond
+    the tutorial, as TF1's GRUCell: gate biases 1.0, candidate 0), the LSTM
     forget bias is 0.0, and dropout (keep_prob) is applied to the embeddings
     and to every layer's output when training. The variables are the same in
     every rnn_mode, so a checkpoint moves between modes.
@@ -236,7 +237,7 @@ class PTBModel(tf.Module):
         # [num_steps, batch, hidden], time-major: what the fused kernels take.
         x = self._dropout(self._embed(inputs, masks), sites[0])
         final = []
-        for layer, (cell, layer_state) in enumerate(zip(self.cells, state)):
+        for layer, (cell, layer_state) in enumerate(zip(self.cells, state, strict=True)):
             recurrent_mask = weight_mask = None
             if masks.recurrent:
                 recurrent_mask = _scaled(masks.recurrent[layer], self.recurrent_keep_prob, x.dtype)

@@ -51,7 +51,8 @@ def dynamic_rnn(cell, inputs, initial_state=None, sequence_length=None,
         `step_projected`, the input projection of all steps is one matmul.
       inputs: float `[batch, time, depth]`, or `[time, batch, depth]` if
         `time_major`. The time dimension may be unknown until run time, and
-        0 (no outputs, the initial state).
+        0 (no outputs, the initial state) except under jit_compile, where
+        XLA refuses the loop's slice of an empty input.
       initial_state: state structure of `[batch, size]` tensors; None means
         `cell.zero_state(batch, inputs.dtype)`.
       sequence_length: optional int `[batch]`; past a row's length its outputs

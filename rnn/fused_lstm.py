@@ -274,7 +274,8 @@ def fused_lstm(cell, inputs, initial_state, unroll=False, recurrent_mask=None,
     (recomputing the gates there instead measured ~20% slower at H=650).
 
     Works eagerly, in tf.function and with jit_compile=True; T may be unknown
-    until run time (XLA then compiles per T).
+    until run time (XLA then compiles per T), and 0 except under XLA, which
+    refuses the loop's slice of an empty input (no caller sends one).
 
     `unroll=True` replaces both loops by Python loops over t (same math, same
     saved activations, one copy of the step in the graph per t). Under XLA

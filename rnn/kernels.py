@@ -38,6 +38,23 @@ def gpu_available():
     return bool(tf.config.list_physical_devices("GPU"))
 
 
+def cudnn_available():
+    """True when TensorFlow sees a GPU and is not a ROCm build: MIOpen orders an LSTM's gates
+    i, f, o, c, not cuDNN's i, f, c, o that canonical_to_cudnn lays out."""
+    return gpu_available() and not tf.sysconfig.get_build_info().get("is_rocm_build", False)
+
+
+def _check_cudnn():
+    """Raises NoGPUError unless the cudnn kernel can run here (see cudnn_available)."""
+    if not gpu_available():
+        raise NoGPUError("rnn_mode cudnn needs a GPU but TensorFlow sees none; use fused, "
+                         "block or auto")
+    if not cudnn_available():
+        raise NoGPUError("rnn_mode cudnn lays out cuDNN's gate order, and this TensorFlow is a "
+                         "ROCm build (MIOpen orders the gates otherwise); use fused, block or "
+                         "auto")
+
+
 def _check_fusable(cell, path):
     require_tanh(cell, path)
     if cell.dtype not in (tf.float32, tf.float16):
@@ -192,9 +209,7 @@ def cudnn_lstm(cell, inputs, initial_state, weight_mask=None):
       NoGPUError: if TensorFlow sees no GPU.
       ValueError: if the cell's activation is not tanh.
     """
-    if not gpu_available():
-        raise NoGPUError("cuDNN LSTM needs a GPU but TensorFlow sees none; "
-                         "use the block or basic mode")
+    _check_cudnn()
     _check_fusable(cell, "cudnn_lstm")
     params = canonical_to_cudnn(cell.masked_kernel(weight_mask), cell.bias, cell.input_size,
                                 cell.num_units, cell.forget_bias)
@@ -295,7 +310,7 @@ def resolve(name, cell="lstm", recurrent_mask=False):
       ValueError: an unknown name.
     """
     if name == AUTO:
-        candidates = (["cudnn"] if gpu_available() else []) + ["fused", "basic"]
+        candidates = (["cudnn"] if cudnn_available() else []) + ["fused", "basic"]
         return next(k for k in candidates if _runs(KERNELS[k], cell, recurrent_mask))
     if name not in KERNELS:
         raise ValueError(f"unknown rnn_mode {name!r}; choose one of {AUTO}, {', '.join(NAMES)}")
@@ -306,9 +321,8 @@ def resolve(name, cell="lstm", recurrent_mask=False):
     if recurrent_mask and not kernel.recurrent_mask:
         raise UnsupportedError(f"rnn_mode {name} cannot drop the recurrent h "
                                f"(recurrent_keep_prob < 1); use rnn_mode fused, basic or auto")
-    if kernel.needs_gpu and not gpu_available():
-        raise NoGPUError(f"rnn_mode {name} needs a GPU but TensorFlow sees none; "
-                         f"use fused, block or auto")
+    if kernel.needs_gpu:
+        _check_cudnn()
     return name
 
 

@@ -743,6 +743,18 @@ def test_library_kernels_take_the_weight_mask_but_not_the_recurrent_one(name):
 
 
 @pytest.mark.skipif(kernels.gpu_available(), reason="this machine has a GPU")
+def test_cudnn_is_refused_on_a_rocm_build_and_auto_passes_it_by(monkeypatch):
+    # MIOpen orders an LSTM's gates i, f, o, c: cuDNN's layout would swap two of them silently.
+    monkeypatch.setattr(kernels, "gpu_available", lambda: True)
+    monkeypatch.setattr(tf.sysconfig, "get_build_info", lambda: {"is_rocm_build": True})
+    assert kernels.resolve(kernels.AUTO) == "fused"
+    with pytest.raises(kernels.NoGPUError, match=r"^rnn_mode cudnn lays out cuDNN's gate order, "
+                                                 r"and this TensorFlow is a ROCm build"):
+        kernels.resolve("cudnn")
+    monkeypatch.setattr(tf.sysconfig, "get_build_info", lambda: {"is_cuda_build": True})
+    assert kernels.resolve(kernels.AUTO) == "cudnn"
+
+
 def test_kernels_resolve_auto_by_cell_and_recurrent_mask():
     assert kernels.resolve("auto", cell="lstm") == "fused"
     assert kernels.resolve("auto", cell="lstm", recurrent_mask=True) == "fused"
