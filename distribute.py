@@ -649,6 +649,7 @@ def create(strategy, batch_size, num_cpu_replicas=0, collective_timeout_seconds=
                                   f"cluster of TF_CONFIG: {first_line(e)}; fix TF_CONFIG's "
                                   f"addresses") from None
         replicas = Replicas(mwms, cluster, collective_timeout_seconds)
-        replicas.any_worker(False)  # every worker has joined
+        with replicas.lost_peers_as_errors():  # a peer may die as soon as it has joined
+            replicas.any_worker(False)  # every worker has joined
     check_divides(batch_size, replicas.num_replicas)
     return replicas
