@@ -167,8 +167,10 @@ class _RunHooks(training.EpochHooks):
     """Between the steps of an epoch: progress, TensorBoard, periodic checkpoints, signals,
     the time budget."""
 
-    def __init__(self, progress, summaries, checkpointer, interrupts, options, train_step):
+    def __init__(self, progress, summaries, checkpointer, interrupts, options, train_step,
+                 epoch_size):
         self.train_step = train_step
+        self.epoch_size = epoch_size
         self.progress = progress
         self.summaries = summaries
         self.checkpointer = checkpointer
@@ -192,10 +194,13 @@ class _RunHooks(training.EpochHooks):
         return time.monotonic() >= self._deadline
 
     def _save_due(self, ts):
+        if self.interrupts.signum is not None:
+            return True
+        if int(ts.step.numpy()) == self.epoch_size:  # the epoch's end saves anyway
+            return False
         every_minutes, every_steps = (self.options.checkpoint_every_minutes,
                                       self.options.checkpoint_every_steps)
-        return (self.interrupts.signum is not None
-                or (every_minutes > 0 and time.monotonic() - self._last_save > 60 * every_minutes)
+        return ((every_minutes > 0 and time.monotonic() - self._last_save > 60 * every_minutes)
                 or (every_steps > 0 and int(ts.global_step.numpy()) % every_steps == 0))
 
     def after_step(self, ts, outputs):
@@ -388,7 +393,7 @@ def _train_epochs(run, train_batches, valid_batches, interrupts):
     progress = monitoring.make_progress(run.options.progress == "tty", train_batches, sys.stdout)
     train_step = _make_train_step(run)
     hooks = _RunHooks(progress, run.summaries, run.checkpointer, interrupts, run.options,
-                      train_step)
+                      train_step, train_batches.epoch_size)
     evaluate = run.replicas.make_evaluate(ts.model, config.batch_size, config.num_steps,
                                           jit_compile=run.jit_compile)
     while int(ts.epoch.numpy()) < config.max_max_epoch:

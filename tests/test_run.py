@@ -11,6 +11,7 @@ import sys
 import types
 
 import pytest
+import tensorflow as tf
 
 import checkpoints
 import configs
@@ -351,18 +352,32 @@ def test_a_periodic_save_agreed_a_step_later_is_written_once(monkeypatch):
     clock, saves = [0.0], []
     monkeypatch.setattr(run.time, "monotonic", lambda: clock[0])
     ts = types.SimpleNamespace(check_finite=lambda: None,
-                               global_step=types.SimpleNamespace(numpy=lambda: len(clock)))
+                               global_step=types.SimpleNamespace(numpy=lambda: len(clock)),
+                               step=types.SimpleNamespace(numpy=lambda: len(clock)))
     hooks = run._RunHooks(
         types.SimpleNamespace(tick=lambda ts: None), None,
         types.SimpleNamespace(save=lambda: saves.append(clock[0]),
                               set_epoch_seconds=lambda seconds: None),
         types.SimpleNamespace(signum=None),
-        dataclasses.replace(OPTIONS, checkpoint_every_minutes=0.05), Delayed())  # every 3 s
+        dataclasses.replace(OPTIONS, checkpoint_every_minutes=0.05), Delayed(),  # every 3 s
+        epoch_size=100)
     hooks.start_epoch(0.0)
     for _ in range(20):
         clock[0] += 1.0
         hooks.after_step(ts, None)
     assert saves == [5.0, 10.0, 15.0, 20.0]  # wished at 4, 9, ...: once each, a step later
+
+
+def test_a_periodic_save_due_on_an_epochs_last_step_is_the_epochs_own(corpus, tmp_path):
+    # The epoch's end saves anyway: a periodic snapshot at the same step was a second copy.
+    config = _config(corpus, max_max_epoch=2, max_epoch=2)
+    epoch_size = run._batches(corpus, "train", config).epoch_size
+    options = dataclasses.replace(OPTIONS, checkpoint_every_steps=epoch_size, keep_checkpoints=9)
+    run.train_and_evaluate(config, corpus, str(tmp_path / "run"), options)
+    steps = sorted(int(tf.train.load_checkpoint(str(p)[:-len(".index")]).get_tensor(
+        "state/global_step/.ATTRIBUTES/VARIABLE_VALUE"))
+        for p in (tmp_path / "run").glob("ckpt-*.index"))
+    assert steps == [epoch_size, 2 * epoch_size]
 
 
 def test_time_before_a_signal_counts_in_the_resumed_epoch_and_the_budget(corpus, tmp_path,
