@@ -23,7 +23,8 @@ class Interrupts:
     Until the first training step has run (building, restoring, tracing and
     compiling, which can take a minute: a scheduler's grace period) and during
     the test evaluation and the export (`phase` "starting" and "testing"), the
-    first signal stops at once: there is nothing unsaved. An output
+    first signal stops at once: there is nothing unsaved. A worker waiting for
+    the chief's test ("waiting") only says so: leaving would fail the chief. An output
     whose reader went away (`... | tee log`, whose tee the same Ctrl-C killed)
     asks the same as a signal, as SIGPIPE, and is sent to /dev/null from then on:
     the run saves and stops at the next step instead of dying of the write.
