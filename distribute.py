@@ -391,9 +391,6 @@ class _OneDeviceStep:
     def agree(self, outputs, *wishes):
         return wishes
 
-    def forget_wishes(self):
-        pass
-
 
 class _DataParallelStep:
     """One data-parallel training step, traced once.
@@ -449,12 +446,6 @@ class _DataParallelStep:
         """This worker's wishes go with the next step; returns those agreed for this one."""
         self._requests[:] = np.maximum(self._requests, [float(w) for w in wishes])
         return tuple(bool(v > 0) for v in outputs[2].numpy()[:len(wishes)])
-
-    def forget_wishes(self):
-        """At an epoch's end, which saves and checks signals and time on every worker: the
-        wishes of its last step are met (kept, they came with the next epoch's first step,
-        an extra save)."""
-        self._requests[:] = 0
 
 
 class _WorkerCheckpointer:

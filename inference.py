@@ -191,8 +191,8 @@ def score_lines(model, word_to_id, lines, batch_size=64, chunk_len=64, source="i
       word_to_id: its vocabulary (must hold <eos>).
       lines: iterable of str.
       batch_size: lines per batch.
-      source: where the lines come from (a file name, stdin), for error messages.
       chunk_len: words per model call, >= 1.
+      source: where the lines come from (a file name, stdin), for error messages.
     Yields:
       LineScore per line.
     Raises:
@@ -207,16 +207,16 @@ def score_lines(model, word_to_id, lines, batch_size=64, chunk_len=64, source="i
         lambda t: tf.TensorSpec([None, *t.shape[1:]], t.dtype), model.zero_state(1))
     log_probs_of = tf.function(lambda ids, state: sequence_log_probs(model, ids, state),
                                input_signature=[tf.TensorSpec([None, None], tf.int32), state_spec])
-    batch, first = [], 1  # the batch's first line number
-    for number, line in enumerate(lines, 1):
+    batch, count = [], 0
+    for count, line in enumerate(lines, 1):
         batch.append(line.split())
         if len(batch) == batch_size:
-            yield from _score_batch(model, log_probs_of, word_to_id, batch, chunk_len,
-                                    source, first)
-            batch, first = [], number + 1
+            yield from _score_batch(model, log_probs_of, word_to_id, batch, chunk_len, source,
+                                    count - len(batch) + 1)
+            batch = []
     if batch:
         yield from _score_batch(model, log_probs_of, word_to_id, batch, chunk_len, source,
-                                first)
+                                count - len(batch) + 1)
 
 
 def _score_batch(model, log_probs_of, word_to_id, batch, chunk_len, source, first):

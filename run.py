@@ -194,14 +194,18 @@ class _RunHooks(training.EpochHooks):
         return time.monotonic() >= self._deadline
 
     def _save_due(self, ts):
+        """A signal asks for a snapshot, or a periodic one is due (not on the epoch's last
+        step: the epoch's end saves anyway)."""
         if self.interrupts.signum is not None:
             return True
-        if int(ts.step.numpy()) == self.epoch_size:  # the epoch's end saves anyway
-            return False
         every_minutes, every_steps = (self.options.checkpoint_every_minutes,
                                       self.options.checkpoint_every_steps)
-        return ((every_minutes > 0 and time.monotonic() - self._last_save > 60 * every_minutes)
-                or (every_steps > 0 and int(ts.global_step.numpy()) % every_steps == 0))
+        periodic = ((every_minutes > 0 and time.monotonic() - self._last_save > 60 * every_minutes)
+                    or (every_steps > 0 and int(ts.global_step.numpy()) % every_steps == 0))
+        return periodic and not self._at_epoch_end(ts)
+
+    def _at_epoch_end(self, ts):
+        return int(ts.step.numpy()) == self.epoch_size
 
     def after_step(self, ts, outputs):
         self.interrupts.phase = "training"  # a step has run: a signal now saves, then stops
@@ -212,7 +216,8 @@ class _RunHooks(training.EpochHooks):
             self.saved()  # save comes a step later, and must not be wished again then
         save, stop_by_signal, out_of_time = self.train_step.agree(
             outputs, save_due, self.interrupts.signum is not None, self.out_of_time)
-        if save or stop_by_signal:
+        # A save agreed on the epoch's last step (wished a step before) is the epoch end's.
+        if stop_by_signal or (save and not self._at_epoch_end(ts)):
             ts.check_finite()
             self.checkpointer.set_epoch_seconds(time.monotonic() - self.epoch_start)
             self.checkpointer.save()
@@ -452,7 +457,6 @@ def _end_of_epoch(run, hooks, epoch, seconds, epoch_size, validate):
         ts.reset_epoch(epoch + 1)  # the snapshot resumes at the start of the next epoch
     run.checkpointer.save(best=best)
     hooks.saved()
-    hooks.train_step.forget_wishes()
     run.write_metrics()
     return finished
 

@@ -38,10 +38,15 @@ def gpu_available():
     return bool(tf.config.list_physical_devices("GPU"))
 
 
+def _rocm_build():
+    """MIOpen orders an LSTM's gates i, f, o, c, not cuDNN's i, f, c, o that
+    canonical_to_cudnn lays out."""
+    return tf.sysconfig.get_build_info().get("is_rocm_build", False)
+
+
 def cudnn_available():
-    """True when TensorFlow sees a GPU and is not a ROCm build: MIOpen orders an LSTM's gates
-    i, f, o, c, not cuDNN's i, f, c, o that canonical_to_cudnn lays out."""
-    return gpu_available() and not tf.sysconfig.get_build_info().get("is_rocm_build", False)
+    """True when TensorFlow sees a GPU and is not a ROCm build (_rocm_build)."""
+    return gpu_available() and not _rocm_build()
 
 
 def _check_cudnn():
@@ -49,7 +54,7 @@ def _check_cudnn():
     if not gpu_available():
         raise NoGPUError("rnn_mode cudnn needs a GPU but TensorFlow sees none; use fused, "
                          "block or auto")
-    if not cudnn_available():
+    if _rocm_build():
         raise NoGPUError("rnn_mode cudnn lays out cuDNN's gate order, and this TensorFlow is a "
                          "ROCm build (MIOpen orders the gates otherwise); use fused, block or "
                          "auto")

@@ -52,10 +52,10 @@ def _malformed(metrics):
     for number, epoch in enumerate(metrics["epochs"], 1):
         if not isinstance(epoch, dict):
             return f"epoch entry {number} is not an object"
-        for key in ("train_seconds", "valid_perplexity"):
+        for key, nullable in (("train_seconds", False), ("valid_perplexity", True)):
             value = epoch.get(key)  # a non-finite perplexity is written as null
-            if not (isinstance(value, (int, float)) and not isinstance(value, bool)
-                    or value is None and key == "valid_perplexity"):
+            is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
+            if not (is_number or nullable and value is None):
                 return f"epoch entry {number} has no number {key}"
     return None
 
