@@ -26,7 +26,7 @@ readonly REPO
 
 usage() {
   cat <<EOF
-Usage: scripts/get_ptb.sh [--source SRC] [DATA_DIR]
+Usage: scripts/get_ptb.sh [--source SRC] [--] [DATA_DIR]
 
 Puts ptb.train.txt, ptb.valid.txt and ptb.test.txt into DATA_DIR
 (default: $REPO/data/ptb, where ptb_word_lm.py looks) and checks their MD5s,
@@ -294,7 +294,14 @@ main() {
         shift 2
         ;;
       --source=*) source="${1#--source=}"; shift ;;
-      -*) die "unknown option $1 (see --help)" ;;
+      --)
+        shift
+        [ $# -eq 0 ] && break
+        [ $# -eq 1 ] && [ -z "$data_dir" ] || die "only one DATA_DIR may be given (see --help)"
+        data_dir="$1"
+        break
+        ;;
+      -*) die "unknown option $1 (a DATA_DIR starting with - goes after --; see --help)" ;;
       *)
         [ -z "$data_dir" ] || die "only one DATA_DIR may be given (see --help)"
         data_dir="$1"
@@ -303,6 +310,7 @@ main() {
     esac
   done
   data_dir="${data_dir:-$REPO/data/ptb}"
+  case "$data_dir" in -*) data_dir="./$data_dir" ;; esac  # never read as an option by mkdir, mv...
   [ ! -e "$data_dir" ] || [ -d "$data_dir" ] ||
     die "DATA_DIR $data_dir exists and is not a directory"
 

@@ -27,13 +27,13 @@ FAKE = {name: f" not the {name} \n".encode() for name in PTB_FILES}
 MARKER = ".ptb_verified"
 
 
-def _run(*args, env=None):
+def _run(*args, env=None, cwd=None):
     """Runs the script; PTB_SOURCE comes only from `env`, so the caller's shell cannot leak in."""
     full_env = {k: v for k, v in os.environ.items() if k != "PTB_SOURCE"}
     full_env.update(env or {})
     # The timeout only stops a hung test; nothing asserts on time.
     return subprocess.run(["bash", str(SCRIPT), *map(str, args)], capture_output=True,
-                          text=True, timeout=120, env=full_env, check=False)
+                          text=True, timeout=120, env=full_env, cwd=cwd, check=False)
 
 
 def _snapshot(root):
@@ -192,6 +192,15 @@ def test_get_ptb_takes_source_from_env(ptb_dir, tmp_path):
     _assert_installed(tmp_path / "ptb", ptb_dir)
 
 
+def test_get_ptb_takes_a_data_dir_starting_with_a_dash_after_double_dash(ptb_dir, tmp_path):
+    refused = _run("-ptb", cwd=tmp_path)
+    _assert_failed(refused, "a DATA_DIR starting with - goes after --")
+    result = _run("--source", ptb_dir, "--", "-ptb", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    _assert_installed(tmp_path / "-ptb", ptb_dir)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["-ptb"]  # no temporaries left
+
+
 def test_get_ptb_downloads_archive_over_http(ptb_dir, ptb_tgz, serve, target):
     result = _run("--source", serve(ptb_tgz), target)
     assert result.returncode == 0, result.stderr
@@ -223,7 +232,7 @@ def test_get_ptb_marks_verified_files_of_an_older_install(ptb_dir, target):
 def test_get_ptb_help_prints_usage():
     result = _run("--help")
     assert result.returncode == 0
-    assert result.stdout.startswith("Usage: scripts/get_ptb.sh [--source SRC] [DATA_DIR]")
+    assert result.stdout.startswith("Usage: scripts/get_ptb.sh [--source SRC] [--] [DATA_DIR]")
 
 
 # --- failure: nothing changes ----------------------------------------------------------
