@@ -84,6 +84,9 @@ def check_export_dir(export_dir):
     export_dir = os.path.realpath(export_dir)
     if os.path.exists(export_dir) and not os.path.isdir(export_dir):
         raise ExportError(f"export_dir {export_dir} is a file; choose a new or empty directory")
+    if os.path.ismount(export_dir):  # the export is swapped in by a rename, which cannot move it
+        raise ExportError(f"export_dir {export_dir} is a mount point; choose a directory inside "
+                          f"it")
     parent = os.path.dirname(export_dir)  # the nearest existing one must take a new directory
     while not os.path.exists(parent):
         parent = os.path.dirname(parent)
@@ -93,11 +96,14 @@ def check_export_dir(export_dir):
     if os.path.isdir(export_dir) and os.listdir(export_dir):
         foreign = _foreign_files(export_dir)
         if foreign:
-            shown = ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else "")
             raise ExportError(f"export_dir {export_dir} holds files that are not a SavedModel of "
-                              f"ptb_word_lm.py ({shown}); nothing was replaced: choose a new or "
-                              f"empty directory")
+                              f"ptb_word_lm.py ({_shown(foreign)}); nothing was replaced: choose "
+                              f"a new or empty directory")
     return export_dir
+
+
+def _shown(names):
+    return ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
 
 
 def _serving_copy(model):
@@ -216,6 +222,17 @@ def export_saved_model(model, word_to_id, export_dir, config=None):
     return export_dir
 
 
+def _swap_back_if_foreign(earlier, export_dir):
+    """Puts the earlier export back and raises ExportError if files came into it since
+    check_export_dir, which would be deleted with it."""
+    foreign = _foreign_files(earlier)
+    if foreign:
+        files.swap_directories(earlier, export_dir)
+        raise ExportError(f"export_dir {export_dir} gained files while exporting "
+                          f"({_shown(foreign)}); nothing was replaced: choose a new or empty "
+                          f"directory")
+
+
 def _save(model, word_to_id, export_dir, config_json):
     """Saves into a staging directory beside export_dir, then swaps it into place.
 
@@ -232,6 +249,7 @@ def _save(model, word_to_id, export_dir, config_json):
         signatures = {name: getattr(serving, name).get_concrete_function() for name in SIGNATURES}
         tf.saved_model.save(serving, staged, signatures=signatures)
         if os.path.isdir(export_dir):
-            files.swap_directories(staged, export_dir)  # the earlier export is now in tmp
+            files.swap_directories(staged, export_dir)  # the earlier export is now at staged
+            _swap_back_if_foreign(staged, export_dir)
         else:
             os.rename(staged, export_dir)

@@ -144,6 +144,28 @@ def test_export_over_a_savedmodel_with_other_files_refuses_and_deletes_nothing(e
     assert tree_digest(target) == before
 
 
+def test_a_file_put_into_an_earlier_export_while_exporting_is_kept(exported, tmp_path,
+                                                                   monkeypatch):
+    # It was checked before the save, then deleted with the earlier export swapped out.
+    model, word_to_id, _ = exported
+    target = tmp_path / "lm"
+    export.export_saved_model(model, word_to_id, str(target))
+    swap = files.swap_directories
+
+    def a_file_arrives_then_swap(new, old):
+        if not (target / "README.txt").exists():
+            (target / "README.txt").write_text("keep me")
+        swap(new, old)
+
+    monkeypatch.setattr(files, "swap_directories", a_file_arrives_then_swap)
+    with pytest.raises(export.ExportError, match=r"gained files while exporting \(README.txt\); "
+                                                 r"nothing was replaced"):
+        export.export_saved_model(model, word_to_id, str(target))
+    assert (target / "README.txt").read_text() == "keep me"
+    assert (target / "saved_model.pb").is_file()
+    assert sorted(os.listdir(tmp_path)) == ["lm"]  # no staging directory left
+
+
 def test_export_refuses_another_programs_savedmodel(exported, tmp_path):
     model, word_to_id, _ = exported
     theirs = tmp_path / "theirs"
@@ -188,6 +210,9 @@ def test_an_export_dir_under_a_file_is_refused_before_anything(tmp_path):
                                                  r"directory; choose another path$"):
         export.check_export_dir(str(tmp_path / "s.txt" / "sub" / "lm"))
     assert export.check_export_dir(str(tmp_path / "new" / "lm")) == str(tmp_path / "new" / "lm")
+    with pytest.raises(export.ExportError, match=r"^export_dir / is a mount point; choose a "
+                                                 r"directory inside it$"):
+        export.check_export_dir("/")  # the swap's rename would fail with EBUSY after the save
 
 
 def test_an_export_that_fails_but_not_for_space_does_not_say_free_space(exported, tmp_path,
