@@ -216,8 +216,9 @@ class _RunHooks(training.EpochHooks):
             self.saved()  # save comes a step later, and must not be wished again then
         save, stop_by_signal, out_of_time = self.train_step.agree(
             outputs, save_due, self.interrupts.signum is not None, self.out_of_time)
-        # A save agreed on the epoch's last step (wished a step before) is the epoch end's.
-        if stop_by_signal or (save and not self._at_epoch_end(ts)):
+        # A save agreed on the epoch's last step (wished a step before), or as the budget
+        # runs out, is left to the epoch's end, which saves anyway.
+        if stop_by_signal or (save and not out_of_time and not self._at_epoch_end(ts)):
             ts.check_finite()
             self.checkpointer.set_epoch_seconds(time.monotonic() - self.epoch_start)
             self.checkpointer.save()
@@ -365,16 +366,25 @@ def _make_train_step(run):
 
 
 def _record_epoch(run, epoch, fraction, train_ppl, valid_ppl, seconds):
-    """Appends the epoch to the history; a resumed partial epoch replaces its earlier entry."""
+    """Appends the epoch to the history; a resumed partial epoch replaces its earlier entry,
+    whose validation stays as part_valid_perplexity (its snapshot may be the best/ one)."""
     history = run.history
-    if history and history[-1]["epoch"] == epoch + 1 and history[-1].get("fraction", 1) < 1:
-        seconds += history.pop()["train_seconds"]
     entry = {"epoch": epoch + 1, "learning_rate": float(run.ts.lr.numpy()),
              "train_perplexity": train_ppl, "valid_perplexity": valid_ppl,
              "train_seconds": seconds}
+    if history and history[-1]["epoch"] == epoch + 1 and history[-1].get("fraction", 1) < 1:
+        part = history.pop()
+        entry["train_seconds"] += part["train_seconds"]
+        entry["part_valid_perplexity"] = _best_validation([part])
     if fraction < 1:
         entry["fraction"] = fraction  # stopped by --max_minutes
     history.append(entry)
+
+
+def _best_validation(history):
+    """The lowest validation perplexity in history, budget-stopped parts' included."""
+    return min((entry.get(key, math.inf) for entry in history
+                for key in ("valid_perplexity", "part_valid_perplexity")), default=math.inf)
 
 
 def _maybe_start_averaging(run):
@@ -448,7 +458,7 @@ def _end_of_epoch(run, hooks, epoch, seconds, epoch_size, validate):
         valid_ppl = validate()
     print(f"Epoch: {epoch + 1} Valid Perplexity: {valid_ppl:.3f}", flush=True)
     run.summaries.write(int(ts.global_step.numpy()), {"valid/perplexity": valid_ppl})
-    best = all(valid_ppl < h["valid_perplexity"] for h in run.history)
+    best = valid_ppl < _best_validation(run.history)
     _record_epoch(run, epoch, fraction, train_ppl, valid_ppl, seconds)
     if finished:  # NT-ASGD compares whole epochs' validations; a part is replaced on resume
         _maybe_start_averaging(run)

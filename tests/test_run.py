@@ -368,6 +368,28 @@ def test_a_periodic_save_agreed_a_step_later_is_written_once(monkeypatch):
     assert saves == [5.0, 10.0, 15.0, 20.0]  # wished at 4, 9, ...: once each, a step later
 
 
+def test_a_periodic_save_due_as_the_budget_runs_out_is_left_to_the_budgets_stop(monkeypatch):
+    # The budget's stop is validated and saved as an epoch's end: a periodic snapshot at the
+    # same step was a second copy of it.
+    clock, saves = [0.0], []
+    monkeypatch.setattr(run.time, "monotonic", lambda: clock[0])
+    step = types.SimpleNamespace(numpy=lambda: int(clock[0]))
+    ts = types.SimpleNamespace(check_finite=lambda: None, global_step=step, step=step)
+    hooks = run._RunHooks(
+        types.SimpleNamespace(tick=lambda ts: None), None,
+        types.SimpleNamespace(save=lambda: saves.append(clock[0]),
+                              set_epoch_seconds=lambda seconds: None),
+        types.SimpleNamespace(signum=None),
+        dataclasses.replace(OPTIONS, checkpoint_every_steps=3, max_minutes=0.1),  # 6 s
+        types.SimpleNamespace(agree=lambda outputs, *wishes: wishes), epoch_size=100)
+    hooks.start_epoch(0.0)
+    stops = []
+    for _ in range(6):
+        clock[0] += 1.0
+        stops.append(hooks.after_step(ts, None))
+    assert stops == [False] * 5 + [True] and saves == [3.0]  # not at 6.0, the budget's stop
+
+
 def test_a_periodic_save_due_on_an_epochs_last_step_is_the_epochs_own(corpus, tmp_path):
     # The epoch's end saves anyway: a periodic snapshot at the same step was a second copy.
     config = _config(corpus, max_max_epoch=2, max_epoch=2)
@@ -411,6 +433,32 @@ def test_time_before_a_signal_counts_in_the_resumed_epoch_and_the_budget(corpus,
     metrics = run.train_and_evaluate(config, corpus, save, OPTIONS)
     [epoch] = metrics["epochs"]
     assert 1000 <= epoch["train_seconds"] < 1000 + 60 and "fraction" not in epoch
+
+
+def test_a_budget_stopped_parts_validation_stays_the_one_to_beat(corpus, tmp_path,
+                                                                 monkeypatch):
+    # Validations scripted 100 (the part a budget stopped, saved as best), 105 (that epoch
+    # finished on resume), 102 (the next): best/ took the 102, worse than the part's 100.
+    save, real_time, offset = str(tmp_path / "run"), run.time.monotonic, [0.0]
+    monkeypatch.setattr(run.time, "monotonic", lambda: real_time() + offset[0])
+    real_after_step, scripted = run._RunHooks.after_step, iter([100.0, 105.0, 102.0])
+
+    def after_step(hooks, ts, outputs):
+        if int(ts.global_step.numpy()) == 3 and not offset[0]:
+            offset[0] = 1000.0  # the 10 minutes' budget runs out here
+        return real_after_step(hooks, ts, outputs)
+    monkeypatch.setattr(run._RunHooks, "after_step", after_step)
+    end_of_epoch = run._end_of_epoch
+    monkeypatch.setattr(run, "_end_of_epoch", lambda *args: end_of_epoch(
+        *args[:-1], lambda: next(scripted)))
+    config = _config(corpus, max_max_epoch=2)
+    run.train_and_evaluate(config, corpus, save, dataclasses.replace(OPTIONS, max_minutes=10))
+    metrics = run.train_and_evaluate(config, corpus, save, OPTIONS)
+    assert [(e["valid_perplexity"], e.get("part_valid_perplexity")) for e in metrics["epochs"]] \
+        == [(105.0, 100.0), (102.0, None)]
+    [best] = (tmp_path / "run" / "best").glob("ckpt-*.index")
+    assert tf.train.load_checkpoint(str(best)[:-len(".index")]).get_tensor(
+        "state/global_step/.ATTRIBUTES/VARIABLE_VALUE") == 3
 
 
 def test_a_nan_step_as_the_budget_runs_out_is_not_saved(corpus, tmp_path, monkeypatch):
