@@ -23,7 +23,8 @@ class Interrupts:
     Until the first training step has run (building, restoring, tracing and
     compiling, which can take a minute: a scheduler's grace period) and during
     the test evaluation and the export (`phase` "starting" and "testing"), the
-    first signal stops at once: there is nothing unsaved. A worker waiting for
+    first signal stops at once: there is nothing unsaved. Once all is recorded
+    ("done"), it is only said: the run ends as it would. A worker waiting for
     the chief's test ("waiting") only says so: leaving would fail the chief. An output
     whose reader went away (`... | tee log`, whose tee the same Ctrl-C killed)
     asks the same as a signal, as SIGPIPE, and is sent to /dev/null from then on:
@@ -35,7 +36,8 @@ class Interrupts:
         self.one_worker = one_worker  # several: every stop is agreed at a step, never at once
         self.signum = None
         # Then "training" (signals are agreed, saved), then "testing" for the chief and
-        # "waiting" (for its test: a first signal is only said) for the other workers.
+        # "waiting" (for its test: a first signal is only said) for the other workers, then
+        # "done" (all recorded: a first signal is only said, the run ends as it would).
         self.phase = "starting"
 
     def __enter__(self):
@@ -61,6 +63,10 @@ class Interrupts:
         if self.phase == "testing":
             raise Stopped(f"Stopped by signal {signum} after training; the trained weights are "
                           f"saved in {self.save_path}: run the same command to run the test.")
+        if self.phase == "done":
+            print(f"\nReceived signal {signum}: the run is complete; exiting.", file=sys.stderr,
+                  flush=True)
+            return
         if self.phase == "waiting":  # leaving would fail the chief's run as a lost worker
             print(f"\nReceived signal {signum}: the chief (worker 0) is testing the saved "
                   f"weights; waiting for it (send it again to exit at once).", file=sys.stderr,
@@ -70,7 +76,7 @@ class Interrupts:
               f"(send it again to exit at once).", file=sys.stderr, flush=True)
 
     def _output_gone(self):
-        if self.signum is None and self.phase not in ("testing", "waiting"):  # a test goes
+        if self.signum is None and self.phase in ("starting", "training"):  # a test goes
             # on, into metrics.json
             self.signum = signal.SIGPIPE
 

@@ -147,15 +147,29 @@ def write_json(path, obj):
                        f"rerun (training resumes from the last checkpoint)") from None
 
 
+_OWN_DIRS = ("best", "tensorboard")  # a run's directories inside its save_path
+
+
 def _check_export_dir(export_dir, save_path):
     """Raises RunError if the export after training would replace the run's own files."""
     if not export_dir:
         return
     export_dir, save_path = os.path.realpath(export_dir), os.path.realpath(save_path)
-    own = [os.path.join(save_path, name) for name in ("best", "tensorboard")]
+    own = [os.path.join(save_path, name) for name in _OWN_DIRS]
     if export_dir in own or os.path.commonpath([export_dir, save_path]) == export_dir:
         raise RunError(f"export_dir {export_dir} would replace the run's own files in save_path "
                        f"{save_path}; choose a directory outside it (or a new one inside it)")
+
+
+def _check_not_in_another_run(save_path):
+    """Raises RunError if save_path is or lies in another run's best/ or tensorboard/:
+    training there would delete that run's best snapshots, and its lock does not cover them."""
+    head, tail = os.path.split(os.path.realpath(save_path))
+    while tail:
+        if tail in _OWN_DIRS and os.path.isfile(os.path.join(head, checkpoints.LOCK_FILE)):
+            raise RunError(f"save_path {save_path} is inside {os.path.join(head, tail)}, the "
+                           f"{tail}/ of the run in {head}; choose a directory outside that run")
+        head, tail = os.path.split(head)
 
 
 def _trained_seconds(history):
@@ -457,7 +471,6 @@ def _end_of_epoch(run, hooks, epoch, seconds, epoch_size, validate):
     with ts.evaluation_weights():
         valid_ppl = validate()
     print(f"Epoch: {epoch + 1} Valid Perplexity: {valid_ppl:.3f}", flush=True)
-    run.summaries.write(int(ts.global_step.numpy()), {"valid/perplexity": valid_ppl})
     best = valid_ppl < _best_validation(run.history)
     _record_epoch(run, epoch, fraction, train_ppl, valid_ppl, seconds)
     if finished:  # NT-ASGD compares whole epochs' validations; a part is replaced on resume
@@ -467,6 +480,8 @@ def _end_of_epoch(run, hooks, epoch, seconds, epoch_size, validate):
         ts.reset_epoch(epoch + 1)  # the snapshot resumes at the start of the next epoch
     run.checkpointer.save(best=best)
     hooks.saved()
+    # After the snapshot: a write only TensorBoard fails (its directory) loses no training.
+    run.summaries.write(int(ts.global_step.numpy()), {"valid/perplexity": valid_ppl})
     run.write_metrics()
     return finished
 
@@ -520,6 +535,7 @@ def train_and_evaluate(config, corpus, save_path, options=RunOptions()):
     """
     check_memory(config)
     _check_precision(config, options)
+    _check_not_in_another_run(save_path)
     _check_export_dir(options.export_dir, save_path)
     if config.optimizer == "asgd" and distribute.resolve(options.strategy) != "none":
         raise RunError("optimizer asgd (NT-ASGD's weight average) does not run under a "
@@ -540,7 +556,7 @@ def train_and_evaluate(config, corpus, save_path, options=RunOptions()):
                 interrupts_lib.Interrupts(save_path, one_worker=not replicas.cluster) as interrupts:
             run = _open_run(config, corpus, save_path, options, train_batches.epoch_size,
                             replicas)
-            summaries = (monitoring.Summaries(os.path.join(save_path, "tensorboard")) if chief
+            summaries = (monitoring.Summaries(os.path.join(save_path, _OWN_DIRS[1])) if chief
                          else _NoSummaries())
             with summaries as run.summaries:
                 _train_epochs(run, train_batches, valid_batches, interrupts)
@@ -553,4 +569,5 @@ def train_and_evaluate(config, corpus, save_path, options=RunOptions()):
                 interrupts.phase = "testing" if run.replicas.is_chief else "waiting"
                 with run.ts.evaluation_weights():
                     test_ppl = _test(run)
+                interrupts.phase = "done"  # recorded (and exported): a signal now changes nothing
     return run.metrics(test_perplexity=test_ppl)

@@ -238,6 +238,32 @@ def test_run_full_disk_writing_tensorboard_is_one_error(corpus, tmp_path, monkey
         run.train_and_evaluate(_config(corpus), corpus, str(tmp_path / "run"), OPTIONS)
 
 
+def test_a_signal_after_the_test_is_recorded_ends_the_run_as_it_would(corpus, tmp_path,
+                                                                       monkeypatch, capsys):
+    # It raised Stopped ("run the same command to run the test") and exit 1, all done.
+    close = monitoring.Summaries.close
+    monkeypatch.setattr(monitoring.Summaries, "close", lambda summaries: (
+        os.kill(os.getpid(), signal.SIGTERM), close(summaries)))
+    metrics = run.train_and_evaluate(_config(corpus), corpus, str(tmp_path / "run"), OPTIONS)
+    assert math.isfinite(metrics["test_perplexity"])
+    assert "the run is complete; exiting" in capsys.readouterr().err
+
+
+def test_a_tensorboard_write_failing_at_an_epochs_end_keeps_the_epoch(corpus, tmp_path,
+                                                                       monkeypatch):
+    # The validation's scalar was written before the epoch's snapshot: the epoch was lost.
+    write = monitoring.Summaries.write
+
+    def fails_at_the_validation(summaries, step, values):
+        if "valid/perplexity" in values:
+            raise monitoring.SummaryError("cannot write TensorBoard scalars")
+        write(summaries, step, values)
+    monkeypatch.setattr(monitoring.Summaries, "write", fails_at_the_validation)
+    with pytest.raises(monitoring.SummaryError):
+        run.train_and_evaluate(_config(corpus), corpus, str(tmp_path / "run"), OPTIONS)
+    assert checkpoints.newest(str(tmp_path / "run")) is not None
+
+
 @pytest.mark.parametrize("changes", [dict(init_scale=1e30), dict(learning_rate=1e4)])
 def test_run_huge_finite_cost_reports_inf_perplexity(corpus, tmp_path, capsys, changes):
     metrics = run.train_and_evaluate(_config(corpus, **changes), corpus, str(tmp_path / "run"),
@@ -542,6 +568,20 @@ def test_an_export_dir_that_would_replace_the_runs_files_is_refused_first(corpus
     assert not save.exists()
     run._check_export_dir(str(save / "export"), str(save))  # a new directory inside: fine
     run._check_export_dir(str(tmp_path / "export"), str(save))
+
+
+def test_a_save_path_inside_another_runs_best_or_tensorboard_is_refused(corpus, tmp_path):
+    # Its snapshots in best/ were deleted by the second run's, and the two shared an index.
+    first = tmp_path / "run"
+    run.train_and_evaluate(_config(corpus), corpus, str(first), OPTIONS)
+    before = tree_digest(first)
+    for inside, own in [("best", "best"), ("best/again", "best"), ("tensorboard", "tensorboard")]:
+        with pytest.raises(run.RunError, match=rf"^save_path .* is inside {first}/{own}, the "
+                                               rf"{own}/ of the run in {first}; choose a "
+                                               rf"directory outside that run$"):
+            run.train_and_evaluate(_config(corpus), corpus, str(first / inside), OPTIONS)
+    assert tree_digest(first) == before
+    run._check_not_in_another_run(str(first / "new"))  # a new directory inside: fine
 
 
 def test_a_split_too_short_for_the_batches_is_named(corpus):
