@@ -437,8 +437,13 @@ def check_writable(save_path):
                               f"choose a writable directory with free space") from None
 
 
+# Config fields a resume may raise: more epochs leave the schedule of those trained as it was.
+_MAY_GROW = ("max_max_epoch",)
+
+
 def _describe_mismatch(saved, current):
-    """'key: saved -> current' for every differing entry of two run_info dicts."""
+    """'key: saved -> current' for every differing entry of two run_info dicts (a config
+    field of _MAY_GROW only if it shrinks)."""
     lines = []
     for key in sorted(set(saved) | set(current)):
         if key in _ADDED_LATER and key not in saved:
@@ -446,7 +451,8 @@ def _describe_mismatch(saved, current):
         a, b = saved.get(key), current.get(key)
         if isinstance(a, dict) and isinstance(b, dict):
             lines += [f"{key}.{k}: {a.get(k)!r} -> {b.get(k)!r}"
-                      for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+                      for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)
+                      and not (key == "config" and k in _MAY_GROW and b.get(k) > a.get(k))]
         elif a != b:
             lines.append(f"{key}: {a!r} -> {b!r}")
     return lines
@@ -486,9 +492,9 @@ class Checkpointer:
                 _remove_stale_temps(directory)
             _repair_index(directory)
         self.history = tf.Variable("[]", dtype=tf.string, trainable=False, name="history")
-        self._checkpoint = tf.train.Checkpoint(
-            state=train_state, history=self.history,
-            run_info=tf.Variable(json.dumps(run_info, sort_keys=True), trainable=False))
+        self._run_info = tf.Variable(json.dumps(run_info, sort_keys=True), trainable=False)
+        self._checkpoint = tf.train.Checkpoint(state=train_state, history=self.history,
+                                               run_info=self._run_info)
         self._manager = tf.train.CheckpointManager(self._checkpoint, save_path, max_to_keep)
         self._best = tf.train.CheckpointManager(self._checkpoint, directories[1], 1)
 
@@ -549,6 +555,7 @@ class Checkpointer:
                 _verify(candidate)
                 with _quiet_tensorflow():
                     self._checkpoint.restore(candidate).assert_existing_objects_matched()
+                self._run_info.assign(json.dumps(self.run_info, sort_keys=True))  # _MAY_GROW's
                 return candidate
             except _Unreadable as e:
                 reason = e.reason

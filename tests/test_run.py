@@ -78,6 +78,20 @@ def test_run_rerun_of_finished_run_trains_nothing_and_tests_again(corpus, tmp_pa
     assert again["test_perplexity"] == pytest.approx(first["test_perplexity"], rel=1e-6)
 
 
+def test_a_finished_run_goes_on_for_more_epochs_but_not_fewer(corpus, tmp_path, capsys):
+    # More epochs leave those trained as they were; the resume was refused as another run's.
+    save, config = str(tmp_path / "run"), _config(corpus)  # one epoch, the LR decays after it
+    run.train_and_evaluate(config, corpus, save, OPTIONS)
+    capsys.readouterr()
+    metrics = run.train_and_evaluate(dataclasses.replace(config, max_max_epoch=2), corpus, save,
+                                     OPTIONS)
+    assert re.search(r"^Epoch: 2 Learning rate: 0\.500$", capsys.readouterr().out, re.M)
+    assert [e["epoch"] for e in metrics["epochs"]] == [1, 2]
+    assert metrics["config"]["max_max_epoch"] == 2
+    with pytest.raises(checkpoints.CheckpointError, match=r"config\.max_max_epoch: 2 -> 1\)"):
+        run.train_and_evaluate(config, corpus, save, OPTIONS)
+
+
 @pytest.mark.parametrize("change, message", [
     (dict(config=dict(hidden_size=8)), r"belongs to another run \(config\.hidden_size: 16 -> 8\)"),
     (dict(options=dict(seed=7)), r"seed: 0 -> 7"),
