@@ -1,9 +1,12 @@
 """What a training run shows while it runs: progress lines or a terminal line, TensorBoard scalars."""
 
 import contextlib
+import glob
+import os
 import time
 
 import tensorflow as tf
+from tensorflow.core.util import event_pb2
 
 from errors import UserError
 
@@ -91,10 +94,14 @@ class Summaries:
     tf.summary.scalar needs the tensorboard package; tf.summary.write with the
     scalar plugin's metadata (what tf.summary.scalar writes) needs only TensorFlow.
     A failed write raises SummaryError (one line); checkpoints are not touched.
+    With `resumed`, a tag's steps up to the last one already in log_dir are not
+    written again: a run killed after its last snapshot replays those steps, and
+    TensorBoard would draw each of them twice.
     """
 
-    def __init__(self, log_dir):
+    def __init__(self, log_dir, resumed=False):
         self.log_dir = log_dir
+        self._written = _last_steps(log_dir) if resumed else {}
         with self._errors():
             self._writer = tf.summary.create_file_writer(log_dir)
         self._metadata = tf.compat.v1.SummaryMetadata(
@@ -113,6 +120,9 @@ class Summaries:
 
     def write(self, step, values):
         """values: dict tag -> scalar, all at global step `step`."""
+        values = {tag: v for tag, v in values.items() if step > self._written.get(tag, -1)}
+        if not values:
+            return
         with self._errors():
             with self._writer.as_default(step=step):
                 for tag, value in values.items():
@@ -132,6 +142,19 @@ class Summaries:
         else:  # keep the error in flight, not one from closing
             with contextlib.suppress(Exception):
                 self._writer.close()
+
+
+def _last_steps(log_dir):
+    """{tag: its highest step in log_dir's event files}; a file cut short by a kill counts up
+    to where it breaks, and one that cannot be read not at all."""
+    last = {}
+    for path in sorted(glob.glob(os.path.join(log_dir, "events.out.tfevents.*"))):
+        with contextlib.suppress(tf.errors.OpError):
+            for record in tf.data.TFRecordDataset(path):
+                event = event_pb2.Event.FromString(record.numpy())
+                for value in event.summary.value:
+                    last[value.tag] = max(last.get(value.tag, -1), event.step)
+    return last
 
 
 def make_progress(tty, batches, stream):

@@ -161,6 +161,14 @@ def _check_export_dir(export_dir, save_path):
                        f"{save_path}; choose a directory outside it (or a new one inside it)")
 
 
+def _summaries(run):
+    """The chief's TensorBoard scalars (a resumed run's steps already there not again)."""
+    if not run.replicas.is_chief:
+        return _NoSummaries()
+    return monitoring.Summaries(os.path.join(run.save_path, _OWN_DIRS[1]),
+                                resumed=int(run.ts.global_step.numpy()) > 0)
+
+
 def _check_not_in_another_run(save_path):
     """Raises RunError if save_path is or lies in another run's best/ or tensorboard/:
     training there would delete that run's best snapshots, and its lock does not cover them."""
@@ -556,9 +564,7 @@ def train_and_evaluate(config, corpus, save_path, options=RunOptions()):
                 interrupts_lib.Interrupts(save_path, one_worker=not replicas.cluster) as interrupts:
             run = _open_run(config, corpus, save_path, options, train_batches.epoch_size,
                             replicas)
-            summaries = (monitoring.Summaries(os.path.join(save_path, _OWN_DIRS[1])) if chief
-                         else _NoSummaries())
-            with summaries as run.summaries:
+            with _summaries(run) as run.summaries:
                 _train_epochs(run, train_batches, valid_batches, interrupts)
                 if run.replicas.any_worker(interrupts.signum is not None):  # nothing trained
                     by = (f"signal {interrupts.signum}" if interrupts.signum is not None

@@ -102,3 +102,16 @@ def assert_user_error(result, message):
               if line.startswith("error:")]
     assert len(errors) == 1, result.stderr
     assert re.search(message, errors[0]), errors[0]
+
+
+def tensorboard_scalars(log_dir):
+    """{tag: [(step, value), ...]} of every scalar in the event files under log_dir."""
+    import tensorflow as tf  # only the tests that read event files pay for it here
+    scalars = {}
+    for path in sorted(pathlib.Path(log_dir).glob("events.out.tfevents.*")):
+        for record in tf.data.TFRecordDataset(str(path)):
+            event = tf.compat.v1.Event.FromString(record.numpy())
+            for value in event.summary.value:
+                scalars.setdefault(value.tag, []).append(
+                    (event.step, float(tf.make_ndarray(value.tensor))))
+    return scalars

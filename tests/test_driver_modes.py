@@ -19,7 +19,7 @@ import inference
 import reader
 import training
 from helpers import (REPO, SMALL_RUN, assert_exit_error, assert_user_error,
-                     driver_exit_in_process, grammar_text, run_driver)
+                     driver_exit_in_process, grammar_text, run_driver, tensorboard_scalars)
 
 # Not PTB's file names, and a capped vocabulary: the modes must use what training stored.
 FILES = ["--train_file=train.txt", "--valid_file=valid.txt", "--test_file=test.txt"]
@@ -51,20 +51,8 @@ def loaded(trained):
     return checkpoints.load_model(str(trained["save"]))
 
 
-def _events(log_dir):
-    """{tag: [(step, value), ...]} of every scalar in the event files under log_dir."""
-    scalars = {}
-    for path in glob.glob(str(log_dir / "events.out.tfevents.*")):
-        for record in tf.data.TFRecordDataset(path):
-            event = tf.compat.v1.Event.FromString(record.numpy())
-            for value in event.summary.value:
-                scalars.setdefault(value.tag, []).append(
-                    (event.step, float(tf.make_ndarray(value.tensor))))
-    return scalars
-
-
 def test_driver_train_writes_tensorboard_scalars(trained):
-    scalars = _events(trained["save"] / "tensorboard")
+    scalars = tensorboard_scalars(trained["save"] / "tensorboard")
     assert TAGS <= set(scalars)
     printed = [float(v) for v in re.findall(r"^Epoch: \d Valid Perplexity: ([\d.]+)$",
                                             trained["stdout"], re.M)]

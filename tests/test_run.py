@@ -20,7 +20,7 @@ import reader
 import run
 import training
 from errors import UserError
-from helpers import grammar_text, tree_digest
+from helpers import grammar_text, tensorboard_scalars, tree_digest
 from rnn import loop_forms
 
 OPTIONS = run.RunOptions(rnn_mode="basic", xla=False)
@@ -261,6 +261,26 @@ def test_a_signal_after_the_test_is_recorded_ends_the_run_as_it_would(corpus, tm
     metrics = run.train_and_evaluate(_config(corpus), corpus, str(tmp_path / "run"), OPTIONS)
     assert math.isfinite(metrics["test_perplexity"])
     assert "the run is complete; exiting" in capsys.readouterr().err
+
+
+def test_steps_replayed_after_a_kill_are_not_drawn_twice_in_tensorboard(corpus, tmp_path):
+    # A kill after the reports of epoch 2 but before its snapshot (its snapshot removed): the
+    # resumed run's epoch 2 wrote every one of its points a second time, and a rerun of the
+    # finished run its test perplexity again.
+    save = tmp_path / "run"
+    config = _config(corpus, max_max_epoch=2)
+    options = dataclasses.replace(OPTIONS, keep_checkpoints=9)
+    run.train_and_evaluate(config, corpus, str(save), options)
+    first = tensorboard_scalars(save / "tensorboard")
+    for path in (save / "best").iterdir():
+        path.unlink()
+    for path in save.glob(f"{os.path.basename(checkpoints.newest(str(save)))}.*"):
+        path.unlink()
+    run.train_and_evaluate(config, corpus, str(save), options)
+    run.train_and_evaluate(config, corpus, str(save), options)
+    again = tensorboard_scalars(save / "tensorboard")
+    assert {tag: [step for step, _ in points] for tag, points in again.items()} == \
+        {tag: [step for step, _ in points] for tag, points in first.items()}
 
 
 def test_a_tensorboard_write_failing_at_an_epochs_end_keeps_the_epoch(corpus, tmp_path,
