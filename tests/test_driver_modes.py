@@ -1,7 +1,6 @@
 """End-to-end tests of the driver after training: eval, generate, score, export, TensorBoard."""
 
 import csv
-import glob
 import io
 import os
 import re
