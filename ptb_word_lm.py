@@ -205,12 +205,19 @@ def _check_flags_apply():
               f"weights)", file=sys.stderr)
 
 
+# Flags naming a file or directory. Given empty (an unset shell variable), each would
+# silently mean another thing: runs/<model>, the newest checkpoint, no export, the cwd.
+_PATH_FLAGS = ("save_path", "checkpoint", "export_dir", "data_path", "train_file", "valid_file",
+               "test_file", "eval_data", "input")
+
+
 def _check_mode_flags():
     """One-line errors for flag values that cannot work, before anything is loaded or trained."""
     _check_flags_apply()
-    if FLAGS.save_path == "":  # an unset shell variable: not runs/<model>, silently
-        raise inference.InferenceError("--save_path is empty; name a directory, or leave the "
-                                       "flag out for runs/<model>")
+    empty = [name for name in _PATH_FLAGS if FLAGS[name].present and not FLAGS[name].value]
+    if empty:
+        raise inference.InferenceError(f"--{empty[0]} is empty (an unset shell variable?); "
+                                       f"give it a value, or leave the flag out for its default")
     if sys.stdout is None:
         raise inference.InferenceError("stdout is closed, so the results would be lost; "
                                        "redirect it to a file (or /dev/null)")
@@ -405,8 +412,9 @@ def _parse_flags(argv):
     """absl's parsing, its errors (an unknown flag, a value out of range) in our one line."""
     try:
         return FLAGS(argv)
-    except flags.Error as e:
-        print(f"error: {' '.join(str(e).split())} (see --helpshort)", file=sys.stderr)
+    except (flags.Error, ValueError) as e:  # ValueError: --noxla=1, a boolean given a value
+        message = " ".join(str(e).split()).removeprefix("ERROR:: ")  # a --flagfile's
+        print(f"error: {message} (see --helpshort)", file=sys.stderr)
         sys.exit(2)
 
 

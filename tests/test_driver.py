@@ -90,7 +90,8 @@ def test_driver_process_prints_absl_and_own_errors_as_one_line(tmp_path):
     nowhere = f"--data_path={tmp_path / 'nowhere'}"
     for flag, message in [("--model=huge", r"^error: flag --model=huge: value should be one of"),
                           ("--no_such_flag=3", r"^error: Unknown command line flag 'no_such_flag'"),
-                          ("--keep_checkpoints=0", r"keep_checkpoints must be >= 1")]:
+                          ("--keep_checkpoints=0", r"keep_checkpoints must be >= 1"),
+                          ("--noxla=1", r"^error: --noxla=1 does not take an argument")]:
         result = run_driver(*SMALL_RUN, nowhere, f"--save_path={tmp_path / 'run'}", flag)
         assert_user_error(result, message)
         assert not (tmp_path / "run").exists()

@@ -301,6 +301,17 @@ def test_driver_refuses_an_empty_save_path(tmp_path, monkeypatch):
     assert not (tmp_path / "runs").exists()
 
 
+@pytest.mark.parametrize("flag, mode", [("--checkpoint=", "generate"), ("--export_dir=", "train"),
+                                        ("--data_path=", "train"), ("--train_file=", "train"),
+                                        ("--eval_data=", "eval")])
+def test_driver_refuses_an_empty_path_flag(tmp_path, flag, mode):
+    # They meant the newest checkpoint, no export, the cwd: silently, with exit 0.
+    code = driver_exit_in_process(f"--save_path={tmp_path / 'run'}", f"--mode={mode}", flag)
+    assert_exit_error(code, rf"^error: {flag[:-1]} is empty \(an unset shell variable\?\); give "
+                            rf"it a value, or leave the flag out for its default$")
+    assert not (tmp_path / "run").exists()
+
+
 def test_driver_modes_without_a_checkpoint_say_train_first(tmp_path):
     (tmp_path / "run").mkdir()
     code = driver_exit_in_process(f"--save_path={tmp_path / 'run'}", "--mode=generate")
