@@ -1,7 +1,12 @@
 """A trained model at work: evaluate a file, generate text, score lines (checkpoints.load_model loads it)."""
 
 import collections
+import functools
 import math
+import os
+import select
+import stat
+import sys
 
 import numpy as np
 import tensorflow as tf
@@ -164,6 +169,83 @@ def sequence_log_probs(model, ids, state=None):
     return log_probs if state is None else (log_probs, final)
 
 
+def read_lines(path):
+    """(the lines of a UTF-8 file or of stdin ("-") without their line ends, `waiting`
+    for score_lines: None for a file, whose lines are all there).
+
+    Only "\n" ends a line (a CRLF's "\r" is dropped; a lone "\r" is whitespace within
+    it, as evaluation reads it); a leading byte order mark is dropped with a warning, as
+    the reader does. A pipe's or a terminal's lines are read as they arrive.
+    Raises InferenceError, as the lines are read, naming a line that is not UTF-8.
+    """
+    if path != "-":
+        return _decoded(_file_lines(path), path), None
+    fd = _fileno(sys.stdin)
+    if fd is None or stat.S_ISREG(os.fstat(fd).st_mode):
+        return _decoded(sys.stdin.buffer, "stdin"), None
+    arriving = _ArrivingLines(fd)
+    return _decoded(arriving, "stdin"), arriving.waiting
+
+
+def _fileno(stream):
+    try:
+        return stream.fileno()
+    except (OSError, ValueError):  # not a real file (a test's stand-in)
+        return None
+
+
+def _file_lines(path):
+    with open(path, "rb") as f:
+        yield from f
+
+
+def _decoded(raw_lines, name):
+    """Each line of bytes decoded alone (split at b"\n", never inside a UTF-8 sequence),
+    so that a bad byte is named by its line."""
+    try:
+        for number, raw in enumerate(raw_lines, 1):
+            try:
+                line = raw.decode("utf-8").rstrip("\n").removesuffix("\r")
+            except UnicodeDecodeError as e:
+                raise InferenceError(f"{name} line {number} is not UTF-8 (byte {raw[e.start]:#04x} "
+                                     f"at byte {e.start + 1} of the line); re-encode it as "
+                                     f"UTF-8") from None
+            yield reader.drop_bom(line, name, "--input") if number == 1 else line
+    except OSError as e:
+        raise InferenceError(f"cannot read --input {name}: {e.strerror}; pass a readable file, "
+                             f"or - for stdin") from None
+
+
+class _ArrivingLines:
+    """The lines (bytes) of a pipe or a terminal, read with os.read as they arrive, so that
+    `waiting` can tell, without blocking, whether another is there."""
+
+    def __init__(self, fd):
+        self._fd, self._buffer, self._at, self._ended = fd, b"", 0, False
+
+    def __iter__(self):
+        pieces = []  # of a line longer than what one read brought
+        while True:
+            end = self._buffer.find(b"\n", self._at)
+            if end >= 0:
+                line = b"".join([*pieces, self._buffer[self._at:end + 1]])
+                pieces, self._at = [], end + 1  # before the yield: `waiting` reads it
+                yield line
+                continue
+            pieces.append(self._buffer[self._at:])
+            self._buffer, self._at = os.read(self._fd, 1 << 16), 0
+            if not self._buffer:
+                self._ended = True
+                if b"".join(pieces):
+                    yield b"".join(pieces)  # a last line without its "\n"
+                return
+
+    def waiting(self):
+        """True if the next line (or the end) can be read without blocking."""
+        return (self._ended or b"\n" in self._buffer[self._at:]
+                or bool(select.select([self._fd], [], [], 0)[0]))
+
+
 LineScore = collections.namedtuple("LineScore", ["log_prob", "num_words", "perplexity", "unknown"])
 LineScore.__doc__ = """One line's score.
 
@@ -175,16 +257,21 @@ unknown: how many of the line's words were read as <unk>.
 """
 
 
-def score_lines(model, word_to_id, lines, batch_size=64, chunk_len=64, source="input"):
+def score_lines(model, word_to_id, lines, batch_size=64, chunk_len=64, source="input",
+                waiting=None):
     """Scores each line independently as one PTB sentence: p(words <eos> | <eos>).
 
-    Lines are scored batch_size at a time (padded; padding never reaches an
-    earlier position), and the results come out in input order as each batch
-    is done, so stdin can stream through. A batch is read chunk_len words at a
-    time with the state carried (as training.stream_log_probs does), so memory
-    is bounded by batch_size x chunk_len x vocab_size floats, not by the
-    longest line; a line within one chunk scores exactly as in one call. A
-    blank line scores the empty sentence (just its <eos>).
+    Lines are scored in batches (padded; padding never reaches an earlier
+    position) of at most batch_size lines and batch_size x chunk_len padded
+    words (a longer line alone), read chunk_len words at a time with the state
+    carried (as training.stream_log_probs does): memory is bounded by
+    batch_size x chunk_len x vocab_size floats, not by the longest line. A line
+    within one chunk scores exactly as in one call. A blank line scores the
+    empty sentence (just its <eos>). The results come out in input order as each
+    batch is done; when `waiting` says no further line is there yet, the lines
+    read so far are scored, so a pipe or a terminal is answered line by line.
+    A line that cannot be read or converted comes after the results of those
+    before it.
 
     Args:
       model: a PTBModel.
@@ -193,6 +280,8 @@ def score_lines(model, word_to_id, lines, batch_size=64, chunk_len=64, source="i
       batch_size: lines per batch.
       chunk_len: words per model call, >= 1.
       source: where the lines come from (a file name, stdin), for error messages.
+      waiting: optional callable, whether another line can be read without
+        blocking (see read_lines); default: always.
     Yields:
       LineScore per line.
     Raises:
@@ -207,38 +296,64 @@ def score_lines(model, word_to_id, lines, batch_size=64, chunk_len=64, source="i
         lambda t: tf.TensorSpec([None, *t.shape[1:]], t.dtype), model.zero_state(1))
     log_probs_of = tf.function(lambda ids, state: sequence_log_probs(model, ids, state),
                                input_signature=[tf.TensorSpec([None, None], tf.int32), state_spec])
-    batch, count = [], 0
-    for count, line in enumerate(lines, 1):
-        batch.append(line.split())
-        if len(batch) == batch_size:
-            yield from _score_batch(model, log_probs_of, word_to_id, batch, chunk_len, source,
-                                    count - len(batch) + 1)
-            batch = []
+    score = functools.partial(_score_batch, model, log_probs_of, word_to_id, chunk_len, source)
+    for first, batch in _batches(lines, batch_size, batch_size * chunk_len,
+                                 waiting or (lambda: True)):
+        yield from score(batch, first)
+
+
+def _batches(lines, max_lines, max_words, waiting):
+    """(number of its first line, the words of each line): batches of at most max_lines
+    lines and max_words padded words (a longer line alone), each as soon as no line is
+    waiting. An error reading a line comes after the batch of the lines before it."""
+    batch, longest, first = [], 0, 1
+    try:
+        for number, line in enumerate(lines, 1):
+            words = line.split()
+            if batch and (len(batch) + 1) * max(longest, len(words)) > max_words:
+                yield first, batch
+                batch, longest, first = [], 0, number
+            batch.append(words)
+            longest = max(longest, len(words))
+            if len(batch) == max_lines or not waiting():
+                yield first, batch
+                batch, longest, first = [], 0, number + 1
+    except Exception:
+        if batch:
+            yield first, batch
+        raise
     if batch:
-        yield from _score_batch(model, log_probs_of, word_to_id, batch, chunk_len, source,
-                                count - len(batch) + 1)
+        yield first, batch
 
 
-def _score_batch(model, log_probs_of, word_to_id, batch, chunk_len, source, first):
+def _score_batch(model, log_probs_of, word_to_id, chunk_len, source, batch, first):
     """LineScores of a batch of lines (lists of words) whose first is line `first` of
-    `source` (named with it when a word is unknown and there is no <unk>)."""
-    sentences = [reader.words_to_ids([reader.EOS] + words + [reader.EOS], word_to_id,
-                                     source=f"{source} line {first + row}")
-                 for row, words in enumerate(batch)]
-    time = max(len(s) for s in sentences)
-    ids = np.zeros([len(sentences), time], np.int32)  # pad with id 0 after each sentence's end
+    `source`. A word unknown without <unk> is named with its line, after the scores of
+    the lines before it."""
+    sentences = []
+    for row, words in enumerate(batch):
+        try:
+            sentences.append(reader.words_to_ids([reader.EOS] + words + [reader.EOS],
+                                                 word_to_id, source=f"{source} line {first + row}"))
+        except reader.DataError:
+            yield from _score_batch(model, log_probs_of, word_to_id, chunk_len, source,
+                                    batch[:row], first)
+            raise
+    if not sentences:
+        return
+    predicted = np.array([len(s) - 1 for s in sentences])  # each line's words and its <eos>
+    ids = np.zeros([len(sentences), predicted.max() + 1], np.int32)  # 0 after each end
     for row, sentence in enumerate(sentences):
         ids[row, :len(sentence)] = sentence
     state = model.zero_state(len(sentences))
-    pieces = []
+    log_probs = np.zeros(len(sentences))  # float64 sums
     # Chunk [start, stop) predicts ids[:, start + 1:stop + 1]; its last word starts the next.
-    for start in range(0, time - 1, chunk_len):
-        stop = min(start + chunk_len, time - 1)
-        chunk_log_probs, state = log_probs_of(tf.constant(ids[:, start:stop + 1]), state)
-        pieces.append(chunk_log_probs.numpy().astype(np.float64))
-    log_probs = np.concatenate(pieces, axis=1)  # [batch, time - 1]
-    for row, (words, sentence) in enumerate(zip(batch, sentences)):
-        num_words = len(sentence) - 1
-        log_prob = float(log_probs[row, :num_words].sum())
+    for start in range(0, ids.shape[1] - 1, chunk_len):
+        stop = min(start + chunk_len, ids.shape[1] - 1)
+        chunk, state = log_probs_of(tf.constant(ids[:, start:stop + 1]), state)
+        mine = np.arange(start, stop) < predicted[:, None]  # [batch, stop - start]
+        log_probs += np.where(mine, chunk.numpy().astype(np.float64), 0.0).sum(axis=1)
+    for words, log_prob, num_words in zip(batch, log_probs, predicted):
+        log_prob, num_words = float(log_prob), int(num_words)
         yield LineScore(log_prob, num_words, training.perplexity(-log_prob / num_words),
                         sum(w not in word_to_id for w in words))

@@ -8,8 +8,8 @@
     python ptb_word_lm.py --mode=export --save_path=runs/small --export_dir=export/small
 """
 
+import collections
 import errno
-import itertools
 import os
 import signal
 import sys
@@ -128,9 +128,11 @@ flags.DEFINE_integer("top_k", 0, "--mode=generate: sample among the k most likel
 flags.DEFINE_bool("stop_at_eos", True, "--mode=generate: stop at the end of the first sentence; "
                   "false: go on, showing each <eos> as a line break.")
 flags.DEFINE_string("input", None, "--mode=score: text file, one sentence per line, or - for "
-                    "stdin. Output TSV: log_prob (natural log of the words and the closing <eos>, "
-                    "after an <eos>), num_words (words + 1 for <eos>), perplexity, line (with "
-                    "backslash, tab and carriage return escaped as \\\\, \\t and \\r).")
+                    "stdin (a pipe is answered line by line). Output TSV: log_prob (natural log of "
+                    "the words and the closing <eos>, after an <eos>), num_words (words + 1 for "
+                    "<eos>), perplexity, line (backslash, tab, double quote and every line break "
+                    "escaped as in a Python string literal: \\\\, \\t, \\\", \\r, \\n, "
+                    "\\x0b, \\x0c, \\x1c-\\x1e, \\x85, \\u2028, \\u2029).")
 flags.DEFINE_string("export_dir", None, "Write a SavedModel (signatures next_word, "
                     "sequence_log_prob, vocab, word_ids; vocabulary asset) here after training, or "
                     "from a checkpoint with --mode=export.")
@@ -285,35 +287,6 @@ def _generate(model, word_to_id):
     print(inference.words_to_text(prompt + words))
 
 
-def _read_lines(path):
-    """Lines of a UTF-8 file or of stdin ("-"), without their line ends.
-
-    Only "\n" ends a line (a CRLF's "\r" is dropped; a lone "\r" is whitespace within it,
-    as evaluation reads it); a leading byte order mark is dropped with a warning, as the
-    reader does.
-    """
-    name = "stdin" if path == "-" else path
-    stream = None
-    try:
-        # Bytes, split at b"\n" (never inside a UTF-8 sequence), each line decoded alone:
-        # a bad byte is named by its line, and every line before it is scored.
-        stream = sys.stdin.buffer if path == "-" else open(path, "rb")
-        for number, raw in enumerate(stream, 1):
-            try:
-                line = raw.decode("utf-8").rstrip("\n").removesuffix("\r")
-            except UnicodeDecodeError as e:
-                raise inference.InferenceError(
-                    f"{name} line {number} is not UTF-8 (byte {raw[e.start]:#04x} at byte "
-                    f"{e.start + 1} of the line); re-encode it as UTF-8") from None
-            yield reader.drop_bom(line, name, "--input") if number == 1 else line
-    except OSError as e:
-        raise inference.InferenceError(f"cannot read --input {path}: {e.strerror}; pass a "
-                                       f"readable file, or - for stdin") from None
-    finally:
-        if stream is not None and path != "-":
-            stream.close()
-
-
 # Backslash, tab, double quote (a csv reader's quote) and every character Python's
 # str.splitlines breaks at, escaped as in Python's string literals.
 _TSV_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\r": "\\r", "\n": "\\n", '"': '\\"',
@@ -328,17 +301,25 @@ def tsv_field(text):
 
 
 def _score(model, word_to_id):
-    lines, to_score = itertools.tee(_read_lines(FLAGS.input))
-    unknown = 0
+    lines, waiting = inference.read_lines(FLAGS.input)
     source = "stdin" if FLAGS.input == "-" else FLAGS.input
-    for line, score in zip(lines, inference.score_lines(model, word_to_id, to_score,
-                                                        source=source)):
+    read = collections.deque()  # the lines read and not yet printed with their scores
+    unknown = 0
+    for score in inference.score_lines(model, word_to_id, _remembered(lines, read),
+                                       source=source, waiting=waiting):
+        # A pipe's or a terminal's writer may wait for each row before the next line.
         print(f"{score.log_prob:.4f}\t{score.num_words}\t{score.perplexity:.3f}\t"
-              f"{tsv_field(line)}")
+              f"{tsv_field(read.popleft())}", flush=waiting is not None)
         unknown += score.unknown
     if unknown:
         print(f"warning: {unknown} words not in the vocabulary were read as {reader.UNK}",
               file=sys.stderr)
+
+
+def _remembered(lines, read):
+    for line in lines:
+        read.append(line)
+        yield line
 
 
 def _use_trained(save_path):

@@ -4,6 +4,7 @@ import csv
 import io
 import os
 import re
+import select
 import signal
 import subprocess
 import sys
@@ -222,6 +223,22 @@ def test_driver_progress_tty_redraws_one_line(tmp_path, make_corpus):
                      r"Epoch: 1 Train Perplexity: ", out)
 
 
+def test_driver_score_answers_a_pipe_line_by_line(trained):
+    # A co-process writes a line and waits for its row: it waited for 64 lines or the end.
+    proc = _score_stdin(trained, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                        stderr=subprocess.DEVNULL)
+    try:
+        for line in ("the cat sat", "the dog sat on the log"):
+            proc.stdin.write(line + "\n")
+            proc.stdin.flush()
+            ready, _, _ = select.select([proc.stdout], [], [], 120)  # the model loads first
+            assert ready, f"no row for {line!r}"
+            assert proc.stdout.readline().rstrip("\n").split("\t")[-1] == line
+    finally:
+        proc.kill()
+        proc.communicate()
+
+
 def test_driver_score_stdin_closed_is_one_error_line(trained):
     proc = _score_stdin(trained, stdin=None, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                         preexec_fn=lambda: os.close(0))
@@ -334,10 +351,13 @@ def test_driver_eval_checks_its_files_before_loading_and_names_the_users_own(tra
                             r"with words in it$")
 
 
-def test_driver_score_names_the_line_of_a_byte_that_is_not_utf8(trained, tmp_path):
+def test_driver_score_names_the_line_of_a_byte_that_is_not_utf8(trained, tmp_path, capsys):
     path = tmp_path / "latin1.txt"
     path.write_bytes("the cat sat\nthe caf\u00e9 sat\nthe caf\u00e9 sat\n".encode("utf-8")[:-10]
                      + "caf\u00e9 sat\n".encode("latin-1"))
     code = driver_exit_in_process(*trained["flags"], "--mode=score", f"--input={path}")
     assert_exit_error(code, rf"^error: {path} line 3 is not UTF-8 \(byte 0xe9 at byte 8 of the "
                             rf"line\); re-encode it as UTF-8$")
+    # The lines before it, in the same batch, are scored first: they were lost.
+    assert [row.split("\t")[-1] for row in capsys.readouterr().out.splitlines()] == [
+        "the cat sat", "the caf\u00e9 sat"]

@@ -1,7 +1,10 @@
 """Tests of inference: eval of a file, generation and scoring with a trained model."""
 
 import dataclasses
+import itertools
 import math
+import os
+import threading
 import types
 
 import numpy as np
@@ -207,10 +210,44 @@ def test_score_lines_without_unk_names_the_source_and_line_of_an_unknown_word(lo
     model, word_to_id, _ = loaded
     without_unk = {w: i for w, i in word_to_id.items() if w != reader.UNK}
     lines = ["the cat", "the cat sat", "the zebra"]
-    scores = inference.score_lines(model, without_unk, lines, batch_size=2, source="s.txt")
+    scores = inference.score_lines(model, without_unk, lines, batch_size=4, source="s.txt")
+    # The lines before it, in the same batch, come first: they were lost.
+    assert [score.num_words for score in itertools.islice(scores, 2)] == [3, 4]
     with pytest.raises(reader.DataError, match=r"^s\.txt line 3: 1 words \(1 distinct\) are not "
                                                r"in the vocabulary and it has no <unk>: 'zebra'"):
-        list(scores)
+        next(scores)
+
+
+def test_a_pipes_lines_are_read_as_they_arrive_and_say_whether_another_waits():
+    read_end, write_end = os.pipe()
+    long_line = b"w " * 100_000 + b"\n"  # more than one read and than the pipe holds
+
+    def write_the_rest():
+        with os.fdopen(write_end, "wb") as writer:
+            writer.write(long_line + b"last, no line end")
+    try:
+        arriving = inference._ArrivingLines(read_end)
+        lines = iter(arriving)
+        os.write(write_end, b"first\nsecond\n")
+        assert next(lines) == b"first\n" and arriving.waiting()  # the second is buffered
+        assert next(lines) == b"second\n" and not arriving.waiting()  # nothing more yet
+        writer = threading.Thread(target=write_the_rest)
+        writer.start()
+        assert list(lines) == [long_line, b"last, no line end"] and arriving.waiting()
+        writer.join()
+    finally:
+        os.close(read_end)
+
+
+def test_score_batches_are_bounded_in_padded_words_and_end_when_no_line_waits():
+    lines = ["a b", "a b c d", "x " * 20, "a", "b", "c"]
+    batches = inference._batches(iter(lines), max_lines=3, max_words=16, waiting=lambda: True)
+    # [4 words] x 3 rows fit 16; the 20-word line goes alone; then 3 lines at most.
+    assert [(first, [len(w) for w in words]) for first, words in batches] == [
+        (1, [2, 4]), (3, [20]), (4, [1, 1, 1])]
+    waits = iter([True, False, True, True])  # no line waiting after line 2: score 1-2 now
+    batches = inference._batches(iter(lines[:4]), 64, 10 ** 6, lambda: next(waits))
+    assert [first for first, _ in batches] == [1, 3]
 
 
 @pytest.mark.parametrize("temperature", [1e-39, 1e-46, 1e-300, 5e-324])
