@@ -28,14 +28,15 @@ import hashlib
 import json
 import os
 import re
-import shutil
 import socket
 import subprocess
 import sys
-import tempfile
+import threading
+import time
 
 import numpy as np
 import tensorflow as tf
+from tensorflow.python.eager import context  # abort_collective_ops, as MWMS's health check
 
 import model as model_lib
 import training
@@ -187,8 +188,13 @@ class Replicas:
         self.cluster = cluster
         self.is_chief = cluster is None or cluster.index == 0
         self.timeout = collective_timeout_seconds
-        self.options = tf.distribute.experimental.CommunicationOptions(
-            timeout_seconds=collective_timeout_seconds)
+        # No per-collective timeout (see _Watchdog): one watchdog for the whole process.
+        self.options = tf.distribute.experimental.CommunicationOptions()
+        self._watchdog = _Watchdog(collective_timeout_seconds) if cluster else None
+
+    def watched(self):
+        """Around a call that holds collectives: a peer silent for the timeout fails it."""
+        return self._watchdog.watching() if self._watchdog else contextlib.nullcontext()
 
     @property
     def name(self):
@@ -235,7 +241,8 @@ class Replicas:
             return bool(flag)
         value = self.strategy.experimental_distribute_values_from_function(
             lambda ctx: tf.constant(float(flag)))
-        return float(self.strategy.reduce(SUM, value, axis=None).numpy()) > 0
+        with self.watched():
+            return float(self.strategy.reduce(SUM, value, axis=None).numpy()) > 0
 
     # ---- evaluation
 
@@ -268,27 +275,31 @@ class Replicas:
                 lambda ctx: tf.constant(0.0, tf.float64))
             for x, y in batches.dataset():
                 state, total = step(x, y, state, total)
-            total = strategy.reduce(SUM, total, axis=None)
+            with self.watched():
+                total = strategy.reduce(SUM, total, axis=None)
             words = batches.epoch_size * batches.batch_size * batches.num_steps
             return training.perplexity(float(total.numpy()) / words)
         return evaluate
 
     # ---- multi-worker: agreement, the chief's state, checkpoints, waiting
 
-    def check_agreement(self, run_info):
-        """Refuses, before training, workers whose config, seed, vocabulary or data differ.
+    def check_agreement(self, run_info, max_minutes=None):
+        """Refuses, before training, workers whose config, seed, vocabulary, data or time
+        budget differ (only the chief knows the time trained before a resume).
 
         A collective: every worker calls it. Raises DistributeError naming the
         first worker that differs from worker 0 and in what.
         """
         if not self.cluster:
             return
-        names = ("config", "seed", "vocabulary", "data")
+        names = ("config", "seed", "vocabulary", "data", "time budget (--max_minutes)")
         mine = [_digest(run_info["config"]), _digest(run_info["seed"]),
-                _digest(run_info["vocab_hash"]), _digest(run_info["data_hash"])]
+                _digest(run_info["vocab_hash"]), _digest(run_info["data_hash"]),
+                _digest(max_minutes)]
         value = self.strategy.experimental_distribute_values_from_function(
             lambda ctx: tf.constant([mine], tf.float64))
-        table = self.strategy.gather(value, axis=0).numpy()  # [replicas, 4], worker-major
+        with self.watched():
+            table = self.strategy.gather(value, axis=0).numpy()  # [replicas, 5], worker-major
         per_worker = len(table) // len(self.cluster.workers)  # each worker's local replicas
         for replica, row in enumerate(table):
             worker = replica // per_worker
@@ -318,7 +329,8 @@ class Replicas:
                                                                 options=self.options)):
                         var.assign(value)
             self.strategy.run(replica_fn)
-        sync()
+        with self.watched():
+            sync()
 
     def checkpointer(self, make_chief_checkpointer, ts):
         """The chief's Checkpointer (made by the callable); other workers' _WorkerCheckpointer."""
@@ -436,9 +448,13 @@ class _DataParallelStep:
             return tf.nest.map_structure(
                 lambda v: strategy.experimental_local_results(v)[0], outputs)
         self._step = step
+        self._watched = contextlib.nullcontext  # not the first call: it traces and compiles
+        self._replicas = replicas                 # (minutes for large); heartbeats still run
 
     def __call__(self, x, y):
-        outputs = self._step(x, y, tf.constant(self._requests))
+        with self._watched():
+            outputs = self._step(x, y, tf.constant(self._requests))
+        self._watched = self._replicas.watched
         self._requests[:] = 0
         return outputs
 
@@ -449,30 +465,22 @@ class _DataParallelStep:
 
 
 class _WorkerCheckpointer:
-    """A non-chief worker's checkpoints: written where TF's multi-worker checkpointing wants
-    every worker to write (for variables that aggregate when saved), then deleted.
+    """A non-chief worker's checkpoints: none. The chief's snapshot is the run's.
 
-    The chief's snapshot is the run's; a non-chief restores nothing (it gets
-    the chief's values through Replicas.sync_from_chief).
+    TensorFlow's multi-worker checkpointing has every worker write, for variables
+    that aggregate across workers when saved (sync-on-read). The training state
+    has none: a mirrored variable saves its primary copy, read locally, so the
+    chief's save holds no collective the others must join, and a non-chief's
+    copy (252 MB a save for large) was written to a temporary and deleted. A
+    non-chief restores nothing either: it gets the chief's values through
+    Replicas.sync_from_chief.
     """
 
     def __init__(self, ts):
-        self._checkpoint = tf.train.Checkpoint(state=ts)
+        del ts
 
     def save(self, best=False):
-        try:
-            directory = tempfile.mkdtemp(prefix="ptb-worker-checkpoint-")
-            try:
-                self._checkpoint.write(os.path.join(directory, "ckpt"))
-            finally:
-                shutil.rmtree(directory, ignore_errors=True)
-        except _LOST_PEER:
-            raise  # Replicas.lost_peers_as_errors names the worker
-        except (OSError, tf.errors.OpError) as e:  # a full /tmp, as the chief's full disk
-            reason = e.strerror if isinstance(e, OSError) and e.strerror else first_line(e)
-            raise DistributeError(f"worker cannot write its share of a checkpoint in "
-                                  f"{tempfile.gettempdir()}: {reason}; free "
-                                  f"space there or set TMPDIR, then rerun every worker") from None
+        pass
 
     def restore(self):
         return None
@@ -488,6 +496,40 @@ class _WorkerCheckpointer:
 
     def set_epoch_seconds(self, seconds):
         pass
+
+
+class _Watchdog:
+    """Fails this worker's collectives once one call holding them has run `timeout` seconds:
+    a peer alive but hung. (A dead one the strategy's heartbeats find within seconds.)
+
+    TensorFlow's own per-collective timeout starts a thread for each collective that
+    sleeps the timeout out: tens a step, so thousands alive at once within a minute,
+    until the process can start no more and aborts. This is one thread.
+    """
+
+    def __init__(self, timeout):
+        self.timeout = timeout
+        self._since = None  # when the watched call began
+        threading.Thread(target=self._watch, name="collective-watchdog", daemon=True).start()
+
+    @contextlib.contextmanager
+    def watching(self):
+        self._since = time.monotonic()
+        try:
+            yield
+        finally:
+            self._since = None
+
+    def _watch(self):
+        while True:
+            time.sleep(min(1.0, self.timeout / 4))
+            since = self._since
+            if since is not None and time.monotonic() - since > self.timeout:
+                # The waiting collectives fail with DeadlineExceededError (see _lost_what).
+                context.context().abort_collective_ops(
+                    tf.errors.DEADLINE_EXCEEDED,
+                    f"no answer from the other workers in {self.timeout:g} s")
+                return
 
 
 # ---- building the strategy
@@ -620,8 +662,6 @@ def create(strategy, batch_size, num_cpu_replicas=0, collective_timeout_seconds=
     cluster = parse_tf_config(environ["TF_CONFIG"])
     check_divides(batch_size, len(cluster.workers))
     _check_own_address(cluster)
-    options = tf.distribute.experimental.CommunicationOptions(
-        timeout_seconds=collective_timeout_seconds)
     with _deadline(connect_timeout_seconds, cluster):
         resolver = tf.distribute.cluster_resolver.SimpleClusterResolver(
             tf.train.ClusterSpec({"worker": list(cluster.workers)}), task_type="worker",
@@ -629,7 +669,7 @@ def create(strategy, batch_size, num_cpu_replicas=0, collective_timeout_seconds=
         try:
             mwms = _once(("multi_worker", cluster.workers, cluster.index),
                          lambda: tf.distribute.MultiWorkerMirroredStrategy(
-                             cluster_resolver=resolver, communication_options=options))
+                             cluster_resolver=resolver))
         except tf.errors.OpError as e:
             address = cluster.workers[cluster.index]
             if re.search(r"could not start grpc server|address already in use", str(e), re.I):

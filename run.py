@@ -470,9 +470,7 @@ def _end_of_epoch(run, hooks, epoch, seconds, epoch_size, validate):
     fraction = int(ts.step.numpy()) / epoch_size
     finished = fraction == 1  # the budget may run out on the epoch's last step
     if not finished:
-        budget = (f"{run.options.max_minutes:g} minutes" if run.options.max_minutes
-                  else "another worker")  # agreed with a worker that has one
-        print(f"Time budget of {budget} spent at epoch {epoch + 1} "
+        print(f"Time budget of {run.options.max_minutes:g} minutes spent at epoch {epoch + 1} "
               f"({100 * fraction:.1f}%): validating and testing now", flush=True)
     train_ppl = ts.epoch_perplexity()
     print(f"Epoch: {epoch + 1} Train Perplexity: {train_ppl:.3f}", flush=True)
@@ -555,7 +553,8 @@ def train_and_evaluate(config, corpus, save_path, options=RunOptions()):
     train_batches, valid_batches = (_batches(corpus, split, config) for split in ("train",
                                                                                   "valid"))
     with replicas.lost_peers_as_errors():
-        replicas.check_agreement(checkpoints.run_info(config, options.seed, corpus))
+        replicas.check_agreement(checkpoints.run_info(config, options.seed, corpus),
+                                 options.max_minutes)
         # Only the chief writes save_path; the other workers may not even see it.
         chief = replicas.is_chief
         if chief:

@@ -6,8 +6,8 @@ which pytest's process did long ago: the mirrored test runs in a fresh Python
 process. Multi-worker tests run the driver as worker processes on loopback ports.
 """
 
+import contextlib
 import dataclasses
-import errno
 import glob
 import json
 import os
@@ -26,7 +26,6 @@ import configs
 import distribute
 import reader
 import run
-import training
 from helpers import REPO, assert_user_error, grammar_text, run_driver, tree_digest
 
 _PERPLEXITY_LINE = re.compile(r"^(Epoch: \d+ (?:Train|Valid) Perplexity|Test Perplexity): "
@@ -350,6 +349,20 @@ def _workers(args_of, tmp_path, tag):
             for i in range(2)]
 
 
+def _peak_threads(processes):
+    """The most threads each process had at once, sampled until all have ended."""
+    peak = [0] * len(processes)
+    while any(p.proc.poll() is None for p in processes):
+        for i, p in enumerate(processes):
+            with contextlib.suppress(OSError):  # ended meanwhile
+                with open(f"/proc/{p.proc.pid}/status") as status:
+                    count = next(int(line.split()[1]) for line in status
+                                 if line.startswith("Threads:"))
+                peak[i] = max(peak[i], count)
+        time.sleep(0.1)
+    return peak
+
+
 @pytest.fixture(scope="module")
 def mw_data(tmp_path_factory):
     """A corpus of 60 training steps of 4 x 5, and one process's perplexity lines on it."""
@@ -372,8 +385,12 @@ def test_multi_worker_two_processes_train_as_one(mw_data, tmp_path):
     workers = _workers(lambda i: _driver_args(data, tmp_path / f"save{i}",
                                               "--checkpoint_every_steps=59",  # epoch_size
                                               "--keep_checkpoints=9"), tmp_path, "w")
+    threads = _peak_threads(workers)
     (code0, out0, err0), (code1, out1, err1) = [w.wait() for w in workers]
     assert code0 == 0 and code1 == 0, err0[-2000:] + err1[-2000:]
+    # A timeout on each collective was a thread sleeping it out: 35 a step, 4,000 here within
+    # the 60 s, and a longer epoch aborted both workers when no more could start.
+    assert max(threads) < 500, threads
     assert "strategy: multi_worker (2 workers, this is worker 0)" in out0
     assert _perplexities(out0) == reference
     assert "computed by the chief, worker 0" in out1 and "Test Perplexity" not in out1
@@ -435,18 +452,40 @@ def test_killed_worker_stops_the_other_in_one_line_and_rerun_resumes(mw_data, tm
 
 def test_workers_that_disagree_are_refused_before_training(mw_data, tmp_path):
     data, _ = mw_data
-    other = ["--seed=1", "--override=hidden_size=8"]
-    workers = _workers(lambda i: _driver_args(data, tmp_path / f"save{i}", *other[:2 * i]),
+    # A budget on one worker only: a non-chief does not know the time trained before a
+    # resume, and gave itself a whole budget again at every resume.
+    other = ["--seed=1", "--override=hidden_size=8", "--max_minutes=600"]
+    workers = _workers(lambda i: _driver_args(data, tmp_path / f"save{i}", *other[:3 * i]),
                        tmp_path, "w")
     for code, out, err in [w.wait() for w in workers]:
         assert code != 0 and "Traceback" not in err
         errors = [line for line in err.splitlines() if line.startswith("error:")]
         assert errors == [f"error: workers disagree before training: worker 1 "
-                          f"({workers[1].tf_address}) has another config and seed than worker 0 "
-                          f"({workers[0].tf_address}); start every worker with the same flags, "
-                          f"seed and data"], err[-2000:]
+                          f"({workers[1].tf_address}) has another config and seed and time "
+                          f"budget (--max_minutes) than worker 0 ({workers[0].tf_address}); "
+                          f"start every worker with the same flags, seed and data"], err[-2000:]
         assert "Epoch: 1" not in out
     assert not (tmp_path / "save0").exists() and not (tmp_path / "save1").exists()
+
+
+def test_a_hung_worker_stops_the_other_after_the_collective_timeout(mw_data, tmp_path):
+    # Alive but stopped (SIGSTOP): the heartbeats still answer, so only the timeout of a
+    # step's collectives, now one watchdog thread, can end the wait.
+    data, _ = mw_data
+    workers = _workers(lambda i: _driver_args(data, tmp_path / f"save{i}",
+                                              "--override=max_max_epoch=50",
+                                              "--collective_timeout_seconds=3"), tmp_path, "w")
+    try:
+        workers[0].wait_for(r"^0\.\d+ perplexity")
+        os.kill(workers[1].proc.pid, signal.SIGSTOP)
+        code, _, err = workers[0].wait(timeout=120)
+    finally:
+        workers[1].proc.kill()
+    assert code == 1 and "Traceback" not in err
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert errors == ["error: a collective got no answer from the other workers in 3 s (worker "
+                      "0 stops); if that worker printed an error, fix what it names; then rerun "
+                      "every worker to resume from the last checkpoint"], err[-2000:]
 
 
 def test_unreachable_peer_fails_in_one_line_naming_it(tiny_corpus, tmp_path):
@@ -529,12 +568,13 @@ def test_run_refuses_asgd_under_a_strategy_before_writing_anything(corpus, tmp_p
     assert tree_digest(save) is None
 
 
-def test_time_budget_of_one_worker_stops_every_worker_at_the_same_step(mw_data, tmp_path):
-    # Only the chief has a budget (6 ms): the other stops where the chief does, validates
-    # and waits for the chief's test, instead of waiting in a collective forever.
+def test_a_time_budget_stops_every_worker_at_the_same_step(mw_data, tmp_path):
+    # A budget of 6 ms: the chief's deadline (it knows the time trained before a resume)
+    # stops both at one step; both validate, and the other waits for the chief's test
+    # instead of waiting in a collective forever.
     data, _ = mw_data
     workers = _workers(lambda i: _driver_args(data, tmp_path / f"save{i}",
-                                              *["--max_minutes=0.0001"][:1 - i]), tmp_path, "w")
+                                              "--max_minutes=0.0001"), tmp_path, "w")
     (code0, out0, err0), (code1, out1, err1) = [w.wait() for w in workers]
     assert code0 == 0 and code1 == 0, err0[-2000:] + err1[-2000:]
     spent = [re.findall(r"^Time budget of .+ spent at epoch 1 \(([\d.]+)%\)", out, re.M)
@@ -543,14 +583,3 @@ def test_time_budget_of_one_worker_stops_every_worker_at_the_same_step(mw_data, 
     assert "Test Perplexity" in out0 and "Epoch: 2" not in out0 + out1
 
 
-def test_a_non_chief_checkpoint_onto_a_full_tmp_is_one_error(monkeypatch):
-    def full(*args, **kwargs):
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-
-    monkeypatch.setattr(distribute.tempfile, "mkdtemp", full)
-    checkpointer = distribute._WorkerCheckpointer(training.TrainState(
-        dataclasses.replace(configs.TEST, vocab_size=10), rnn_mode="basic"))
-    with pytest.raises(distribute.DistributeError, match=r"worker cannot write its share of a "
-                       r"checkpoint in .*: No space left on device; free space there or set "
-                       r"TMPDIR"):
-        checkpointer.save()
