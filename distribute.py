@@ -146,6 +146,15 @@ def resolve(strategy, environ=None):
     return strategy
 
 
+def is_chief(strategy, environ=None):
+    """Whether this process will be the chief (worker 0 of TF_CONFIG's cluster, or the only
+    process): known before joining, from TF_CONFIG alone."""
+    environ = os.environ if environ is None else environ
+    if resolve(strategy, environ) != "multi_worker" or not environ.get("TF_CONFIG"):
+        return True
+    return parse_tf_config(environ["TF_CONFIG"]).index == 0
+
+
 def free_loopback_ports(count):
     """`count` distinct TCP ports free on 127.0.0.1 now: a one-host TF_CONFIG's cluster
     (a test's, a benchmark's). Another program may take one before the worker binds it."""

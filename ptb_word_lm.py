@@ -42,6 +42,7 @@ import tensorflow as tf  # noqa: E402
 
 import checkpoints  # noqa: E402
 import configs  # noqa: E402
+import distribute  # noqa: E402
 import export  # noqa: E402
 import files  # noqa: E402
 import inference  # noqa: E402
@@ -243,7 +244,11 @@ def _check_mode_flags():
     if FLAGS.mode == "export" and not FLAGS.export_dir:
         raise inference.InferenceError("--mode=export needs --export_dir=DIR")
     if FLAGS.export_dir and FLAGS.mode in _READ_BY["export_dir"]:
-        export.check_export_dir(FLAGS.export_dir)
+        if FLAGS.mode == "export" or distribute.is_chief(FLAGS.strategy):
+            export.check_export_dir(FLAGS.export_dir)
+        else:  # only the chief exports: another worker's path may not even exist here
+            print("Note: --export_dir is the chief's (worker 0) to write; this worker ignores it",
+                  file=sys.stderr)
 
 
 def _not_a_file(path):

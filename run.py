@@ -542,7 +542,8 @@ def train_and_evaluate(config, corpus, save_path, options=RunOptions()):
     check_memory(config)
     _check_precision(config, options)
     _check_not_in_another_run(save_path)
-    _check_export_dir(options.export_dir, save_path)
+    if distribute.is_chief(options.strategy):  # only the chief exports
+        _check_export_dir(options.export_dir, save_path)
     if config.optimizer == "asgd" and distribute.resolve(options.strategy) != "none":
         raise RunError("optimizer asgd (NT-ASGD's weight average) does not run under a "
                        "distribute strategy yet; use strategy none (--strategy=none)")

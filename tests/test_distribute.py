@@ -26,7 +26,8 @@ import configs
 import distribute
 import reader
 import run
-from helpers import REPO, assert_user_error, grammar_text, run_driver, tree_digest
+from helpers import (REPO, assert_exit_error, assert_user_error, driver_exit_in_process,
+                     grammar_text, run_driver, tree_digest)
 
 _PERPLEXITY_LINE = re.compile(r"^(Epoch: \d+ (?:Train|Valid) Perplexity|Test Perplexity): "
                               r"([\d.]+)$", re.M)
@@ -154,6 +155,26 @@ def test_resolve_auto_picks_multi_worker_only_with_tf_config():
     assert distribute.resolve("auto", {}) == "none"
     assert distribute.resolve("auto", {"TF_CONFIG": "{}"}) == "multi_worker"
     assert distribute.resolve("mirrored", {"TF_CONFIG": "{}"}) == "mirrored"
+
+
+def test_is_chief_is_known_from_tf_config_before_joining():
+    worker = '{"cluster": {"worker": ["h0:1", "h1:1"]}, "task": {"type": "worker", "index": %d}}'
+    assert distribute.is_chief("auto", {}) and distribute.is_chief("multi_worker", {})
+    assert distribute.is_chief("auto", {"TF_CONFIG": worker % 0})
+    assert not distribute.is_chief("auto", {"TF_CONFIG": worker % 1})
+    assert distribute.is_chief("none", {"TF_CONFIG": worker % 1})
+
+
+def test_a_non_chief_is_not_refused_over_an_export_dir_only_the_chief_writes(
+        tmp_path, monkeypatch, capsys):
+    # Worker 1 was refused ("export_dir ... is a file"), and worker 0 waited out the join.
+    (tmp_path / "a_file").write_text("")
+    monkeypatch.setenv("TF_CONFIG", _WORKERS_2 % 1)
+    code = driver_exit_in_process("--model=test", f"--data_path={tmp_path / 'nowhere'}",
+                                  f"--save_path={tmp_path / 'run'}",
+                                  f"--export_dir={tmp_path / 'a_file'}")
+    assert_exit_error(code, r"nowhere")  # the next check's: the data, not the export
+    assert "this worker ignores it" in capsys.readouterr().err
 
 
 def test_rows_split_the_batch_in_order():
