@@ -16,6 +16,7 @@ _POSITIVE = ("init_scale", "learning_rate", "max_grad_norm", "num_layers", "num_
              "hidden_size", "max_epoch", "max_max_epoch", "lr_decay", "batch_size", "asgd_nonmono")
 OPTIMIZERS = ("sgd", "asgd")
 _FLOAT32_MAX = 3.4028234663852886e38  # the steps compute in float32: a larger value is inf
+_FLOAT32_TINY = 1.1754943508222875e-38  # and a smaller positive one 0 (subnormals flushed)
 _MIN_KEEP = 1e-6  # below it 1/p, the dropout's scale, overflows as the model computes it
 _MAX_LAYERS = 100  # each layer is a cell of its own, traced into every step
 
@@ -28,9 +29,9 @@ def validate(config):
             raise ConfigError(f"config field {field.name} must be {field.type.__name__}, "
                               f"got {value!r}")
     for name in _POSITIVE:  # and finite: an infinite rate or clip norm makes NaN weights
-        if not 0 < getattr(config, name) <= _FLOAT32_MAX:
-            raise ConfigError(f"config field {name} must be > 0 and finite in float32 (at most "
-                              f"3.4e38), got {getattr(config, name)!r}")
+        if not _FLOAT32_TINY <= getattr(config, name) <= _FLOAT32_MAX:
+            raise ConfigError(f"config field {name} must be > 0 and finite in float32 (from "
+                              f"1.2e-38 to 3.4e38), got {getattr(config, name)!r}")
     if config.lr_decay > 1:
         raise ConfigError(f"config field lr_decay must be in (0, 1] (the LR is multiplied by it "
                           f"each epoch after max_epoch), got {config.lr_decay!r}")
@@ -178,14 +179,19 @@ def _parse_value(name, field_type, text):
         return text
     if field_type is bool:
         if text.lower() not in _BOOLS:
-            raise ConfigError(f"override {name}={text!r}: expected bool (true or false)")
+            raise ConfigError(f"override {name}={text!r}: expected bool (true or false)"
+                              f"{_ONE_PER_FLAG if '=' in text else ''}")
         return _BOOLS[text.lower()]
     try:
         if field_type is int:
             return int(text)
         return float(text)
     except ValueError:
-        raise ConfigError(f"override {name}={text!r}: expected {field_type.__name__}") from None
+        raise ConfigError(f"override {name}={text!r}: expected {field_type.__name__}"
+                          f"{_ONE_PER_FLAG if '=' in text else ''}") from None
+
+
+_ONE_PER_FLAG = "; give one key=value per --override, repeating the flag"
 
 
 def apply_overrides(config, overrides):
@@ -199,7 +205,8 @@ def apply_overrides(config, overrides):
       ConfigError: unknown key (the message lists the valid ones), a value that
         does not parse as the field's type, or a resulting config that is invalid.
     """
-    if not isinstance(overrides, dict):
+    from_command_line = not isinstance(overrides, dict)
+    if from_command_line:
         pairs = {}
         for item in overrides:
             key, sep, value = item.partition("=")
@@ -217,7 +224,11 @@ def apply_overrides(config, overrides):
         elif fields[key] is float and type(value) is int:
             value = float(value)
         changes[key] = value
-    return dataclasses.replace(config, **changes)
+    config = dataclasses.replace(config, **changes)
+    if from_command_line and "asgd_nonmono" in changes and config.optimizer != "asgd":
+        raise ConfigError("asgd_nonmono applies to optimizer=asgd only; add "
+                          "--override=optimizer=asgd, or leave asgd_nonmono out")
+    return config
 
 
 def to_dict(config):

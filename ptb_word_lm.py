@@ -67,8 +67,9 @@ flags.DEFINE_enum("rnn_mode", kernels.AUTO, [kernels.AUTO, *kernels.NAMES],
                   "kernel), cudnn (GPU only); auto: cudnn on a GPU, else fused under XLA.")
 flags.DEFINE_integer("seed", 0, "Seed of the initial weights and the dropout masks; in "
                      "--mode=generate, of the sampling (same seed, same text).")
-flags.DEFINE_multi_string("override", [], "Config override key=value, e.g. --override=num_steps=35, "
-                          "tie_embeddings=true, cell=gru, optimizer=asgd; repeatable.")
+flags.DEFINE_multi_string("override", [], "Config override key=value, one per flag, repeated: "
+                          "e.g. --override=num_steps=35 --override=cell=gru (configs.py lists "
+                          "the keys).")
 flags.DEFINE_float("checkpoint_every_minutes", 10.0, "Also save a checkpoint this often mid-epoch "
                    "(0: only at epoch ends and on SIGINT/SIGTERM).")
 flags.DEFINE_integer("checkpoint_every_steps", 0, "Also save a checkpoint every N training steps "

@@ -92,8 +92,12 @@ def test_apply_overrides_rejects_unknown_key_listing_valid_ones():
     ("hidden_size=0", "hidden_size must be > 0"),
     ("batch_size=-3", "batch_size must be > 0"),
     ("learning_rate=-1", "learning_rate must be > 0"),
-    ("max_grad_norm=inf", r"max_grad_norm must be > 0 and finite in float32 \(at most 3.4e38\), "
-                          r"got inf"),
+    ("max_grad_norm=inf", r"max_grad_norm must be > 0 and finite in float32 \(from 1.2e-38 to "
+                          r"3.4e38\), got inf"),
+    ("learning_rate=1e-50", r"learning_rate must be > 0 and finite in float32"),  # 0 in float32
+    ("num_steps=35,tie_embeddings=true", r"expected int; give one key=value per --override, "
+                                         r"repeating the flag"),
+    ("asgd_nonmono=2", r"asgd_nonmono applies to optimizer=asgd only"),  # did nothing
     ("max_grad_norm=1e39", r"max_grad_norm must be > 0 and finite in float32"),  # inf in float32
     ("lr_decay=1.15", r"lr_decay must be in \(0, 1\]"),
     ("num_layers=1000000", r"num_layers must be at most 100, got 1000000"),
