@@ -169,8 +169,8 @@ def _run_options():
 
 _TRAINING = ("train",)
 _TRAINED = ("eval", "generate", "score", "export")
-# The modes that read each flag that not every mode reads (save_path, model, rnn_mode, xla
-# and deterministic every mode reads; data_path and the file names say where the data is,
+# The modes that read each flag that not every mode reads (save_path, model and
+# deterministic every mode reads; data_path and the file names say where the data is,
 # which any mode may be told harmlessly). The other modes use the checkpoint's config,
 # vocabulary and weights.
 _READ_BY = {
@@ -186,6 +186,9 @@ _READ_BY = {
                     ("generate",)),
     "input": ("score",),
 }
+# How the model runs: generate and score call it step by step without XLA; export serves
+# BlockLSTM (or the basic cell) whatever trained it.
+_KERNEL_READ_BY = {"xla": ("train", "eval"), "rnn_mode": ("train", "eval", "generate", "score")}
 
 
 def _check_flags_apply():
@@ -207,6 +210,11 @@ def _check_flags_apply():
         print(f"warning: --mode={FLAGS.mode} ignores {', '.join('--' + n for n in unread)} "
               f"(training's flags; this mode takes the checkpoint's config, vocabulary and "
               f"weights)", file=sys.stderr)
+    unused = [name for name, modes in _KERNEL_READ_BY.items()
+              if FLAGS[name].present and FLAGS.mode not in modes]
+    if unused:
+        print(f"warning: --mode={FLAGS.mode} ignores {', '.join('--' + n for n in unused)} "
+              f"(it runs the model its own way)", file=sys.stderr)
 
 
 # Flags naming a file or directory. Given empty (an unset shell variable), each would
@@ -330,16 +338,17 @@ def _remembered(lines, read):
 
 def _use_trained(save_path):
     """--mode=eval|generate|score|export: a checkpoint's model and vocabulary at work."""
-    kernels.jit_compile(kernels.resolve(FLAGS.rnn_mode), FLAGS.xla)  # fail before loading
+    xla = FLAGS.xla and FLAGS.mode in _KERNEL_READ_BY["xla"]
+    rnn_mode = FLAGS.rnn_mode if FLAGS.mode in _KERNEL_READ_BY["rnn_mode"] else kernels.AUTO
+    kernels.jit_compile(kernels.resolve(rnn_mode), xla)  # fail before loading
     checkpoint = checkpoints.find_checkpoint(save_path, FLAGS.checkpoint)
     if FLAGS.mode == "eval":
         _check_eval_split()  # before a model that takes a while to load
     print(f"Loading {checkpoint}", file=sys.stderr)
     # Without --checkpoint, load_model falls back past a snapshot deleted meanwhile; the
     # model resolves auto by its own cell.
-    model, word_to_id, config = checkpoints.load_model(save_path, FLAGS.checkpoint,
-                                                       FLAGS.rnn_mode)
-    kernels.jit_compile(model.rnn_mode, FLAGS.xla)
+    model, word_to_id, config = checkpoints.load_model(save_path, FLAGS.checkpoint, rnn_mode)
+    kernels.jit_compile(model.rnn_mode, xla)
     if FLAGS.mode == "export":
         path = export.export_saved_model(model, word_to_id, FLAGS.export_dir, config)
         print(f"Exported SavedModel to {path}", flush=True)

@@ -110,6 +110,21 @@ def test_driver_generate_repeats_with_its_seed_and_warns_once_about_unknown_word
     assert first.stdout != other.stdout
 
 
+def test_driver_modes_name_the_kernel_flags_they_do_not_use_instead_of_refusing_them(
+        trained, tmp_path, capsys):
+    # generate runs without XLA, export serves its own kernel: block under --xla and cudnn on
+    # a CPU were refused there, over settings those modes never use.
+    code = driver_exit_in_process(*trained["flags"], "--mode=generate", "--rnn_mode=block",
+                                  "--xla", "--num_words=3")
+    assert code == 0
+    assert "warning: --mode=generate ignores --xla (it runs the model its own way)" in \
+        capsys.readouterr().err
+    code = driver_exit_in_process(*trained["flags"], "--mode=export", "--rnn_mode=cudnn",
+                                  f"--export_dir={tmp_path / 'lm'}")
+    assert code == 0 and (tmp_path / "lm" / "saved_model.pb").is_file()
+    assert "warning: --mode=export ignores --rnn_mode" in capsys.readouterr().err
+
+
 def test_driver_prints_what_stdout_cannot_encode_escaped(trained, tmp_path):
     # An ASCII stdout and a prompt with a byte that is not UTF-8 (a surrogate to Python):
     # escaped in the output, not a UnicodeEncodeError traceback.
