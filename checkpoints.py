@@ -151,7 +151,8 @@ def find_checkpoint(save_path, checkpoint=None):
                                   f"runs/small/best")
         return prefix
     if not os.path.isdir(save_path):
-        raise CheckpointError(f"save_path {save_path} does not exist; {_TRAIN_FIRST}")
+        what = "is not a directory" if os.path.exists(save_path) else "does not exist"
+        raise CheckpointError(f"save_path {save_path} {what}; {_TRAIN_FIRST}")
     found = newest(save_path)
     if not found:
         raise CheckpointError(f"no checkpoint in {save_path}; {_TRAIN_FIRST}")
@@ -424,6 +425,9 @@ def _repair_index(directory):
 
 def check_writable(save_path):
     """Fails early (before hours of training) if save_path cannot hold checkpoints."""
+    if os.path.exists(save_path) and not os.path.isdir(save_path):
+        raise CheckpointError(f"save_path {save_path} is not a directory; choose a directory "
+                              f"(new, or a run's to resume)")
     try:
         os.makedirs(save_path, exist_ok=True)
         probe = os.path.join(save_path, f".write_test.{os.getpid()}")

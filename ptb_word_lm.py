@@ -385,7 +385,7 @@ def _guess_flag(arg):
     key = arg.partition("=")[0].lstrip("-")
     if "=" in arg and key in FLAGS:
         return f"--{arg.lstrip('-')}"
-    if "=" in arg:
+    if "=" in arg and key:
         return f"--override={arg}"
     if os.path.isdir(arg):
         return f"--data_path={arg}"

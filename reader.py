@@ -181,7 +181,7 @@ def build_vocab(words, max_vocab_size=None):
     """
     if max_vocab_size is not None and max_vocab_size < 2:
         raise DataError(f"max_vocab_size must be >= 2 (room for {UNK} and one word), "
-                        f"got {max_vocab_size}; raise it or pass None for no cap")
+                        f"got {max_vocab_size}; raise it, or leave it unset for no cap")
     counts = collections.Counter(words)
     if not counts:
         raise DataError("cannot build a vocabulary from no words; check the training file")

@@ -137,6 +137,11 @@ def test_load_model_without_checkpoint_says_train_first(tmp_path):
         checkpoints.load_model(str(tmp_path))
     with pytest.raises(CheckpointError, match=r"does not exist; train first"):
         checkpoints.load_model(str(tmp_path / "nowhere"))
+    (tmp_path / "a_file").write_text("")  # it said "does not exist"; training "File exists"
+    with pytest.raises(CheckpointError, match=r"a_file is not a directory; train first"):
+        checkpoints.load_model(str(tmp_path / "a_file"))
+    with pytest.raises(CheckpointError, match=r"a_file is not a directory; choose a directory"):
+        checkpoints.check_writable(str(tmp_path / "a_file"))
     with pytest.raises(CheckpointError, match=r"checkpoint not found: .*ckpt-9"):
         checkpoints.find_checkpoint(str(tmp_path), str(tmp_path / "ckpt-9"))
 

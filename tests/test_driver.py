@@ -111,6 +111,7 @@ def test_driver_stray_argument_is_one_line_naming_it():
     ("seed=3", r"; did you mean --seed=3\?$"),
     ("medium", r"; did you mean --model=medium\?$"),
     ("banana", r"; flags are written --name=value \(see --help\)$"),
+    ("--=x", r"; flags are written --name=value \(see --help\)$"),  # not --override=--=x
 ])
 def test_driver_stray_argument_hints_at_the_flag_it_meant(capsys, argument, hint):
     assert driver_exit_in_process("--model=test", argument) == 2
