@@ -95,7 +95,14 @@ def make_sample_step(model):
 
 def generate(model, word_to_id, prompt_words=(), num_words=50, temperature=1.0, top_k=0,
              seed=0, stop_at_eos=True, sample_step=None):
-    """Samples a continuation of `<eos> prompt_words`.
+    """sampled_words' words as a list."""
+    return list(sampled_words(model, word_to_id, prompt_words, num_words, temperature, top_k,
+                              seed, stop_at_eos, sample_step))
+
+
+def sampled_words(model, word_to_id, prompt_words=(), num_words=50, temperature=1.0, top_k=0,
+                  seed=0, stop_at_eos=True, sample_step=None):
+    """Samples a continuation of `<eos> prompt_words`, a word at a time as it is drawn.
 
     The model reads the prompt as the start of a sentence (after <eos>, as PTB
     lines are modelled), all of it in one call with the state carried, then
@@ -114,32 +121,36 @@ def generate(model, word_to_id, prompt_words=(), num_words=50, temperature=1.0, 
       stop_at_eos: stop at the first sampled <eos> (not included in the result).
       sample_step: optional make_sample_step(model), to reuse one trace.
     Returns:
-      list[str] of the sampled words (<eos> marks line ends when stop_at_eos is False).
-    Raises:
+      an iterator of the sampled words (str; <eos> marks line ends when stop_at_eos is
+      False).
+    Raises (at the call, before any word):
       InferenceError: bad num_words, temperature or top_k; no <eos> in the vocabulary.
       reader.DataError: unknown prompt words and no <unk> in the vocabulary.
     """
     check_sampling(num_words, temperature, top_k)
     if reader.EOS not in word_to_id:
         raise InferenceError(f"the vocabulary has no {reader.EOS}, which starts every prompt")
-    id_to_word = sorted(word_to_id, key=word_to_id.__getitem__)
     ids = reader.words_to_ids([reader.EOS] + list(prompt_words), word_to_id, source="prompt")
-    step = sample_step or make_sample_step(model)
+    return _sampling(model, word_to_id, ids, num_words, temperature, top_k, seed, stop_at_eos,
+                     sample_step or make_sample_step(model))
+
+
+def _sampling(model, word_to_id, ids, num_words, temperature, top_k, seed, stop_at_eos, step):
+    """sampled_words' draws after `ids` (int32 [time], <eos> and the prompt), checked."""
+    id_to_word = sorted(word_to_id, key=word_to_id.__getitem__)
     state = model.zero_state(1)
     x = ids[None, :]
     # TensorFlow flushes subnormal floats to zero: the smallest normal float64 samples the same.
     temperature = tf.constant(max(temperature, np.finfo(np.float64).tiny), tf.float64)
     top_k = tf.constant(min(top_k, model.vocab_size), tf.int32)  # beyond it: all; no wrap
-    words = []
     for position in range(num_words):
         next_id, state = step(x, state, temperature, top_k,
                               tf.constant([seed, position], tf.int64))
         word = id_to_word[int(next_id)]
         if stop_at_eos and word == reader.EOS:
-            break
-        words.append(word)
+            return
+        yield word
         x = tf.reshape(next_id, [1, 1])
-    return words
 
 
 def words_to_text(words):

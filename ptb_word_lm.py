@@ -9,7 +9,9 @@
 """
 
 import collections
+import contextlib
 import errno
+import itertools
 import os
 import signal
 import sys
@@ -280,6 +282,22 @@ def _check_eval_split():
                                        f"scripts/get_ptb.sh or pass the right --data_path")
 
 
+def _warn_if_not_the_training_text(checkpoint, word_to_id):
+    """A warning if --data_path's splits are not the text the run trained on (a model of
+    another corpus evaluated on PTB, the default --data_path): its checkpoint holds their
+    hash. Nothing if they cannot be read (eval names its own file's faults)."""
+    trained_on = checkpoints.read_run_info(checkpoint).get("data_hash")  # None before 12-04
+    if not trained_on:
+        return
+    with contextlib.suppress(reader.DataError):
+        corpus = reader.load_corpus(FLAGS.data_path, FLAGS.train_file, FLAGS.valid_file,
+                                    FLAGS.test_file, word_to_id=word_to_id)
+        if corpus.data_hash != trained_on:
+            print(f"warning: the text in {FLAGS.data_path} is not the text the run was trained "
+                  f"on (its splits differ); the perplexity below is of this text",
+                  file=sys.stderr)
+
+
 def _eval(model, word_to_id):
     path, split = _eval_path()
     perplexity, num_words, unknown = inference.evaluate_file(
@@ -296,9 +314,22 @@ def _generate(model, word_to_id):
     if unknown and reader.UNK in word_to_id:  # without <unk>, generate fails naming them
         print(f"warning: not in the vocabulary, read as {reader.UNK}: {' '.join(unknown)}",
               file=sys.stderr)
-    words = inference.generate(model, word_to_id, prompt, FLAGS.num_words, FLAGS.temperature,
-                               FLAGS.top_k, FLAGS.seed, FLAGS.stop_at_eos)
-    print(inference.words_to_text(prompt + words))
+    words = inference.sampled_words(model, word_to_id, prompt, FLAGS.num_words,
+                                    FLAGS.temperature, FLAGS.top_k, FLAGS.seed, FLAGS.stop_at_eos)
+    _print_as_text(itertools.chain(prompt, words))
+
+
+def _print_as_text(words):
+    """inference.words_to_text(words) and a line end, each word written as it comes: a long
+    text, interrupted, keeps what was sampled."""
+    line_start = True
+    for word in words:
+        if word == reader.EOS:
+            print(flush=True)
+        else:
+            print(word if line_start else f" {word}", end="", flush=True)
+        line_start = word == reader.EOS
+    print()
 
 
 # Backslash, tab, double quote (a csv reader's quote) and every character Python's
@@ -349,6 +380,8 @@ def _use_trained(save_path):
     # model resolves auto by its own cell.
     model, word_to_id, config = checkpoints.load_model(save_path, FLAGS.checkpoint, rnn_mode)
     kernels.jit_compile(model.rnn_mode, xla)
+    if FLAGS.mode == "eval" and _eval_path()[1]:
+        _warn_if_not_the_training_text(checkpoint, word_to_id)
     if FLAGS.mode == "export":
         path = export.export_saved_model(model, word_to_id, FLAGS.export_dir, config)
         print(f"Exported SavedModel to {path}", flush=True)

@@ -92,6 +92,20 @@ def test_driver_eval_equals_stream_perplexity(trained, loaded):
                      re.M)
 
 
+def test_driver_eval_warns_when_the_data_is_not_the_runs_text(trained, tmp_path, capsys):
+    # The default --data_path is PTB: a model of another corpus was evaluated on it silently.
+    other = tmp_path / "other"
+    other.mkdir()
+    for name in ("train.txt", "valid.txt", "test.txt"):
+        (other / name).write_text(grammar_text(40, seed=7))
+    flags = [f"--save_path={trained['save']}", "--mode=eval", *FILES]
+    assert driver_exit_in_process(*flags, f"--data_path={trained['data']}") == 0
+    assert driver_exit_in_process(*flags, f"--data_path={other}") == 0
+    warnings = [line for line in capsys.readouterr().err.splitlines() if "not the text" in line]
+    assert warnings == [f"warning: the text in {other} is not the text the run was trained on "
+                        f"(its splits differ); the perplexity below is of this text"]
+
+
 def test_driver_generate_repeats_with_its_seed_and_warns_once_about_unknown_words(trained,
                                                                                    loaded):
     args = [*trained["flags"], "--mode=generate", "--prompt=the zebra zebra", "--num_words=25",
@@ -289,6 +303,29 @@ def test_driver_ctrl_c_while_score_waits_on_stdin_is_one_line_and_exit_130(train
     assert proc.returncode == 130
     assert "Traceback" not in err and "KeyboardInterrupt" not in err
     assert err.strip().splitlines()[-1] == "interrupted"
+
+
+def test_driver_ctrl_c_during_a_long_generate_keeps_the_words_sampled(trained, loaded):
+    # The text was printed at the end only: an interrupted generate lost all of it.
+    proc = subprocess.Popen(
+        [sys.executable, str(REPO / "ptb_word_lm.py"), *trained["flags"], "--mode=generate",
+         "--prompt=the", "--num_words=1000000", "--stop_at_eos=false"], cwd=REPO, text=True,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"), stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE)
+    try:
+        early, deadline = b"", time.time() + 120  # the model loads first
+        while len(early.split()) < 12:
+            assert time.time() < deadline and proc.poll() is None, early
+            if select.select([proc.stdout], [], [], 1)[0]:
+                early += os.read(proc.stdout.fileno(), 1 << 16)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130 and err.strip().splitlines()[-1] == "interrupted"
+    _, word_to_id, _ = loaded
+    words = (early.decode() + out).split()
+    assert words[0] == "the" and len(words) >= 12 and set(words) <= set(word_to_id)
 
 
 # In this process: main()'s checks, before anything is loaded (test_driver.py shows the
