@@ -304,7 +304,7 @@ class Replicas:
         names = ("config", "seed", "vocabulary", "data", "time budget (--max_minutes)")
         mine = [_digest(run_info["config"]), _digest(run_info["seed"]),
                 _digest(run_info["vocab_hash"]), _digest(run_info["data_hash"]),
-                _digest(max_minutes)]
+                _digest(None if max_minutes is None else float(max_minutes))]
         value = self.strategy.experimental_distribute_values_from_function(
             lambda ctx: tf.constant([mine], tf.float64))
         with self.watched():

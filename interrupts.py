@@ -22,8 +22,8 @@ class Interrupts:
 
     Until the first training step has run (building, restoring, tracing and
     compiling, which can take a minute: a scheduler's grace period) and during
-    the test evaluation and the export (`phase` "starting" and "testing"), the
-    first signal stops at once: there is nothing unsaved. Once all is recorded
+    the test evaluation and the export (`phase` "starting", "testing" and
+    "exporting"), the first signal stops at once: there is nothing unsaved. Once all is recorded
     ("done"), it is only said: the run ends as it would. A worker waiting for
     the chief's test ("waiting") only says so: leaving would fail the chief. An output
     whose reader went away (`... | tee log`, whose tee the same Ctrl-C killed)
@@ -37,7 +37,8 @@ class Interrupts:
         self.signum = None
         # Then "training" (signals are agreed, saved), then "testing" for the chief and
         # "waiting" (for its test: a first signal is only said) for the other workers, then
-        # "done" (all recorded: a first signal is only said, the run ends as it would).
+        # "exporting" (the test recorded: a signal stops at once) and "done" (all recorded:
+        # a first signal is only said, the run ends as it would).
         self.phase = "starting"
 
     def __enter__(self):
@@ -63,6 +64,10 @@ class Interrupts:
         if self.phase == "testing":
             raise Stopped(f"Stopped by signal {signum} after training; the trained weights are "
                           f"saved in {self.save_path}: run the same command to run the test.")
+        if self.phase == "exporting":
+            raise Stopped(f"Stopped by signal {signum} while exporting, after the test (its "
+                          f"perplexity is in {self.save_path}/metrics.json); an earlier export "
+                          f"is kept: run the same command to test and export again.")
         if self.phase == "done":
             print(f"\nReceived signal {signum}: the run is complete; exiting.", file=sys.stderr,
                   flush=True)

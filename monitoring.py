@@ -3,6 +3,7 @@
 import contextlib
 import glob
 import os
+import sys
 import time
 
 import tensorflow as tf
@@ -96,13 +97,17 @@ class Summaries:
     A failed write raises SummaryError (one line); checkpoints are not touched.
     With `resumed`, a tag's steps up to the last one already in log_dir are not
     written again: a run killed after its last snapshot replays those steps, and
-    TensorBoard would draw each of them twice.
+    TensorBoard would draw each of them twice. Without, scalars already there are
+    an earlier run's (its checkpoints deleted): they are moved into a directory
+    of their own, earlier-<time>/, which TensorBoard shows as a run apart.
     """
 
     def __init__(self, log_dir, resumed=False):
         self.log_dir = log_dir
-        self._written = _last_steps(log_dir) if resumed else {}
+        self._written = _last_steps(_event_files(log_dir)) if resumed else {}
         with self._errors():
+            if not resumed:
+                _set_aside_an_earlier_runs(log_dir)
             self._writer = tf.summary.create_file_writer(log_dir)
         self._metadata = tf.compat.v1.SummaryMetadata(
             plugin_data=tf.compat.v1.SummaryMetadata.PluginData(plugin_name="scalars"),
@@ -144,11 +149,28 @@ class Summaries:
                 self._writer.close()
 
 
-def _last_steps(log_dir):
-    """{tag: its highest step in log_dir's event files}; a file cut short by a kill counts up
-    to where it breaks, and one that cannot be read not at all."""
+def _set_aside_an_earlier_runs(log_dir):
+    """Moves the event files holding scalars in log_dir into log_dir/earlier-<time>/."""
+    paths = [path for path in _event_files(log_dir) if _last_steps([path])]
+    if not paths:
+        return
+    aside = os.path.join(log_dir, time.strftime("earlier-%Y%m%d-%H%M%S"))
+    os.makedirs(aside, exist_ok=True)
+    for path in paths:
+        os.rename(path, os.path.join(aside, os.path.basename(path)))
+    print(f"Note: TensorBoard scalars of an earlier run in {log_dir} moved to {aside}",
+          file=sys.stderr)
+
+
+def _event_files(log_dir):
+    return sorted(glob.glob(os.path.join(log_dir, "events.out.tfevents.*")))
+
+
+def _last_steps(paths):
+    """{tag: its highest step in the event files `paths`}; a file cut short by a kill counts
+    up to where it breaks, and one that cannot be read not at all."""
     last = {}
-    for path in sorted(glob.glob(os.path.join(log_dir, "events.out.tfevents.*"))):
+    for path in paths:
         with contextlib.suppress(tf.errors.OpError):
             for record in tf.data.TFRecordDataset(path):
                 event = event_pb2.Event.FromString(record.numpy())

@@ -101,8 +101,9 @@ flags.DEFINE_enum("strategy", "auto", list(run.STRATEGIES),
                   "multi_worker when TF_CONFIG is set, else none.")
 flags.DEFINE_integer("num_cpu_replicas", 0, "--strategy=mirrored over N logical CPU devices "
                      "(for testing; they share the CPU's cores); 0: the GPUs.")
-flags.DEFINE_float("collective_timeout_seconds", 300.0, "Fail the run when a worker waits this "
-                   "long for the others in an all-reduce (a hung peer).")
+flags.DEFINE_float("collective_timeout_seconds", 300.0, "Fail the run when a training step "
+                   "(or another call holding all-reduces) takes this long, waits included: a "
+                   "hung peer. The first step, which compiles, is not timed.")
 flags.DEFINE_float("connect_timeout_seconds", 120.0, "--strategy=multi_worker: wait this long for "
                    "every worker of TF_CONFIG to join, then fail naming the unreachable ones.")
 # Other corpora: the vocabulary is built from the training file and saved beside the checkpoint.
@@ -286,7 +287,10 @@ def _warn_if_not_the_training_text(checkpoint, word_to_id):
     """A warning if --data_path's splits are not the text the run trained on (a model of
     another corpus evaluated on PTB, the default --data_path): its checkpoint holds their
     hash. Nothing if they cannot be read (eval names its own file's faults)."""
-    trained_on = checkpoints.read_run_info(checkpoint).get("data_hash")  # None before 12-04
+    try:
+        trained_on = checkpoints.read_run_info(checkpoint).get("data_hash")  # None before 12-04
+    except checkpoints.CheckpointError:  # unreadable: load_model fell back past it
+        return
     if not trained_on:
         return
     with contextlib.suppress(reader.DataError):

@@ -477,7 +477,7 @@ def _end_of_epoch(run, hooks, epoch, seconds, epoch_size, validate):
     with ts.evaluation_weights():
         valid_ppl = validate()
     print(f"Epoch: {epoch + 1} Valid Perplexity: {valid_ppl:.3f}", flush=True)
-    best = valid_ppl < _best_validation(run.history)
+    best = not run.history or valid_ppl < _best_validation(run.history)  # inf: the first
     _record_epoch(run, epoch, fraction, train_ppl, valid_ppl, seconds)
     if finished:  # NT-ASGD compares whole epochs' validations; a part is replaced on resume
         _maybe_start_averaging(run)
@@ -492,7 +492,7 @@ def _end_of_epoch(run, hooks, epoch, seconds, epoch_size, validate):
     return finished
 
 
-def _test(run):
+def _test(run, interrupts):
     """The tutorial's test perplexity (one stream, state carried), recorded; then the export.
 
     One stream cannot be split across replicas: the chief runs it, the other
@@ -511,6 +511,7 @@ def _test(run):
     print(f"(test evaluation: {time.monotonic() - start:.1f}s, one stream, state carried; "
           f"softmax {softmax})")
     run.write_metrics(test_perplexity=test_ppl)
+    interrupts.phase = "exporting" if run.options.export_dir else "done"  # the test recorded
     run.summaries.write(int(run.ts.global_step.numpy()), {"test/perplexity": test_ppl})
     if run.options.export_dir:
         path = export.export_saved_model(run.ts.model, run.corpus.word_to_id,
@@ -574,6 +575,6 @@ def train_and_evaluate(config, corpus, save_path, options=RunOptions()):
                 # The chief tests; the other workers wait for it, with nothing to save.
                 interrupts.phase = "testing" if run.replicas.is_chief else "waiting"
                 with run.ts.evaluation_weights():
-                    test_ppl = _test(run)
+                    test_ppl = _test(run, interrupts)
                 interrupts.phase = "done"  # recorded (and exported): a signal now changes nothing
     return run.metrics(test_perplexity=test_ppl)

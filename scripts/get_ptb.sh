@@ -284,7 +284,7 @@ need_tar() {
 }
 
 main() {
-  local source="${PTB_SOURCE:-$DEFAULT_SOURCE}" data_dir=""
+  local source="${PTB_SOURCE:-$DEFAULT_SOURCE}" data_dir="" given=0
   while [ $# -gt 0 ]; do
     case "$1" in
       -h | --help) usage; exit 0 ;;
@@ -297,18 +297,20 @@ main() {
       --)
         shift
         [ $# -eq 0 ] && break
-        [ $# -eq 1 ] && [ -z "$data_dir" ] || die "only one DATA_DIR may be given (see --help)"
-        data_dir="$1"
+        [ $# -eq 1 ] && [ "$given" = 0 ] || die "only one DATA_DIR may be given (see --help)"
+        data_dir="$1" given=1
         break
         ;;
       -*) die "unknown option $1 (a DATA_DIR starting with - goes after --; see --help)" ;;
       *)
-        [ -z "$data_dir" ] || die "only one DATA_DIR may be given (see --help)"
-        data_dir="$1"
+        [ "$given" = 0 ] || die "only one DATA_DIR may be given (see --help)"
+        data_dir="$1" given=1
         shift
         ;;
     esac
   done
+  [ "$given" = 0 ] || [ -n "$data_dir" ] ||
+    die "DATA_DIR is empty (an unset variable?); leave it out for $REPO/data/ptb"
   data_dir="${data_dir:-$REPO/data/ptb}"
   case "$data_dir" in -*) data_dir="./$data_dir" ;; esac  # never read as an option by mkdir, mv...
   [ ! -e "$data_dir" ] || [ -d "$data_dir" ] ||

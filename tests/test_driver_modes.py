@@ -5,6 +5,7 @@ import io
 import os
 import re
 import select
+import shutil
 import signal
 import subprocess
 import sys
@@ -104,6 +105,20 @@ def test_driver_eval_warns_when_the_data_is_not_the_runs_text(trained, tmp_path,
     warnings = [line for line in capsys.readouterr().err.splitlines() if "not the text" in line]
     assert warnings == [f"warning: the text in {other} is not the text the run was trained on "
                         f"(its splits differ); the perplexity below is of this text"]
+
+
+def test_driver_eval_falls_back_past_an_unreadable_newest_checkpoint(trained, tmp_path,
+                                                                    capsys):
+    # The data check read the newest snapshot's run_info, and failed where eval had not.
+    run_dir = tmp_path / "run"
+    shutil.copytree(trained["save"], run_dir)
+    newest = checkpoints.newest(str(run_dir))
+    with open(f"{newest}.index", "wb") as index:
+        index.write(b"garbage")
+    code = driver_exit_in_process(f"--save_path={run_dir}", "--mode=eval",
+                                  f"--data_path={trained['data']}", *FILES)
+    assert code == 0
+    assert "warning: skipping unreadable checkpoint" in capsys.readouterr().err
 
 
 def test_driver_generate_repeats_with_its_seed_and_warns_once_about_unknown_words(trained,

@@ -322,6 +322,12 @@ def test_get_ptb_names_a_missing_tool_before_any_work(target, tmp_path, missing,
     assert _snapshot(target.parent) == before
 
 
+def test_get_ptb_refuses_an_empty_data_dir(tmp_path):
+    # An unset variable: it silently became the default directory.
+    for args in ([""], ["--", ""]):
+        _assert_failed(_run("--source", tmp_path, *args), "DATA_DIR is empty")
+
+
 def test_get_ptb_rejects_unknown_option(target):
     _assert_failed(_run("--frobnicate", target), "unknown option --frobnicate")
 

@@ -283,6 +283,42 @@ def test_steps_replayed_after_a_kill_are_not_drawn_twice_in_tensorboard(corpus, 
         {tag: [step for step, _ in points] for tag, points in first.items()}
 
 
+def test_a_signal_while_exporting_says_the_test_is_recorded_and_the_rerun_exports(
+        corpus, tmp_path, monkeypatch):
+    # It said "run the same command to run the test", as if the test had not been recorded.
+    save_model = run.export.export_saved_model
+
+    def killed_while_exporting(*args):
+        os.kill(os.getpid(), signal.SIGTERM)
+        return save_model(*args)
+    monkeypatch.setattr(run.export, "export_saved_model", killed_while_exporting)
+    options = dataclasses.replace(OPTIONS, export_dir=str(tmp_path / "lm"))
+    with pytest.raises(run.Stopped, match=r"^Stopped by signal 15 while exporting, after the "
+                                          r"test \(its perplexity is in .*metrics.json\)"):
+        run.train_and_evaluate(_config(corpus), corpus, str(tmp_path / "run"), options)
+    metrics = json.loads((tmp_path / "run" / run.METRICS_FILE).read_text())
+    assert math.isfinite(metrics["test_perplexity"]) and not (tmp_path / "lm").exists()
+    monkeypatch.setattr(run.export, "export_saved_model", save_model)
+    run.train_and_evaluate(_config(corpus), corpus, str(tmp_path / "run"), options)
+    assert (tmp_path / "lm" / "saved_model.pb").is_file()
+
+
+def test_a_fresh_run_sets_an_earlier_runs_tensorboard_scalars_apart(corpus, tmp_path):
+    # Checkpoints deleted, tensorboard/ kept: the new run's points were mixed into the old
+    # run's curves, and once it resumed, those up to the old run's last step were dropped.
+    save = tmp_path / "run"
+    run.train_and_evaluate(_config(corpus, max_max_epoch=2), corpus, str(save), OPTIONS)
+    earlier = tensorboard_scalars(save / "tensorboard")
+    for path in [*save.glob("ckpt-*"), save / "checkpoint", *(save / "best").iterdir()]:
+        path.unlink()
+    run.train_and_evaluate(_config(corpus, max_max_epoch=1), corpus, str(save), OPTIONS)
+    run.train_and_evaluate(_config(corpus, max_max_epoch=2), corpus, str(save), OPTIONS)
+    [aside] = (save / "tensorboard").glob("earlier-*")
+    assert tensorboard_scalars(aside) == earlier
+    steps = lambda scalars: [step for step, _ in scalars["train/perplexity"]]  # noqa: E731
+    assert steps(tensorboard_scalars(save / "tensorboard")) == steps(earlier)
+
+
 def test_a_tensorboard_write_failing_at_an_epochs_end_keeps_the_epoch(corpus, tmp_path,
                                                                        monkeypatch):
     # The validation's scalar was written before the epoch's snapshot: the epoch was lost.
@@ -309,6 +345,7 @@ def test_run_huge_finite_cost_reports_inf_perplexity(corpus, tmp_path, capsys, c
     assert metrics["test_perplexity"] == math.inf
     # metrics.json stays valid JSON: a non-finite number is written as null.
     assert json.loads((tmp_path / "run" / run.METRICS_FILE).read_text())["test_perplexity"] is None
+    assert list((tmp_path / "run" / "best").glob("ckpt-*.index"))  # the first epoch is the best
 
 
 def test_perplexity_of_a_huge_finite_cost_is_inf():
