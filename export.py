@@ -84,7 +84,7 @@ def check_export_dir(export_dir):
     export_dir = os.path.realpath(export_dir)
     if os.path.exists(export_dir) and not os.path.isdir(export_dir):
         raise ExportError(f"export_dir {export_dir} is a file; choose a new or empty directory")
-    if os.path.ismount(export_dir):  # the export is swapped in by a rename, which cannot move it
+    if _is_mount_point(export_dir):  # the export is swapped in by a rename, which cannot move it
         raise ExportError(f"export_dir {export_dir} is a mount point; choose a directory inside "
                           f"it")
     parent = os.path.dirname(export_dir)  # the nearest existing one must take a new directory
@@ -100,6 +100,23 @@ def check_export_dir(export_dir):
                               f"ptb_word_lm.py ({_shown(foreign)}); nothing was replaced: choose "
                               f"a new or empty directory")
     return export_dir
+
+
+_MOUNTINFO = "/proc/self/mountinfo"
+_OCTAL = re.compile(r"\\([0-7]{3})")  # how mountinfo writes a space (\040) in a path
+
+
+def _is_mount_point(path):
+    """os.path.ismount, and a bind mount within one filesystem, which it misses (Linux)."""
+    if os.path.ismount(path):
+        return True
+    try:
+        with open(_MOUNTINFO, encoding="utf-8", errors="surrogateescape") as f:
+            fields = [line.split() for line in f]
+    except OSError:  # no /proc (macOS)
+        return False
+    return any(len(field) > 4 and _OCTAL.sub(lambda m: chr(int(m[1], 8)), field[4]) == path
+               for field in fields)
 
 
 def _shown(names):

@@ -203,7 +203,7 @@ def test_export_on_a_full_disk_fails_in_one_line_keeping_the_earlier_export(
     assert sorted(os.listdir(tmp_path)) == ["lm"]  # no staging directory left
 
 
-def test_an_export_dir_under_a_file_is_refused_before_anything(tmp_path):
+def test_an_export_dir_under_a_file_is_refused_before_anything(tmp_path, monkeypatch):
     # Checked up front by the driver (before a training): it failed after, as a full disk.
     (tmp_path / "s.txt").write_text("")
     with pytest.raises(export.ExportError, match=r"cannot be made: .*s.txt is not a writable "
@@ -213,6 +213,15 @@ def test_an_export_dir_under_a_file_is_refused_before_anything(tmp_path):
     with pytest.raises(export.ExportError, match=r"^export_dir / is a mount point; choose a "
                                                  r"directory inside it$"):
         export.check_export_dir("/")  # the swap's rename would fail with EBUSY after the save
+    # A bind mount within one filesystem, which os.path.ismount misses (as mountinfo lists it).
+    bound = tmp_path / "a dir"
+    bound.mkdir()
+    mountinfo = tmp_path / "mountinfo"
+    mountinfo.write_text(f"45 27 254:0 /src {str(bound).replace(' ', chr(92) + '040')} rw - ext4 "
+                         f"/dev/vda rw\n")
+    monkeypatch.setattr(export, "_MOUNTINFO", str(mountinfo))
+    with pytest.raises(export.ExportError, match=r"a dir is a mount point"):
+        export.check_export_dir(str(bound))
 
 
 def test_an_export_that_fails_but_not_for_space_does_not_say_free_space(exported, tmp_path,
