@@ -57,6 +57,21 @@ def _driver_command(name, save_path, data_path, extra):
             f"--save_path={save_path}", f"--data_path={data_path}", *extra]
 
 
+# The flags this tool sets for each run: passed on too, the driver's last one would win
+# and train elsewhere, while the table read this tool's directory (another run's numbers).
+_OWN_FLAGS = {"model": "--configs", "save_path": "--root", "data_path": "--data_path"}
+
+
+def _check_passed_on(extra):
+    """Raises BenchmarkError if a driver flag passed on is one this tool sets itself."""
+    for flag in extra:
+        name = flag.lstrip("-").partition("=")[0]
+        if name in _OWN_FLAGS:
+            raise common.BenchmarkError(f"{flag} is this tool's to set (each run gets "
+                                        f"--{name} from {_OWN_FLAGS[name]}); pass "
+                                        f"{_OWN_FLAGS[name]} instead")
+
+
 def run_driver(name, save_path, data_path, extra):
     """Trains config `name` with ptb_word_lm.py (output passed through); True if it succeeded."""
     cmd = _driver_command(name, save_path, data_path, extra)
@@ -177,6 +192,7 @@ def run(args, extra):
     """
     names = common.parse_configs(args.configs)
     common.check_data(args.data_path)
+    _check_passed_on(extra)
     if args.collect_only and extra:
         raise common.BenchmarkError(f"--collect_only trains nothing, so driver flags make no "
                                     f"sense: {' '.join(extra)}")

@@ -287,20 +287,29 @@ def run(args):
 
     Args:
       args: argparse.Namespace with configs, rnn_mode, xla, override, data_path, warmup,
-        steps, top, seed, phase.
+        steps, top, seed, phase, precision, dry_run.
     Returns:
       the exit code, 0.
     """
     names = common.parse_configs(args.configs)
-    for name in names:
-        measure.resolve_config(name, args.override, 2)  # ConfigError before any work
+    mode = measure.Mode(args.rnn_mode, bool(args.xla), precision=args.precision)
+    checked = mode if args.phase == "train" else dataclasses.replace(  # eval runs float32
+        mode, precision=precision_lib.FLOAT32)
+    labels = {}
+    for name in names:  # a config's ConfigError or a kernel's refusal before any work
+        config = measure.resolve_config(name, args.override, 2)
+        labels[name] = checked.label_as_run(measure.check_mode(config, checked)[0])
     if args.steps < 1 or args.warmup < 1 or args.top < 1:
         raise common.BenchmarkError("--steps, --warmup and --top must be >= 1 (the warm-up "
                                     "traces and compiles the step, unprofiled)")
     common.check_data(args.data_path)
+    if args.dry_run:
+        for name in names:
+            print(f"{name} {labels[name]}: {args.warmup} warm-up and {args.steps} profiled "
+                  f"{args.phase} steps")
+        return 0
     results = []
     for name in names:
-        mode = measure.Mode(args.rnn_mode, bool(args.xla), precision=args.precision)
         result = profile(name, mode, args.data_path,
                          args.override, args.warmup, args.steps, args.seed, args.phase)
         total = sum(e.self_ms for e in work(result.events))

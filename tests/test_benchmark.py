@@ -148,6 +148,20 @@ def test_perplexity_leaves_an_unreadable_metrics_json_out_in_one_line(
     assert err.strip().endswith("; not in the table") and len(err.strip().splitlines()) == 1
 
 
+@pytest.mark.parametrize("flag, own", [("--save_path=/tmp/elsewhere", "--root"),
+                                       ("--model=medium", "--configs")])
+def test_perplexity_refuses_a_passed_on_flag_it_sets_itself(benchmark, make_corpus, tmp_path,
+                                                            capsys, flag, own):
+    # The driver's last --save_path won: it trained elsewhere, and the table showed the
+    # numbers already in --root (another run's), with exit 0.
+    code = benchmark.main(["perplexity", f"--data_path={make_corpus()}", "--configs=test",
+                           f"--root={tmp_path / 'runs'}", flag])
+    assert code == 2 and not (tmp_path / "runs").exists()
+    assert capsys.readouterr().err.strip() == (f"error: {flag} is this tool's to set (each run "
+                                               f"gets --{flag[2:].partition('=')[0]} from {own}); "
+                                               f"pass {own} instead")
+
+
 def test_perplexity_output_that_cannot_be_written_fails_before_any_training(
         benchmark, make_corpus, tmp_path, capsys):
     code = benchmark.main(["perplexity", f"--data_path={make_corpus()}", "--configs=test",

@@ -83,6 +83,20 @@ def test_profile_rejects_bad_steps(benchmark, tiny_corpus, capsys, flag):
     assert capsys.readouterr().err.startswith("error: --steps, --warmup and --top must be >= 1")
 
 
+def test_profile_checks_every_config_first_and_runs_nothing_on_a_dry_run(benchmark, tiny_corpus,
+                                                                        capsys):
+    # A later config's refusal came after the earlier ones were profiled, and --dry_run
+    # profiled everything.
+    assert benchmark.main(["profile", f"--data_path={tiny_corpus}", "--configs=test,awd",
+                           "--rnn_mode=block", "--xla=0"]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.startswith("error: ")
+    assert benchmark.main(["profile", f"--data_path={tiny_corpus}", "--configs=test",
+                           "--dry_run"]) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        "test auto(fused)+xla: 10 warm-up and 20 profiled train steps"]
+
+
 @pytest.mark.parametrize("command", ["profile", "scaling", "throughput"])
 def test_a_vocabulary_size_override_is_refused_not_dropped(benchmark, tiny_corpus, capsys,
                                                            command):
