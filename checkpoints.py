@@ -71,14 +71,16 @@ def _quiet_tensorflow():
 
 
 def run_info(config, seed, corpus):
-    """What a snapshot must match to be resumed: {"config", "seed", "vocab_hash", "data_hash"}
-    (corpus: reader.Corpus; its splits' hash, so a resume on other text is refused)."""
+    """What a snapshot must match to be resumed: {"config", "seed", "vocab_hash",
+    "data_hash", "split_sizes"} (corpus: reader.Corpus; a hash of its splits' ids and their
+    lengths, so a resume on other text, or the same text split otherwise, is refused)."""
     return {"config": configs.to_dict(config), "seed": seed,
-            "vocab_hash": reader.vocab_hash(corpus.word_to_id), "data_hash": corpus.data_hash}
+            "vocab_hash": reader.vocab_hash(corpus.word_to_id), "data_hash": corpus.data_hash,
+            "split_sizes": [len(corpus.train), len(corpus.valid), len(corpus.test)]}
 
 
 # Entries snapshots of older versions do not hold: compared only where the snapshot has them.
-_ADDED_LATER = ("data_hash",)
+_ADDED_LATER = ("data_hash", "split_sizes")
 
 
 # --- Finding snapshots ---------------------------------------------------------------------
@@ -137,6 +139,7 @@ def find_checkpoint(save_path, checkpoint=None):
     Raises:
       CheckpointError: nothing to load there.
     """
+    check_no_pattern(checkpoint or save_path, "--checkpoint" if checkpoint else "save_path")
     if checkpoint:
         prefix = re.sub(r"\.(index|data-\d+-of-\d+)$", "", checkpoint)
         if os.path.isdir(prefix):
@@ -326,6 +329,16 @@ def _running(pid):
     return True
 
 
+def check_no_pattern(path, what):
+    """Raises CheckpointError if path holds * ? or [: TensorFlow's checkpoint reader takes a
+    prefix as a glob pattern, so what is saved there could never be read back."""
+    held = [c for c in "*?[" if c in path]
+    if held:
+        raise CheckpointError(f"{what} {path} holds {held[0]!r}, which TensorFlow reads as a "
+                              f"pattern in a checkpoint's path (it could not read the "
+                              f"checkpoints back); choose a path without * ? [")
+
+
 @contextlib.contextmanager
 def lock(save_path):
     """Holds save_path for one training: a second holder fails in one line naming our pid.
@@ -338,9 +351,9 @@ def lock(save_path):
     Raises:
       CheckpointError: another process holds the lock, or save_path is not writable.
     """
-    os.makedirs(save_path, exist_ok=True)
     path = os.path.join(save_path, LOCK_FILE)
     try:
+        os.makedirs(save_path, exist_ok=True)
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as e:
         raise CheckpointError(f"cannot create the lock file {path}: {e.strerror}; choose a "
@@ -354,6 +367,9 @@ def lock(save_path):
                 f"save_path {save_path} is in use by another training (pid "
                 f"{holder if holder else 'unknown'}); wait for it to end or choose another "
                 f"save_path") from None
+        except OSError as e:  # ENOLCK: NFS without its lock daemon
+            raise CheckpointError(f"cannot lock {path}: {e.strerror}; choose a save_path on a "
+                                  f"filesystem with locks (a local disk)") from None
         stale = _read_pid(fd)
         if stale is not None:  # a clean release empties the file
             gone = "no longer running" if not _running(stale) else "ended without releasing it"
@@ -428,14 +444,18 @@ def check_writable(save_path):
     if os.path.exists(save_path) and not os.path.isdir(save_path):
         raise CheckpointError(f"save_path {save_path} is not a directory; choose a directory "
                               f"(new, or a run's to resume)")
+    check_no_pattern(save_path, "save_path")
+    probe = os.path.join(save_path, f".write_test.{os.getpid()}")
     try:
         os.makedirs(save_path, exist_ok=True)
-        probe = os.path.join(save_path, f".write_test.{os.getpid()}")
-        with open(probe, "wb") as f:
-            f.write(b"\0" * 4096)
-            f.flush()
-            os.fsync(f.fileno())
-        os.remove(probe)
+        try:
+            with open(probe, "wb") as f:
+                f.write(b"\0" * 4096)
+                f.flush()
+                os.fsync(f.fileno())
+        finally:  # a full disk too: nothing left behind
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(probe)
     except OSError as e:
         raise CheckpointError(f"cannot write to save_path {save_path}: {e.strerror}; "
                               f"choose a writable directory with free space") from None

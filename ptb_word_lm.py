@@ -288,15 +288,16 @@ def _warn_if_not_the_training_text(checkpoint, word_to_id):
     another corpus evaluated on PTB, the default --data_path): its checkpoint holds their
     hash. Nothing if they cannot be read (eval names its own file's faults)."""
     try:
-        trained_on = checkpoints.read_run_info(checkpoint).get("data_hash")  # None before 12-04
+        info = checkpoints.read_run_info(checkpoint)
     except checkpoints.CheckpointError:  # unreadable: load_model fell back past it
         return
-    if not trained_on:
+    if "data_hash" not in info:  # a snapshot from before 2026-12-04
         return
     with contextlib.suppress(reader.DataError):
         corpus = reader.load_corpus(FLAGS.data_path, FLAGS.train_file, FLAGS.valid_file,
                                     FLAGS.test_file, word_to_id=word_to_id)
-        if corpus.data_hash != trained_on:
+        sizes = [len(corpus.train), len(corpus.valid), len(corpus.test)]
+        if corpus.data_hash != info["data_hash"] or info.get("split_sizes", sizes) != sizes:
             print(f"warning: the text in {FLAGS.data_path} is not the text the run was trained "
                   f"on (its splits differ); the perplexity below is of this text",
                   file=sys.stderr)

@@ -1,6 +1,7 @@
 """Tests of checkpoints: the run directory's lock, saves, discovery, resume and loading."""
 
 import dataclasses
+import errno
 import gc
 import os
 import shutil
@@ -108,7 +109,9 @@ def test_run_info_holds_config_seed_vocab_and_data_hashes(run):
     info = checkpoints.run_info(run.config, 7, run.corpus)
     assert info == {"config": configs.to_dict(run.config), "seed": 7,
                     "vocab_hash": reader.vocab_hash(run.corpus.word_to_id),
-                    "data_hash": run.corpus.data_hash}
+                    "data_hash": run.corpus.data_hash,
+                    "split_sizes": [len(run.corpus.train), len(run.corpus.valid),
+                                    len(run.corpus.test)]}
     assert checkpoints.read_run_info(os.path.join(run.save_path, "ckpt-3")) == \
         checkpoints.run_info(run.config, 0, run.corpus)
 
@@ -357,6 +360,17 @@ def _hold_lock(save_path):
                              stderr=subprocess.DEVNULL, text=True)
     assert child.stdout.readline().strip() == "locked"
     return child
+
+
+def test_a_filesystem_without_locks_is_one_error(tmp_path, monkeypatch):
+    # NFS without its lock daemon: flock's ENOLCK was a traceback.
+    def no_locks(fd, operation):
+        raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
+    monkeypatch.setattr(checkpoints.fcntl, "flock", no_locks)
+    with pytest.raises(CheckpointError, match=r"cannot lock .*\.lock: No locks available; "
+                                              r"choose a save_path on a filesystem with locks"):
+        with checkpoints.lock(str(tmp_path / "run")):
+            pass
 
 
 def test_lock_second_holder_fails_naming_the_pid_then_a_killed_holders_lock_is_taken(tmp_path,

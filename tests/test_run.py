@@ -126,7 +126,34 @@ def test_run_refuses_checkpoint_of_another_vocabulary_or_text(make_corpus, tmp_p
                        match=r"belongs to another run \(data_hash: '[0-9a-f]+' -> '[0-9a-f]+'\); "
                              r"use the same settings and data"):
         run.train_and_evaluate(_config(shuffled), shuffled, str(save), OPTIONS)
+    # The same ids in the same order, split otherwise between validation and test: the hash
+    # of the splits' ids alone could not tell.
+    resplit = reader.load_corpus(str(make_corpus(text, text + lines[0], "".join(lines[1:]))))
+    assert resplit.data_hash == first.data_hash
+    with pytest.raises(checkpoints.CheckpointError,
+                       match=r"belongs to another run \(split_sizes: \[\d+, \d+, \d+\] -> "):
+        run.train_and_evaluate(_config(resplit), resplit, str(save), OPTIONS)
     assert tree_digest(save) == before
+
+
+def test_a_save_path_tensorflow_would_read_as_a_pattern_is_refused(corpus, tmp_path):
+    # "b[2]" trained to the end, then no resume or eval could read its checkpoints, and
+    # "c[1]" resumed from another run's directory "c1".
+    for name in ("b[2]", "runs*", "what?"):
+        with pytest.raises(checkpoints.CheckpointError, match=r"reads as a pattern"):
+            run.train_and_evaluate(_config(corpus), corpus, str(tmp_path / name), OPTIONS)
+        with pytest.raises(checkpoints.CheckpointError, match=r"reads as a pattern"):
+            checkpoints.find_checkpoint(str(tmp_path / name))
+    assert [p.name for p in tmp_path.iterdir()] == ["corpus0"]  # the fixture's, no run's
+
+
+def test_a_full_disk_leaves_no_probe_file(tmp_path, monkeypatch):
+    def full(fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    monkeypatch.setattr(checkpoints.os, "fsync", full)
+    with pytest.raises(checkpoints.CheckpointError, match=r"No space left on device"):
+        checkpoints.check_writable(str(tmp_path / "run"))
+    assert list((tmp_path / "run").iterdir()) == []
 
 
 def test_run_unwritable_save_path_fails_before_training(corpus, tmp_path, capsys):
