@@ -534,6 +534,12 @@ def _peer_notes(args, peers):
     ours = os.path.join(args.data_path, "ptb.train.txt")
     if "keras" in peers and os.path.realpath(keras_data) != os.path.realpath(ours):
         notes.append(f"keras_peer.py reads {os.path.realpath(keras_data)}, not {ours}")
+    capped = [env for env in parse_env(args.env) if common.isa_caps(dict(env))]
+    if peers and capped:
+        notes.append(f"the peers run without --env, so the ISA caps of "
+                     f"{', '.join(measure_lib.env_label(env).strip() for env in capped)} do not "
+                     f"reach them: those variants' ratios compare different instruction sets "
+                     f"(export the caps for the whole command to cap the peers too)")
     return notes
 
 

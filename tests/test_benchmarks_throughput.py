@@ -135,6 +135,18 @@ def test_peers_run_in_the_environment_as_given(tmp_path, monkeypatch):
     assert (result.harness, result.train_wps, result.error) == ("fake", 1.0, None)
 
 
+def test_a_variant_capping_the_isa_is_noted_as_not_reaching_the_peers(tmp_path):
+    # Its ratios compared our capped code with the peers' uncapped code, without a word.
+    args = argparse.Namespace(override=[], peer_dir=str(tmp_path), data_path=str(tmp_path),
+                              env=["", "ONEDNN_MAX_CPU_ISA=AVX2"])
+    [note] = throughput._peer_notes(args, ["torch"])
+    assert note.startswith("the peers run without --env, so the ISA caps of "
+                           "{ONEDNN_MAX_CPU_ISA=AVX2} do not reach them")
+    assert throughput._peer_notes(args, []) == []
+    args.env = ["XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type="]  # no cap: like for like
+    assert throughput._peer_notes(args, ["torch"]) == []
+
+
 def test_rounds_alternate_and_report_medians(monkeypatch, capsys):
     calls = []
     peer_wps = iter([100.0, 300.0, 200.0])
