@@ -38,8 +38,8 @@ _TRAIN_FIRST = ("train first (python ptb_word_lm.py --save_path=DIR) or pass the
                 "trained run")
 # What TensorFlow raises for a missing, truncated or corrupt checkpoint file.
 _UNREADABLE = (tf.errors.OpError, ValueError, IndexError)
-# Real paths of the run directories this process holds the lock of.
-_held = set()
+# Real paths of the run directories this process holds the lock of: its file's (dev, inode).
+_held = {}
 
 
 class CheckpointError(errors.UserError, RuntimeError):
@@ -378,11 +378,12 @@ def lock(save_path):
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         real = os.path.realpath(save_path)
-        _held.add(real)
+        stat = os.fstat(fd)
+        _held[real] = (stat.st_dev, stat.st_ino)
         try:
             yield
         finally:
-            _held.discard(real)
+            _held.pop(real, None)
             os.ftruncate(fd, 0)
     finally:
         os.close(fd)  # releases the flock
@@ -544,6 +545,7 @@ class Checkpointer:
 
     def save(self, best=False):
         """Writes a snapshot (and the best one too if `best`); returns its path."""
+        self._check_still_held()
         try:
             path = self._manager.save()
             if best:
@@ -554,6 +556,23 @@ class Checkpointer:
                                   f"({errors.first_line(e)}); the last good checkpoint ({kept}) is "
                                   f"kept") from None
         return path
+
+    def _check_still_held(self):
+        """Raises CheckpointError if save_path's lock file is no longer the one this process
+        holds: the directory was deleted (or replaced) under the run, and the next save
+        would recreate it unlocked, for a second training to take and share."""
+        held = _held.get(os.path.realpath(self.save_path))
+        if held is None:
+            return  # not locked here (a test's, or an API caller's own checkpointer)
+        try:
+            stat = os.stat(os.path.join(self.save_path, LOCK_FILE))
+            same = (stat.st_dev, stat.st_ino) == held
+        except OSError:
+            same = False
+        if not same:
+            raise CheckpointError(f"save_path {self.save_path} was deleted or replaced while "
+                                  f"this training held it; stopping without saving (start the "
+                                  f"run again, alone)")
 
     def _check_run_info(self, path):
         differences = _describe_mismatch(read_run_info(path), self.run_info)

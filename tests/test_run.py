@@ -6,6 +6,7 @@ import json
 import math
 import os
 import re
+import shutil
 import signal
 import sys
 import types
@@ -145,6 +146,25 @@ def test_a_save_path_tensorflow_would_read_as_a_pattern_is_refused(corpus, tmp_p
         with pytest.raises(checkpoints.CheckpointError, match=r"reads as a pattern"):
             checkpoints.find_checkpoint(str(tmp_path / name))
     assert [p.name for p in tmp_path.iterdir()] == ["corpus0"]  # the fixture's, no run's
+
+
+def test_a_run_whose_directory_is_deleted_under_it_stops_without_recreating_it(
+        corpus, tmp_path, monkeypatch):
+    # Its next save recreated the directory without a .lock: a second training took it and
+    # the two wrote the same snapshots, index and metrics.
+    save = tmp_path / "run"
+    real_after_step = run._RunHooks.after_step
+
+    def after_step(hooks, ts, outputs):
+        if int(ts.global_step.numpy()) == 3 and save.exists():
+            shutil.rmtree(save)
+        return real_after_step(hooks, ts, outputs)
+    monkeypatch.setattr(run._RunHooks, "after_step", after_step)
+    with pytest.raises(checkpoints.CheckpointError, match=r"was deleted or replaced while this "
+                                                          r"training held it; stopping without "
+                                                          r"saving"):
+        run.train_and_evaluate(_config(corpus), corpus, str(save), OPTIONS)
+    assert not list(save.glob("**/ckpt-*"))
 
 
 def test_a_full_disk_leaves_no_probe_file(tmp_path, monkeypatch):
