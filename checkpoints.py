@@ -76,7 +76,7 @@ def run_info(config, seed, corpus):
     lengths, so a resume on other text, or the same text split otherwise, is refused)."""
     return {"config": configs.to_dict(config), "seed": seed,
             "vocab_hash": reader.vocab_hash(corpus.word_to_id), "data_hash": corpus.data_hash,
-            "split_sizes": [len(corpus.train), len(corpus.valid), len(corpus.test)]}
+            "split_sizes": corpus.split_sizes}
 
 
 # Entries snapshots of older versions do not hold: compared only where the snapshot has them.

@@ -341,9 +341,9 @@ class Replicas:
         with self.watched():
             sync()
 
-    def checkpointer(self, make_chief_checkpointer, ts):
+    def checkpointer(self, make_chief_checkpointer):
         """The chief's Checkpointer (made by the callable); other workers' _WorkerCheckpointer."""
-        return make_chief_checkpointer() if self.is_chief else _WorkerCheckpointer(ts)
+        return make_chief_checkpointer() if self.is_chief else _WorkerCheckpointer()
 
     def wait_for_chief(self):
         """The workers but the chief wait here for its test (hours, for large)."""
@@ -484,9 +484,6 @@ class _WorkerCheckpointer:
     non-chief restores nothing either: it gets the chief's values through
     Replicas.sync_from_chief.
     """
-
-    def __init__(self, ts):
-        del ts
 
     def save(self, best=False):
         pass

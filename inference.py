@@ -155,13 +155,15 @@ def _sampling(model, word_to_id, ids, num_words, temperature, top_k, seed, stop_
 
 def words_to_text(words):
     """Words joined by spaces, each <eos> shown as a line end."""
-    lines = [[]]
+    return "".join(text_pieces(words))
+
+
+def text_pieces(words):
+    """words_to_text's text a word at a time, for printing words as they come."""
+    line_start = True
     for word in words:
-        if word == reader.EOS:
-            lines.append([])
-        else:
-            lines[-1].append(word)
-    return "\n".join(" ".join(line) for line in lines)
+        yield "\n" if word == reader.EOS else word if line_start else f" {word}"
+        line_start = word == reader.EOS
 
 
 def sequence_log_probs(model, ids, state=None):

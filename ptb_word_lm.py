@@ -296,7 +296,7 @@ def _warn_if_not_the_training_text(checkpoint, word_to_id):
     with contextlib.suppress(reader.DataError):
         corpus = reader.load_corpus(FLAGS.data_path, FLAGS.train_file, FLAGS.valid_file,
                                     FLAGS.test_file, word_to_id=word_to_id)
-        sizes = [len(corpus.train), len(corpus.valid), len(corpus.test)]
+        sizes = corpus.split_sizes
         if corpus.data_hash != info["data_hash"] or info.get("split_sizes", sizes) != sizes:
             print(f"warning: the text in {FLAGS.data_path} is not the text the run was trained "
                   f"on (its splits differ); the perplexity below is of this text",
@@ -327,13 +327,8 @@ def _generate(model, word_to_id):
 def _print_as_text(words):
     """inference.words_to_text(words) and a line end, each word written as it comes: a long
     text, interrupted, keeps what was sampled."""
-    line_start = True
-    for word in words:
-        if word == reader.EOS:
-            print(flush=True)
-        else:
-            print(word if line_start else f" {word}", end="", flush=True)
-        line_start = word == reader.EOS
+    for piece in inference.text_pieces(words):
+        print(piece, end="", flush=True)
     print()
 
 

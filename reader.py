@@ -328,6 +328,11 @@ class Corpus:
     def vocab_size(self):
         return len(self.word_to_id)
 
+    @property
+    def split_sizes(self):
+        """[train, valid, test] lengths in ids: with data_hash, which text is which split."""
+        return [len(self.train), len(self.valid), len(self.test)]
+
     @functools.cached_property
     def data_hash(self):
         """sha256 hex digest of the three splits' ids: checkpoints store it so that a run

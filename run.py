@@ -348,7 +348,7 @@ def _open_run(config, corpus, save_path, options, epoch_size, replicas):
                                  precision=options.precision)
     checkpointer = replicas.checkpointer(lambda: checkpoints.Checkpointer(
         save_path, ts, checkpoints.run_info(config, options.seed, corpus),
-        options.keep_checkpoints), ts)
+        options.keep_checkpoints))
     restored = checkpointer.restore()
     if not restored:
         ts.reset_epoch(0)
