@@ -375,8 +375,12 @@ def lock(save_path):
             gone = "no longer running" if not _running(stale) else "ended without releasing it"
             print(f"warning: taking over the lock of {save_path} from pid {stale} ({gone})",
                   file=sys.stderr)
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        except OSError as e:  # ENOSPC: a full disk
+            raise CheckpointError(f"cannot write the lock file {path}: {e.strerror}; choose a "
+                                  f"save_path with free space") from None
         real = os.path.realpath(save_path)
         stat = os.fstat(fd)
         _held[real] = (stat.st_dev, stat.st_ino)

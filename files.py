@@ -27,7 +27,7 @@ def replace_text(path, text, prefix=".tmp.", tmp_path=None):
     """Replaces path with text (UTF-8, mode 0666 less the umask) in one rename.
 
     The text goes to a temporary file beside path, synced to disk, then renamed
-    over it; on any failure the temporary file is removed and path is untouched.
+    over it, and the directory synced; on any failure the temporary file is removed and path is untouched.
     tmp_path: that file's name, for a writer that holds a lock (a kill then leaves
     one file that the next write replaces); else a new unique name with `prefix`.
 
@@ -50,6 +50,21 @@ def replace_text(path, text, prefix=".tmp.", tmp_path=None):
         with contextlib.suppress(OSError):
             os.remove(tmp_path)
         raise
+    sync_directory(os.path.dirname(os.path.abspath(path)))
+
+
+def sync_directory(path):
+    """Syncs a directory's entries to disk, so that a rename in it outlives a power loss
+    (without it the old name may come back). Filesystems that cannot sync a directory
+    (EINVAL) are left as they are: the rename itself is already done."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    except OSError as e:
+        if e.errno != errno.EINVAL:
+            raise
+    finally:
+        os.close(fd)
 
 
 def silence(stream):

@@ -388,7 +388,9 @@ def load_corpus(data_path, train_file="ptb.train.txt", valid_file="ptb.valid.txt
     paths = [os.path.join(data_path, name) for name in (train_file, valid_file, test_file)]
     whats = ("training file", "validation file", "test file")
     for path, what in zip(paths, whats):  # fail before spending time on the training file
-        if not os.path.isfile(path):
+        if os.path.isdir(path):
+            raise DataError(f"{what} {path} is a directory; {_DATA_FIX}")
+        if not readable_file(path):  # a named pipe is read as a file
             raise DataError(f"{what} not found: {path}; {_DATA_FIX}")
     raws = [_read_bytes(path, what) for path, what in zip(paths, whats)]
     for path, raw in zip(paths, raws):  # all three before parsing: a damaged copy fails fast

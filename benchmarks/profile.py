@@ -187,6 +187,7 @@ def _run_steps(ts, train_step, batches, hooks):
 # work, so the work's table leaves them out.
 _RUNTIME = re.compile(r"::|^(BlockUntilReady|Eager|TFE_|tf\.function|convert_to_tensor|"
                       r"wrapped_copy|ParallelFor|end: |Memory(Dea|A)llocation$)|^(train|eval)_step$|"
+                      r"^(FunctionRun|ExecutorDoneCallback|Prefetch(Produce|Consume))$|"
                       r"Compile|Pass$|^Canonicalizer")
 
 

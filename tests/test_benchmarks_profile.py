@@ -40,6 +40,17 @@ def test_kind_drops_one_numeric_suffix(name, expected):
     assert profile.kind(name) == expected
 
 
+@pytest.mark.parametrize("name, runtime", [
+    ("FunctionRun", True), ("ExecutorDoneCallback", True), ("PrefetchProduce", True),
+    ("KernelAndDeviceFunc::Run", True), ("end: MatMul.30", True), ("train_step", True),
+    ("MatMul.50", False), ("add_exponential_fusion", False), ("while.15", False),
+    ("MatMul:MatMul", False)])
+def test_the_runtimes_spans_are_told_from_work(name, runtime):
+    # FunctionRun (the span of a function's whole run on the caller's thread) was counted as
+    # work: a row of the work's table, and wall time "in traced work" while it only waited.
+    assert profile.is_runtime(name) == runtime
+
+
 def test_profile_command_tables_the_events_of_real_steps(benchmark, make_corpus, capsys):
     data = make_corpus(train=TINY_TEXT * 20)
     assert benchmark.main(["profile", f"--data_path={data}", "--configs=test",

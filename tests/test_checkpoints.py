@@ -373,6 +373,17 @@ def test_a_filesystem_without_locks_is_one_error(tmp_path, monkeypatch):
             pass
 
 
+def test_a_full_disk_while_writing_the_locks_pid_is_named(tmp_path, monkeypatch):
+    # ENOSPC from the pid's write was a bare OSError, which the driver named otherwise.
+    def full_disk(fd, data, offset):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    monkeypatch.setattr(checkpoints.os, "pwrite", full_disk)
+    with pytest.raises(CheckpointError, match=r"cannot write the lock file .*\.lock: No space "
+                                              r"left on device; choose a save_path with free"):
+        with checkpoints.lock(str(tmp_path / "run")):
+            pass
+
+
 def test_lock_second_holder_fails_naming_the_pid_then_a_killed_holders_lock_is_taken(tmp_path,
                                                                                    capsys):
     # Fault 1: two trainings on one save_path overwrote each other's ckpt-N.

@@ -39,6 +39,22 @@ def test_replace_text_failing_keeps_the_old_file_and_no_temporary(tmp_path, monk
     assert os.listdir(tmp_path) == ["m.json"]
 
 
+def test_replace_text_syncs_the_directory_after_the_rename(tmp_path, monkeypatch):
+    # Without it a power loss could bring back the old metrics.json after the run said done.
+    path = tmp_path / "m.json"
+    path.write_text("old")
+    synced, real_fsync = [], os.fsync
+
+    def fsync(fd):
+        target = os.readlink(f"/proc/self/fd/{fd}")
+        synced.append((target, path.read_text()))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    files.replace_text(str(path), "new")
+    assert synced[-1] == (str(tmp_path), "new")  # the directory, once the new text is in place
+
+
 def test_staging_directory_removes_stale_ones_keeps_live_ones_and_its_own_on_exit(tmp_path):
     stale = tmp_path / ".stage.k1lled_x"
     (stale / "sub").mkdir(parents=True)

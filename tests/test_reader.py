@@ -5,6 +5,7 @@ import hashlib
 import os
 import pathlib
 import shutil
+import threading
 
 import numpy as np
 import pytest
@@ -289,6 +290,26 @@ def test_load_corpus_missing_file_says_run_get_ptb(tiny_corpus):
     (tiny_corpus / "ptb.valid.txt").unlink()
     message = _one_line_error(reader.load_corpus, tiny_corpus)
     assert str(tiny_corpus / "ptb.valid.txt") in message and "scripts/get_ptb.sh" in message
+
+
+def test_load_corpus_reads_a_named_pipe_and_names_a_directory(tiny_corpus):
+    # A named pipe (mkfifo) in the data directory was "not found"; a directory too.
+    test_path = tiny_corpus / "ptb.test.txt"
+    text = test_path.read_bytes()
+    test_path.unlink()
+    os.mkfifo(test_path)
+    writer = threading.Thread(target=test_path.write_bytes, args=(text,), daemon=True)
+    writer.start()
+    try:
+        corpus = reader.load_corpus(tiny_corpus)
+    finally:  # a writer still waiting for a reader is let go
+        os.close(os.open(test_path, os.O_RDONLY | os.O_NONBLOCK))
+        writer.join(timeout=10)
+    assert corpus.test.tolist() == corpus.train.tolist()  # tiny_corpus's three splits hold the same text
+    test_path.unlink()
+    test_path.mkdir()
+    message = _one_line_error(reader.load_corpus, tiny_corpus)
+    assert f"test file {test_path} is a directory" in message
 
 
 def test_load_corpus_empty_file_names_it(make_corpus):
