@@ -36,6 +36,7 @@ def _config(corpus, **changes):
     ([10.0, 9.0, 8.0, 7.9, 7.8, 7.7], 2, False),  # still improving
     ([10.0, 11.0], 1, False),                     # needs more than nonmono epochs before it
     ([10.0, 9.0, 11.0], 1, True),
+    ([10.0, 9.0, 8.0, 8.5, 8.7, 8.0], 2, False),  # a tie with the best is not worse
 ])
 def test_should_start_is_awd_lstms_non_monotone_rule(history, nonmono, expected):
     assert averaging.should_start(history, nonmono) is expected

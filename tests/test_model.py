@@ -334,6 +334,11 @@ def test_keep_masks_shapes_and_keep_fractions():
             assert abs(np.mean(mask) - keep) < 0.06
     streams = [m.numpy().ravel()[:HIDDEN] for m in masks.sites + masks.recurrent]
     assert len({s.tobytes() for s in streams}) == len(streams)  # every site its own draw
+    # Another batch's seed (the global step) draws new masks of every kind, not only sites.
+    other = model.dropout_masks(tf.constant([1, 3], tf.int64), batch_size=400, num_steps=5)
+    for field in model_lib.KeepMasks._fields:
+        for mask, other_mask in zip(getattr(masks, field), getattr(other, field), strict=True):
+            assert not np.array_equal(mask, other_mask), field
 
 
 def test_variational_dropout_holds_one_mask_per_row_over_time_scaled_by_one_over_keep():

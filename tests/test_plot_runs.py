@@ -84,10 +84,22 @@ def test_plot_runs_unreadable_run_is_one_error_line(tmp_path):
     assert "Traceback" not in result.stderr
 
 
-def test_plot_runs_writes_a_png_when_matplotlib_is_there(tmp_path):
-    pytest.importorskip("matplotlib")
+def test_plot_runs_writes_a_png(tmp_path):
+    # matplotlib is in requirements-dev.txt (through requirements-plot.txt): this runs in CI.
     run = tmp_path / "run"
     run.mkdir()
     (run / "metrics.json").write_text(json.dumps(_metrics([60, 60], [150.0, 120.0], 118.0)))
     plot_runs.main([str(run), f"--out={tmp_path / 'c.png'}"])
     assert (tmp_path / "c.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_plot_runs_without_matplotlib_says_how_to_install_it(tmp_path, monkeypatch):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.json").write_text(json.dumps(_metrics([60], [150.0])))
+    for name in ("matplotlib", "matplotlib.pyplot"):
+        monkeypatch.setitem(sys.modules, name, None)  # import fails as if not installed
+    with pytest.raises(SystemExit, match=r"^error: this script needs matplotlib: "
+                                         r"\.venv/bin/pip install -r requirements-plot.txt$"):
+        plot_runs.main([str(run), f"--out={tmp_path / 'c.png'}"])
+    assert not (tmp_path / "c.png").exists()

@@ -50,6 +50,46 @@ def test_train_step_changes_every_variable_and_carries_state():
     assert np.abs(ts.carried[0].h.numpy()).sum() > 0
 
 
+def test_an_epoch_starts_from_zero_state_with_masks_of_the_global_step():
+    # Each epoch starts from zero state (the tutorial's), and its masks come from the step
+    # counted over the whole run: drawn from the step within the epoch, every epoch would
+    # repeat the first's masks.
+    ts = training.TrainState(dataclasses.replace(CONFIG, keep_prob=0.5), rnn_mode="basic", seed=1)
+    ts.reset_epoch(0)
+    first = training.draw_masks(ts)
+    x, y = reader.ptb_producer(_stream(), CONFIG.batch_size, CONFIG.num_steps).batch(0)
+    training.make_train_step(ts)(x, y)
+    assert all(np.abs(t.numpy()).sum() > 0 for t in tf.nest.flatten(ts.carried))
+    ts.reset_epoch(1)
+    assert all(not t.numpy().any() for t in tf.nest.flatten(ts.carried))
+    masks = training.draw_masks(ts)
+    expected = ts.model.dropout_masks(tf.constant([1, 1], tf.int64), CONFIG.batch_size,
+                                      CONFIG.num_steps)  # seed 1, global step 1
+    for got, want, other in zip(masks, expected, first, strict=True):
+        np.testing.assert_array_equal(got, want)
+        assert not np.array_equal(got, other)
+
+
+def test_a_step_moves_every_variable_by_the_learning_rate_times_its_clipped_gradient():
+    # The embedding's sparse update included: at lr 1.0 a missing lr changes nothing.
+    config = dataclasses.replace(CONFIG, max_grad_norm=0.05)
+    ts = training.TrainState(config, rnn_mode="basic", seed=1)
+    ts.reset_epoch(0)
+    ts.lr.assign(0.3)
+    x, y = reader.ptb_producer(_stream(), CONFIG.batch_size, CONFIG.num_steps).batch(0)
+    state = ts.model.zero_state(CONFIG.batch_size)
+    with tf.GradientTape() as tape:
+        cost = model_lib.sequence_cost(ts.model(x, state, training=True)[0], y)
+    variables = ts.model.trainable_variables
+    grads, norm = tf.clip_by_global_norm(tape.gradient(cost, variables), 0.05)
+    assert norm.numpy() > 0.05  # the clipping acts
+    before = _values(ts.model)
+    training.make_train_step(ts)(x, y)
+    for var, old, grad in zip(variables, before, grads):
+        np.testing.assert_allclose(var.numpy(), old - 0.3 * tf.convert_to_tensor(grad).numpy(),
+                                   rtol=1e-5, atol=1e-7, err_msg=var.name)
+
+
 @pytest.mark.parametrize("jit_compile", [False, True])
 def test_batch_gradients_are_those_of_the_tutorial_cost_of_the_logits(jit_compile):
     # The step adds the softmax bias inside the loss (model.biased_word_losses); its cost
@@ -123,6 +163,23 @@ def test_run_epoch_loss_falls_on_learnable_stream():
         perplexities.append(ts.epoch_perplexity())
     assert perplexities[-1] < 0.6 * perplexities[0], perplexities
     assert training.evaluate(ts.model, batches) < perplexities[0]
+
+
+def test_evaluate_is_the_perplexity_of_the_batches_with_the_state_carried():
+    config = dataclasses.replace(CONFIG, keep_prob=0.5, init_scale=1.0)  # a state that matters
+    ts = training.TrainState(config, rnn_mode="basic", seed=2)
+    batches = reader.ptb_producer(_stream(300), CONFIG.batch_size, CONFIG.num_steps)
+    model, state, carried, fresh = ts.model, ts.model.zero_state(CONFIG.batch_size), 0.0, 0.0
+    zero = state
+    for i in range(batches.epoch_size):
+        x, y = batches.batch(i)
+        logits, state = model(x, state)  # no dropout: evaluation
+        carried += model_lib.sequence_cost(logits, y).numpy() * CONFIG.batch_size
+        fresh += model_lib.sequence_cost(model(x, zero)[0], y).numpy() * CONFIG.batch_size
+    words = batches.epoch_size * CONFIG.batch_size * CONFIG.num_steps
+    got = training.evaluate(model, batches)
+    assert got == pytest.approx(math.exp(carried / words), rel=1e-5)
+    assert got != pytest.approx(math.exp(fresh / words), rel=1e-3)  # 15.00 against 15.04
 
 
 class _StopAt(training.EpochHooks):
