@@ -437,9 +437,10 @@ def _repair_index(directory):
         # With the files' times, as CheckpointManager wrote them: an entry without one counts
         # as preserved, and --keep_checkpoints would never delete it.
         times = [os.path.getmtime(f"{prefix}.index") for prefix in oldest_first]
-        tf.compat.v1.train.update_checkpoint_state(
-            directory, candidates[0], all_model_checkpoint_paths=oldest_first,
-            all_model_checkpoint_timestamps=times, last_preserved_timestamp=min(times) - 1)
+        with _quiet_tensorflow():  # its deprecation notice, twice (Python's and absl's lines)
+            tf.compat.v1.train.update_checkpoint_state(
+                directory, candidates[0], all_model_checkpoint_paths=oldest_first,
+                all_model_checkpoint_timestamps=times, last_preserved_timestamp=min(times) - 1)
     else:
         os.remove(index)
 

@@ -28,6 +28,7 @@ import hashlib
 import json
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -580,7 +581,9 @@ def _mirrored(num_cpu_replicas):
 # The watchdog of joining the cluster, run in its own Python process: TensorFlow
 # blocks in C++ holding the GIL while it waits for the workers, so no thread or
 # signal handler of ours could run. If the parent has not closed our stdin
-# within the deadline, name the workers that do not answer and SIGKILL it.
+# within the deadline, name the workers that do not answer and SIGKILL it. A
+# signal to the parent alone (a scheduler's SIGTERM) ends it by the default
+# action (_deadline): its end of the pipe closes, and we are no longer its child.
 _WATCHDOG = r"""
 import os, select, signal, socket, sys
 pid, seconds, index, workers = int(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3]), sys.argv[4:]
@@ -592,8 +595,13 @@ def interrupted(signum, frame):
     sys.exit(1)
 for signum in (signal.SIGINT, signal.SIGTERM):
     signal.signal(signum, interrupted)
-if select.select([sys.stdin], [], [], seconds)[0]:
-    sys.exit(0)  # the parent joined (or ended): its end of the pipe closed
+if select.select([sys.stdin], [], [], seconds)[0]:  # the parent joined, or ended
+    if os.getppid() != pid:
+        print(f"error: worker {index} stopped by a signal while waiting for the cluster; "
+              f"nothing was written: start it again with every worker", file=sys.stderr,
+              flush=True)
+        sys.exit(1)
+    sys.exit(0)
 def reachable(address):
     host, _, port = address.rpartition(":")
     try:
@@ -616,13 +624,22 @@ os.kill(pid, signal.SIGKILL)
 
 @contextlib.contextmanager
 def _deadline(seconds, cluster):
-    """Kills this process with one error line unless the block ends within `seconds`."""
+    """Kills this process with one error line unless the block ends within `seconds`.
+
+    Inside, SIGINT and SIGTERM take their default action (the process ends at once):
+    our handlers could not run while TensorFlow joins, and nothing is written yet.
+    """
     watchdog = subprocess.Popen(
         [sys.executable, "-c", _WATCHDOG, str(os.getpid()), str(seconds), str(cluster.index),
          *cluster.workers], stdin=subprocess.PIPE)
+    in_main = threading.current_thread() is threading.main_thread()  # signal.signal's rule
+    previous = {signum: signal.signal(signum, signal.SIG_DFL)
+                for signum in (signal.SIGINT, signal.SIGTERM)} if in_main else {}
     try:
         yield
     finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
         watchdog.stdin.close()
         watchdog.wait()
 

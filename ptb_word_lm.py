@@ -9,7 +9,6 @@
 """
 
 import collections
-import contextlib
 import errno
 import itertools
 import os
@@ -293,14 +292,20 @@ def _warn_if_not_the_training_text(checkpoint, word_to_id):
         return
     if "data_hash" not in info:  # a snapshot from before 2026-12-04
         return
-    with contextlib.suppress(reader.DataError):
+    try:
         corpus = reader.load_corpus(FLAGS.data_path, FLAGS.train_file, FLAGS.valid_file,
                                     FLAGS.test_file, word_to_id=word_to_id)
-        sizes = corpus.split_sizes
-        if corpus.data_hash != info["data_hash"] or info.get("split_sizes", sizes) != sizes:
-            print(f"warning: the text in {FLAGS.data_path} is not the text the run was trained "
-                  f"on (its splits differ); the perplexity below is of this text",
-                  file=sys.stderr)
+    except reader.UnknownWords:  # eval's own error follows; the cause is the data path
+        print(f"warning: the text in {FLAGS.data_path} is not the text the run was trained on "
+              f"(words its vocabulary lacks); pass the --data_path it trained on",
+              file=sys.stderr)
+        return
+    except reader.DataError:
+        return
+    sizes = corpus.split_sizes
+    if corpus.data_hash != info["data_hash"] or info.get("split_sizes", sizes) != sizes:
+        print(f"warning: the text in {FLAGS.data_path} is not the text the run was trained "
+              f"on (its splits differ); the perplexity below is of this text", file=sys.stderr)
 
 
 def _eval(model, word_to_id):

@@ -44,6 +44,10 @@ class DataError(UserError, ValueError):
     """Bad or missing data; the message is one line naming the problem and the fix."""
 
 
+class UnknownWords(DataError):
+    """Words a vocabulary without <unk> does not hold: text that is not the vocabulary's."""
+
+
 def readable_file(path):
     """Whether path is a file to read: a regular one, or a pipe such as /dev/stdin."""
     return os.path.exists(path) and not os.path.isdir(path)
@@ -217,7 +221,7 @@ def words_to_ids(words, word_to_id, source=""):
 
 
 def _check_all_known(words, word_to_id, source):
-    """Raises DataError naming the words missing from word_to_id, if any."""
+    """Raises UnknownWords naming the words missing from word_to_id, if any."""
     missing = [w for w in words if w not in word_to_id]
     if not missing:
         return
@@ -225,7 +229,7 @@ def _check_all_known(words, word_to_id, source):
     shown = ", ".join(repr(w) for w in distinct[:_OOV_SHOWN])
     more = ", ..." if len(distinct) > _OOV_SHOWN else ""
     where = f"{source}: " if source else ""
-    raise DataError(f"{where}{len(missing)} words ({len(distinct)} distinct) are not in the "
+    raise UnknownWords(f"{where}{len(missing)} words ({len(distinct)} distinct) are not in the "
                     f"vocabulary and it has no {UNK}: {shown}{more}; train with "
                     f"--max_vocab_size (the vocabulary then holds {UNK}; build_vocab's "
                     f"max_vocab_size in Python) or on text that has these words")

@@ -299,10 +299,11 @@ class _Run:
         return os.path.join(self.save_path, METRICS_FILE)
 
     def metrics(self, **extra):
-        """What metrics.json holds: the config, the parameter count, the epochs, and extra."""
+        """What metrics.json holds: the config, the parameter count, the text's hash (which
+        corpus the epochs' words are of), the epochs, and extra."""
         parameters = sum(int(v.shape.num_elements()) for v in self.ts.model.trainable_variables)
         return {"config": configs.to_dict(self.config), "parameters": parameters,
-                "epochs": self.history, **extra}
+                "data_hash": self.corpus.data_hash, "epochs": self.history, **extra}
 
     def write_metrics(self, **extra):
         if self.replicas.is_chief:

@@ -92,10 +92,12 @@ class TrainState(tf.Module):
         """Raises Diverged if any step since the start saw a NaN or infinite cost."""
         bad = int(self.bad_step.numpy())
         if bad >= 0:
+            fix = ("lower init_scale: the first step's cost comes from the starting weights, "
+                   "before any update" if bad == 0 else
+                   "lower learning_rate or max_grad_norm, or resume from the last checkpoint")
             raise Diverged(
                 f"training cost became NaN or infinite at epoch {int(self.epoch.numpy()) + 1} "
-                f"(global step {bad}); stopped without saving: lower learning_rate or "
-                f"max_grad_norm, or resume from the last checkpoint")
+                f"(global step {bad}); stopped without saving: {fix}")
 
 
 def _apply_sgd(variables, grads, lr):

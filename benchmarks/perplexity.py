@@ -87,13 +87,14 @@ def run_driver(name, save_path, data_path, extra):
     return returncode == 0
 
 
-def collect_run(name, save_path, train_ids):
+def collect_run(name, save_path, corpus):
     """The table's Row from save_path/metrics.json, or None if there is none.
 
     Training words/s = epochs * epoch_size * batch_size * num_steps / sum of the
     epochs' train_seconds, an epoch stopped by --max_minutes counted as its
-    fraction; epoch_size comes from reader.ptb_producer on `train_ids`, which
-    must be the data the run trained on.
+    fraction; epoch_size comes from reader.ptb_producer on `corpus`'s training
+    split, which must be the text the run trained on (checked against the
+    data_hash in metrics.json, where the run wrote one).
     """
     path = os.path.join(save_path, "metrics.json")
     if not os.path.isfile(path):
@@ -107,7 +108,10 @@ def collect_run(name, save_path, train_ids):
     except (OSError, ValueError, KeyError, TypeError, AttributeError, errors.UserError) as e:
         raise common.BenchmarkError(f"{path} is not a run's metrics.json "
                                     f"({type(e).__name__}: {errors.first_line(e)})") from None
-    batches = reader.ptb_producer(train_ids, config.batch_size, config.num_steps)
+    if metrics.get("data_hash", corpus.data_hash) != corpus.data_hash:
+        raise common.BenchmarkError(f"{path} is of a run on other text than --data_path's: its "
+                                    f"words/s would be wrong; pass the --data_path it trained on")
+    batches = reader.ptb_producer(corpus.train, config.batch_size, config.num_steps)
     trained = sum(epoch.get("fraction", 1.0) for epoch in epochs)
     words = trained * batches.epoch_size * config.batch_size * config.num_steps
     last = epochs[-1] if epochs else {}
@@ -144,11 +148,11 @@ def _print_dry_run(args, names, save_paths, extra):
 def _collect(names, save_paths, data_path):
     """(the Rows of the runs that have a readable metrics.json, how many had an unreadable
     one); says on stderr which are not in the table and why."""
-    train_ids = reader.load_corpus(data_path).train
+    corpus = reader.load_corpus(data_path)
     rows, unreadable = [], 0
     for name in names:
         try:
-            row = collect_run(name, save_paths[name], train_ids)
+            row = collect_run(name, save_paths[name], corpus)
         except common.BenchmarkError as e:
             print(f"{name}: {e}; not in the table", file=sys.stderr)
             unreadable += 1

@@ -194,8 +194,19 @@ def test_perplexity_counts_an_epoch_stopped_by_the_budget_as_its_fraction(make_c
                "valid_perplexity": 45.5, "train_seconds": 0.7, "fraction": 0.25}]
     (tmp_path / "metrics.json").write_text(json.dumps(
         {"config": configs.to_dict(config), "epochs": epochs}))
-    row = perplexity.collect_run("test", str(tmp_path), reader.load_corpus(str(data)).train)
+    corpus = reader.load_corpus(str(data))
+    row = perplexity.collect_run("test", str(tmp_path), corpus)
     assert row.train_wps == pytest.approx(1.25 * 540 / 2.7)
+    # A run that wrote its text's hash is held to it: another text's words/s would be wrong.
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    for data_hash in (corpus.data_hash, "0" * 64):
+        (tmp_path / "metrics.json").write_text(json.dumps(dict(metrics, data_hash=data_hash)))
+        if data_hash == corpus.data_hash:
+            assert perplexity.collect_run("test", str(tmp_path), corpus) == row
+            continue
+        with pytest.raises(common.BenchmarkError, match=r"metrics\.json is of a run on other text "
+                                                        r"than --data_path's"):
+            perplexity.collect_run("test", str(tmp_path), corpus)
 
 
 def test_ceiling_command_reports_each_product_and_json_last(benchmark, capsys):

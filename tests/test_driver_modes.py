@@ -107,6 +107,28 @@ def test_driver_eval_warns_when_the_data_is_not_the_runs_text(trained, tmp_path,
                         f"(its splits differ); the perplexity below is of this text"]
 
 
+def test_driver_eval_names_the_data_path_when_its_words_are_not_the_vocabularys(tmp_path,
+                                                                                capsys):
+    # A run without <unk> evaluated on other text: the error said to retrain with
+    # --max_vocab_size, and the warning that the text is not the run's was never printed.
+    text = " the cat sat on the mat \n the dog sat on the log \n" * 30
+    data, other = tmp_path / "data", tmp_path / "other"
+    for directory, words in ((data, text), (other, text + " a zebra sat \n")):
+        directory.mkdir()
+        for name in ("train.txt", "valid.txt", "test.txt"):
+            (directory / name).write_text(words)
+    save = tmp_path / "run"
+    assert driver_exit_in_process(*SMALL_RUN, f"--data_path={data}", *FILES,
+                                  f"--save_path={save}", "--override=max_max_epoch=1") == 0
+    capsys.readouterr()
+    code = driver_exit_in_process(f"--save_path={save}", "--mode=eval", f"--data_path={other}",
+                                  *FILES)
+    assert_exit_error(code, r"are not in the vocabulary and it has no <unk>")
+    warnings = [line for line in capsys.readouterr().err.splitlines() if "not the text" in line]
+    assert warnings == [f"warning: the text in {other} is not the text the run was trained on "
+                        f"(words its vocabulary lacks); pass the --data_path it trained on"]
+
+
 def test_driver_eval_falls_back_past_an_unreadable_newest_checkpoint(trained, tmp_path,
                                                                     capsys):
     # The data check read the newest snapshot's run_info, and failed where eval had not.

@@ -63,6 +63,7 @@ def test_run_trains_and_reports_like_the_tutorial(corpus, tmp_path, capsys):
     assert [e["epoch"] for e in metrics["epochs"]] == [1, 2, 3]
     parameters = int(re.search(r"parameters: ([\d,]+)$", out, re.M)[1].replace(",", ""))
     assert metrics["parameters"] == parameters
+    assert metrics["data_hash"] == corpus.data_hash  # which text the epochs' words are of
     assert metrics["epochs"][2]["valid_perplexity"] == pytest.approx(valid[2], abs=1e-3)
     assert metrics["test_perplexity"] == pytest.approx(test[0], abs=1e-3)
     assert (save / "vocab.txt").read_text().split("\n")[0] == "the"
@@ -618,7 +619,8 @@ def test_a_nan_step_as_the_budget_runs_out_is_not_saved(corpus, tmp_path, monkey
             offset[0] = 1000.0
         return real_after_step(hooks, ts, outputs)
     monkeypatch.setattr(run._RunHooks, "after_step", after_step)
-    with pytest.raises(training.Diverged, match=r"global step 2"):
+    with pytest.raises(training.Diverged, match=r"global step 2\); stopped without saving: "
+                                                r"lower learning_rate or max_grad_norm"):
         run.train_and_evaluate(_config(corpus), corpus, save,
                                dataclasses.replace(OPTIONS, max_minutes=1,
                                                    checkpoint_every_minutes=0))
