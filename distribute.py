@@ -638,8 +638,8 @@ def _deadline(seconds, cluster):
     try:
         yield
     finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
+        for signum, handler in previous.items():  # None: one set outside Python
+            signal.signal(signum, signal.SIG_DFL if handler is None else handler)
         watchdog.stdin.close()
         watchdog.wait()
 
