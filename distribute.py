@@ -581,9 +581,9 @@ def _mirrored(num_cpu_replicas):
 # The watchdog of joining the cluster, run in its own Python process: TensorFlow
 # blocks in C++ holding the GIL while it waits for the workers, so no thread or
 # signal handler of ours could run. If the parent has not closed our stdin
-# within the deadline, name the workers that do not answer and SIGKILL it. A
-# signal to the parent alone (a scheduler's SIGTERM) ends it by the default
-# action (_deadline): its end of the pipe closes, and we are no longer its child.
+# within the deadline, name the workers that do not answer and SIGKILL it. The
+# parent writes a byte before it closes stdin; a SIGINT to the parent alone ends
+# it by the default action (_deadline), and its end closes without the byte.
 _WATCHDOG = r"""
 import os, select, signal, socket, sys
 pid, seconds, index, workers = int(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3]), sys.argv[4:]
@@ -595,8 +595,8 @@ def interrupted(signum, frame):
     sys.exit(1)
 for signum in (signal.SIGINT, signal.SIGTERM):
     signal.signal(signum, interrupted)
-if select.select([sys.stdin], [], [], seconds)[0]:  # the parent joined, or ended
-    if os.getppid() != pid:
+if select.select([sys.stdin], [], [], seconds)[0]:  # the parent is done joining, or ended
+    if sys.stdin.buffer.read(1) == b"":  # it closed the pipe without a word: it was killed
         print(f"error: worker {index} stopped by a signal while waiting for the cluster; "
               f"nothing was written: start it again with every worker", file=sys.stderr,
               flush=True)
@@ -640,7 +640,9 @@ def _deadline(seconds, cluster):
     finally:
         for signum, handler in previous.items():  # None: one set outside Python
             signal.signal(signum, signal.SIG_DFL if handler is None else handler)
-        watchdog.stdin.close()
+        with contextlib.suppress(BrokenPipeError):  # a watchdog already gone
+            watchdog.stdin.write(b"d")  # done: it ends quietly (a killed parent sends none)
+            watchdog.stdin.close()
         watchdog.wait()
 
 
