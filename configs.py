@@ -139,9 +139,10 @@ MEDIUM_TIED_VD = dataclasses.replace(
 # layer and the embedding are hidden_size = 1150 here (AWD: embedding and last layer 400, so
 # 43M parameters here against its 24M); one keep_prob (0.6, AWD's 0.4 on the input and the
 # output) also between layers, where AWD drops 0.25; no AR/TAR activation penalties; no
-# weight decay (AWD's 1.2e-6); every weight and the softmax bias drawn from U(-0.1, 0.1)
-# (AWD: PyTorch's U(-1/sqrt(H), 1/sqrt(H)) for the LSTMs, a zero decoder bias); BPTT a fixed
-# 70 (AWD draws a length per batch around 70, its learning rate scaled to it). The learning
+# weight decay (AWD's 1.2e-6); every weight matrix and the softmax bias drawn from
+# U(-0.1, 0.1), the LSTM biases zero (AWD: PyTorch's U(-1/sqrt(H), 1/sqrt(H)) for the
+# LSTMs, their biases included, a zero decoder bias); BPTT a fixed 70 (AWD draws a length
+# per batch around 70, its learning rate scaled to it). The learning
 # rate stays constant (lr_decay 1.0) as in AWD. AWD's lr 30 and clip 0.25 are for a cost
 # averaged over the 70 steps; this cost sums over them, so both scale by 70. NT-ASGD as
 # AWD's (optimizer asgd, nonmono 5; the weights at the switch are not in the average).
