@@ -377,24 +377,21 @@ def _hold_lock(save_path):
     return child
 
 
-def test_a_filesystem_without_locks_is_one_error(tmp_path, monkeypatch):
+@pytest.mark.parametrize("module, call, code, message", [
     # NFS without its lock daemon: flock's ENOLCK was a traceback.
-    def no_locks(fd, operation):
-        raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
-    monkeypatch.setattr(checkpoints.fcntl, "flock", no_locks)
-    with pytest.raises(CheckpointError, match=r"cannot lock .*\.lock: No locks available; "
-                                              r"choose a save_path on a filesystem with locks"):
-        with checkpoints.lock(str(tmp_path / "run")):
-            pass
-
-
-def test_a_full_disk_while_writing_the_locks_pid_is_named(tmp_path, monkeypatch):
+    (checkpoints.fcntl, "flock", errno.ENOLCK,
+     r"cannot lock .*\.lock: No locks available; choose a save_path on a filesystem with locks"),
     # ENOSPC from the pid's write was a bare OSError, which the driver named otherwise.
-    def full_disk(fd, data, offset):
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-    monkeypatch.setattr(checkpoints.os, "pwrite", full_disk)
-    with pytest.raises(CheckpointError, match=r"cannot write the lock file .*\.lock: No space "
-                                              r"left on device; choose a save_path with free"):
+    (checkpoints.os, "pwrite", errno.ENOSPC,
+     r"cannot write the lock file .*\.lock: No space left on device; choose a save_path with "
+     r"free space"),
+])
+def test_a_lock_that_cannot_be_taken_or_written_is_one_error(tmp_path, monkeypatch, module, call,
+                                                             code, message):
+    def fails(*args):
+        raise OSError(code, os.strerror(code))
+    monkeypatch.setattr(module, call, fails)
+    with pytest.raises(CheckpointError, match=message):
         with checkpoints.lock(str(tmp_path / "run")):
             pass
 
