@@ -30,8 +30,9 @@ class WeightAverage(tf.Module):
     As AWD-LSTM's switch to a fresh ASGD: the weights at the switch are not in the average;
     the first step's replace them. (PyTorch's ASGD(t0=0), which AWD-LSTM's code uses, also
     copies the second step's weights, so it averages from the second step on: one step of
-    thousands; this is the paper's average from the switch.) count: 0 off, -1 started with no step yet (the average
-    then holds the weights at the switch), else the steps averaged.
+    thousands; this is the paper's average from the switch.) count: 0 off, -1 started
+    with no step yet (the average then holds the weights at the switch), else the steps
+    averaged.
     Its variables mirror model.trainable_variables in order, so a checkpoint
     holds the raw weights (to go on training) and the average (to evaluate).
     """

@@ -27,7 +27,8 @@ def replace_text(path, text, prefix=".tmp.", tmp_path=None):
     """Replaces path with text (UTF-8, mode 0666 less the umask) in one rename.
 
     The text goes to a temporary file beside path, synced to disk, then renamed
-    over it, and the directory synced; on any failure the temporary file is removed and path is untouched.
+    over it, and the directory synced; on any failure the temporary file is
+    removed and path is untouched.
     tmp_path: that file's name, for a writer that holds a lock (a kill then leaves
     one file that the next write replaces); else a new unique name with `prefix`.
 

@@ -229,10 +229,10 @@ def _check_all_known(words, word_to_id, source):
     shown = ", ".join(repr(w) for w in distinct[:_OOV_SHOWN])
     more = ", ..." if len(distinct) > _OOV_SHOWN else ""
     where = f"{source}: " if source else ""
-    raise UnknownWords(f"{where}{len(missing)} words ({len(distinct)} distinct) are not in the "
-                    f"vocabulary and it has no {UNK}: {shown}{more}; train with "
-                    f"--max_vocab_size (the vocabulary then holds {UNK}; build_vocab's "
-                    f"max_vocab_size in Python) or on text that has these words")
+    raise UnknownWords(f"{where}{len(missing)} words ({len(distinct)} distinct) are not in "
+                       f"the vocabulary and it has no {UNK}: {shown}{more}; train with "
+                       f"--max_vocab_size (the vocabulary then holds {UNK}; build_vocab's "
+                       f"max_vocab_size in Python) or on text that has these words")
 
 
 def file_to_word_ids(path, word_to_id):
